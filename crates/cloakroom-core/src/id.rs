@@ -1,0 +1,162 @@
+//! Session ids and the store keys derived from them.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::{Error, ErrorKind};
+
+/// Number of random bytes in an id: 256 bits, twice the 128-bit floor, so that
+/// guessing a live id stays out of reach even with millions of sessions.
+const ID_BYTES: usize = 32;
+/// Length of the base64url (unpadded) text of an id.
+pub const ID_LEN: usize = 43;
+
+/// A session id: 256 bits from the operating system's CSPRNG, written as
+/// unpadded base64url (43 characters of `A-Z a-z 0-9 - _`).
+///
+/// The id is the bearer secret of a session, so its `Debug` output is
+/// redacted and the only way to see the text is [`Id::expose`], used by the
+/// layer when it writes the cookie. Stores never see it: they get the
+/// [`StoreKey`] (SHA-256 of the id).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Id(String);
+
+impl Id {
+    /// Draws a fresh id from the OS random number generator.
+    ///
+    /// # Errors
+    /// Fails only when the operating system refuses to hand out randomness.
+    pub fn generate() -> Result<Self, Error> {
+        let mut bytes = [0u8; ID_BYTES];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| Error::new(ErrorKind::Backend, "the OS random number generator failed"))?;
+        Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// Parses a cookie value, accepting it only if it has the exact form of an
+    /// id this crate generates. Anything else (wrong length, other alphabet,
+    /// padding, non-canonical trailing bits) is `None`, so a malformed value
+    /// never reaches a store.
+    pub fn parse(value: &str) -> Option<Self> {
+        if value.len() != ID_LEN
+            || !value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return None;
+        }
+        // The decoder rejects non-canonical trailing bits, so each 32-byte id
+        // has exactly one accepted spelling.
+        match URL_SAFE_NO_PAD.decode(value) {
+            Ok(bytes) if bytes.len() == ID_BYTES => Some(Self(value.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// The id as it goes into the cookie. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The key under which stores keep this session: the SHA-256 of the id.
+    pub fn store_key(&self) -> StoreKey {
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes());
+        let mut hex = String::with_capacity(64);
+        for b in digest.as_ref() {
+            hex.push(char::from(HEX[usize::from(b >> 4)]));
+            hex.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+        StoreKey(hex)
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Id(REDACTED)")
+    }
+}
+
+/// What a store keys a session by: the lowercase hex SHA-256 of the session
+/// id (64 characters, always a valid key for Redis, memcached and SQL).
+///
+/// A dump of the store therefore does not contain any cookie value that would
+/// let someone log in.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreKey(String);
+
+impl StoreKey {
+    /// The 64 hex characters.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Builds a key from 64 lowercase hex characters, for stores that list
+    /// their keys back (tests, maintenance tools).
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        (hex.len() == 64 && hex.bytes().all(|b| HEX.contains(&b))).then(|| Self(hex.to_owned()))
+    }
+}
+
+impl fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A hash is not a secret; a prefix is enough to correlate log lines.
+        write!(f, "StoreKey({}…)", &self.0[..8])
+    }
+}
+
+impl fmt::Display for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_parse_and_differ() {
+        let a = Id::generate().unwrap();
+        let b = Id::generate().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.expose().len(), ID_LEN);
+        assert_eq!(Id::parse(a.expose()), Some(a));
+    }
+
+    #[test]
+    fn malformed_values_are_rejected() {
+        let good = Id::generate().unwrap();
+        let s = good.expose();
+        assert!(Id::parse("").is_none());
+        assert!(Id::parse(&s[1..]).is_none());
+        assert!(Id::parse(&format!("{s}A")).is_none());
+        assert!(Id::parse(&format!("{}+", &s[1..])).is_none());
+        assert!(Id::parse(&format!("{}=", &s[1..])).is_none());
+        assert!(Id::parse(&"é".repeat(21)).is_none());
+        // 43 base64 characters carry 258 bits; the spare two must be zero, so
+        // a generated id always ends in a character whose index is a multiple
+        // of 4. Bumping it by one keeps the alphabet but breaks canonicity.
+        let mut chars: Vec<char> = s.chars().collect();
+        assert!("AEIMQUYcgkosw048".contains(chars[42]));
+        chars[42] = if chars[42] == '8' { '9' } else { char::from(chars[42] as u8 + 1) };
+        let bent: String = chars.into_iter().collect();
+        assert!(Id::parse(&bent).is_none());
+    }
+
+    #[test]
+    fn store_key_is_sha256_hex_and_not_the_id() {
+        let id = Id::generate().unwrap();
+        let key = id.store_key();
+        assert_eq!(key.as_str().len(), 64);
+        assert!(!key.as_str().contains(id.expose()));
+        assert_eq!(key, id.store_key());
+        assert_eq!(StoreKey::from_hex(key.as_str()), Some(key));
+        assert!(format!("{id:?}").contains("REDACTED"));
+    }
+}

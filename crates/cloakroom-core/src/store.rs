@@ -1,0 +1,97 @@
+//! The contract every engine implements: [`SessionStore`] for engines that
+//! keep sessions on a server, [`CookieCodec`] for engines that keep them in
+//! the cookie itself.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::{Error, Record, StoreKey};
+
+/// A server-side session store: memory, Redis, Memcached, SQL, or a cache in
+/// front of one of them.
+///
+/// The layer calls these methods; handlers never do. Every method is keyed by
+/// a [`StoreKey`] (SHA-256 of the session id): the raw id never reaches a
+/// store, so nothing a store writes lets anyone log in.
+///
+/// # The contract
+///
+/// * **`load`** returns the record only while it is live: a record whose
+///   deadline has passed is `Ok(None)`, even if the backend still holds it
+///   (expiry is enforced by the server, not only by the cookie). The returned
+///   [`Record::expires_at`] reflects the latest `touch`.
+/// * **`create`** stores a record under a key that must not exist yet. It
+///   never overwrites: if the key is taken (by a live record) it returns
+///   `Ok(false)` and the layer retries with a new id. It must be atomic
+///   (`SET NX`, memcached `add`, `INSERT` on a primary key), never
+///   check-then-write.
+/// * **`update`** replaces the record of a live session and returns
+///   `Ok(false)` if there is none: a session deleted meanwhile (a logout in a
+///   concurrent request) stays deleted. It must be atomic (`SET XX`,
+///   `gets`/`cas`, `UPDATE ... WHERE`), never an upsert.
+/// * **`touch`** moves the deadline of a live session to `expires_at` without
+///   rewriting its data; `Ok(false)` if there is no live session.
+/// * **`delete`** removes the record; deleting a missing key is not an error.
+/// * A backend that is down or slow is an [`Error`] of kind
+///   [`Backend`](crate::ErrorKind::Backend) or
+///   [`Timeout`](crate::ErrorKind::Timeout), returned within a bounded time;
+///   the layer turns it into 503. A store must recover on its own when the
+///   backend comes back (reconnect, refill its pool) without a restart.
+/// * The record's deadline is the store's expiry too where the backend has one
+///   (Redis TTL, memcached exptime), so stale sessions do not pile up.
+#[async_trait]
+pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
+    /// A short engine name for logs and errors, such as `"redis"`.
+    fn engine(&self) -> &'static str;
+
+    /// Fetches the live record under `key`.
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error>;
+
+    /// Stores a new record; `Ok(false)` if `key` already holds a live one.
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error>;
+
+    /// Replaces a live record; `Ok(false)` if there is none.
+    async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error>;
+
+    /// Moves the deadline of a live record; `Ok(false)` if there is none.
+    async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error>;
+
+    /// Removes the record, if any.
+    async fn delete(&self, key: &StoreKey) -> Result<(), Error>;
+}
+
+/// A client-side engine: the whole session travels in the cookie, sealed so
+/// that the client cannot forge it (signed) or read it (encrypted).
+///
+/// Such an engine has no server-side state, so it cannot revoke a session
+/// before its deadline: a copy of an old cookie stays valid until it expires.
+/// The layer splits long values over several cookies and joins them again;
+/// the codec sees one value.
+pub trait CookieCodec: fmt::Debug + Send + Sync + 'static {
+    /// A short engine name for logs and errors, such as `"signed_cookies"`.
+    fn engine(&self) -> &'static str;
+
+    /// Seals `record` into a cookie value bound to `cookie_name` and to the
+    /// record's deadline.
+    ///
+    /// # Errors
+    /// When the record cannot be serialized.
+    fn seal(&self, cookie_name: &str, record: &Record) -> Result<String, Error>;
+
+    /// Opens a value made by [`seal`](Self::seal) for the same cookie name.
+    /// Anything forged, tampered with, truncated, sealed for another name, or
+    /// past its deadline is `None`: the layer then starts a fresh session.
+    fn open(&self, cookie_name: &str, value: &str, now: OffsetDateTime) -> Option<Opened>;
+}
+
+/// A cookie value that [`CookieCodec::open`] accepted.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The session it carried.
+    pub record: Record,
+    /// True when it was sealed with a fallback key: the layer re-issues it
+    /// under the current key.
+    pub stale_key: bool,
+}
