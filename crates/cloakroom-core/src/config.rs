@@ -143,6 +143,30 @@ pub fn millis_or(
     }
 }
 
+/// A URL with any password replaced by `****`, fit for errors and logs:
+/// `redis://:secret@host/0` becomes `redis://:****@host/0`. Works on lists of
+/// hosts (`redis+cluster://u:p@h1,h2`) too, since only the part before the
+/// last `@` of the authority is touched.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let masked = if userinfo.contains(':') {
+                format!("{user}:****")
+            } else {
+                "****".to_owned()
+            };
+            format!("{scheme}://{masked}@{hosts}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +182,15 @@ mod tests {
         assert!(bool_or(s, "B", false).is_err());
         assert_eq!(millis_or(s, "A", Duration::ZERO).unwrap(), Duration::from_millis(12));
         assert!(ConfigError::secret("K", 3, "32 bytes").to_string().contains("not shown"));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("redis://:pw@h:1/0"), "redis://:****@h:1/0");
+        assert_eq!(redact_url("mysql://u:pw@h/db?x=1"), "mysql://u:****@h/db?x=1");
+        assert_eq!(redact_url("redis+cluster://u:p@a:1,b:2"), "redis+cluster://u:****@a:1,b:2");
+        assert_eq!(redact_url("rediss://token@h"), "rediss://****@h");
+        assert_eq!(redact_url("memory://"), "memory://");
+        assert_eq!(redact_url("sqlite:///tmp/a@b.db"), "sqlite:///tmp/a@b.db");
     }
 }

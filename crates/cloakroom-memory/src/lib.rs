@@ -1,0 +1,23 @@
+//! The in-process engine of cloakroom (`SESSION_CACHE_URL=memory://`, the
+//! default): sessions live in a [moka](https://docs.rs/moka) cache inside the
+//! application process.
+//!
+//! * [`MemoryStore`]: the [`SessionStore`](cloakroom_core::SessionStore)
+//!   implementation. Each entry expires at its own session deadline (moka's
+//!   per-entry expiry), and the cache is bounded by a number of entries.
+//!
+//! It is a cache, not a database: when it is full, moka evicts entries by its
+//! policy (TinyLFU admission, LRU eviction), which logs those users out, and a
+//! restart of the process loses every session. Sessions are not shared
+//! between processes, so it suits one process, development and tests.
+//!
+//! ```
+//! use cloakroom_memory::MemoryStore;
+//!
+//! let store = MemoryStore::new(10_000);
+//! assert_eq!(store.max_entries(), 10_000);
+//! ```
+
+mod store;
+
+pub use store::{DEFAULT_MAX_ENTRIES, MemoryStore};

@@ -1,0 +1,62 @@
+//! The layer's settings: the cookie and when sessions are written.
+
+use std::time::Duration;
+
+pub use cookie::SameSite;
+
+/// How the session cookie looks and when sessions are saved. Defaults are
+/// Django's; [`SessionLayer`](crate::SessionLayer) has a `with_*` method for
+/// each field, and `from_env()` reads the `SESSION_*` variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// `SESSION_COOKIE_NAME`, default `sessionid`.
+    pub cookie_name: String,
+    /// `SESSION_COOKIE_AGE`, default two weeks: the cookie's `Max-Age` and the
+    /// server-side deadline of a session with no explicit expiry.
+    pub cookie_age: Duration,
+    /// `SESSION_COOKIE_DOMAIN`, default unset (a host-only cookie).
+    pub cookie_domain: Option<String>,
+    /// `SESSION_COOKIE_PATH`, default `/`.
+    pub cookie_path: String,
+    /// `SESSION_COOKIE_SECURE`, default false.
+    pub cookie_secure: bool,
+    /// `SESSION_COOKIE_HTTPONLY`, default true.
+    pub cookie_http_only: bool,
+    /// `SESSION_COOKIE_SAMESITE`, default `Lax`; `None` here means no
+    /// attribute (Django's `False`).
+    pub cookie_same_site: Option<SameSite>,
+    /// `SESSION_SAVE_EVERY_REQUEST`, default false: when true, every request
+    /// that reads the session extends its expiry (a touch, not a rewrite,
+    /// when the data did not change).
+    pub save_every_request: bool,
+    /// `SESSION_EXPIRE_AT_BROWSER_CLOSE`, default false: when true, cookies
+    /// get no `Max-Age`, unless the session sets its own expiry.
+    pub expire_at_browser_close: bool,
+    /// `SESSION_BACKEND_TIMEOUT_MS`, default 1500: the longest the layer waits
+    /// for one store operation before answering 503.
+    pub backend_timeout: Duration,
+    /// `SESSION_COOKIE_MAX_BYTES`, default 7168: for the cookie engines, the
+    /// most bytes the session's cookies may add to a `Cookie` header, split
+    /// over numbered cookies of at most 4000 bytes each. Keeps the header
+    /// under the 8 KB that common proxies accept, with room for other cookies.
+    pub cookie_max_bytes: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            cookie_name: "sessionid".to_owned(),
+            cookie_age: Duration::from_secs(1_209_600),
+            cookie_domain: None,
+            cookie_path: "/".to_owned(),
+            cookie_secure: false,
+            cookie_http_only: true,
+            cookie_same_site: Some(SameSite::Lax),
+            save_every_request: false,
+            expire_at_browser_close: false,
+            backend_timeout: Duration::from_millis(1500),
+            cookie_max_bytes: 7168,
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! [`SessionLayer`], the tower layer applications add to their router.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cookie::SameSite;
+use tower::Layer;
+
+use crate::config::SessionConfig;
+use crate::service::SessionService;
+use crate::{Engine, env};
+
+/// Loads the session before the handler runs and writes it back afterwards.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
+///
+/// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10_000)))
+///     .with_cookie_name("dashboard_session")
+///     .with_secure(true);
+/// let app: Router = Router::new().route("/", get(|| async { "hi" })).layer(layer);
+/// ```
+///
+/// Or, with the engine and every setting taken from the environment:
+///
+/// ```no_run
+/// # use axum::{Router, routing::get};
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "hi" }))
+///     .layer(cloakroom::SessionLayer::from_env());
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionLayer {
+    engine: Engine,
+    config: Arc<SessionConfig>,
+}
+
+impl SessionLayer {
+    /// A layer on `engine` with Django's default settings.
+    pub fn new(engine: Engine) -> Self {
+        Self {
+            engine,
+            config: Arc::new(SessionConfig::default()),
+        }
+    }
+
+    /// A layer on `engine` with the given settings.
+    pub fn with_config(engine: Engine, config: SessionConfig) -> Self {
+        Self {
+            engine,
+            config: Arc::new(config),
+        }
+    }
+
+    /// Reads `SESSION_ENGINE` and every other `SESSION_*` setting from the
+    /// environment (see the crate docs for the table).
+    ///
+    /// # Panics
+    /// On a bad setting, with a message that names the variable, the value
+    /// and what is accepted. Use [`try_from_env`](Self::try_from_env) to get
+    /// the error instead.
+    pub fn from_env() -> Self {
+        match Self::try_from_env() {
+            Ok(layer) => layer,
+            Err(err) => panic!("cloakroom: {err}"),
+        }
+    }
+
+    /// Like [`from_env`](Self::from_env), returning a bad setting as an error.
+    ///
+    /// # Errors
+    /// When a setting has a value that is not accepted.
+    pub fn try_from_env() -> Result<Self, crate::ConfigError> {
+        Self::from_settings(&cloakroom_core::Env)
+    }
+
+    /// Like [`try_from_env`](Self::try_from_env), reading from any
+    /// [`Settings`](crate::Settings) source (a map, in tests).
+    ///
+    /// # Errors
+    /// When a setting has a value that is not accepted.
+    pub fn from_settings(settings: &dyn crate::Settings) -> Result<Self, crate::ConfigError> {
+        let config = env::config(settings)?;
+        let engine = env::engine(settings)?;
+        Ok(Self::with_config(engine, config))
+    }
+
+    /// The engine in use.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut SessionConfig)) -> Self {
+        f(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// Sets the cookie name (`SESSION_COOKIE_NAME`).
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10))).with_cookie_name("sid");
+    /// assert_eq!(layer.config().cookie_name, "sid");
+    /// ```
+    pub fn with_cookie_name(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.edit(|c| c.cookie_name = name)
+    }
+
+    /// Sets the session lifetime (`SESSION_COOKIE_AGE`).
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
+    /// # use std::time::Duration;
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10)))
+    ///     .with_cookie_age(Duration::from_secs(3600));
+    /// assert_eq!(layer.config().cookie_age.as_secs(), 3600);
+    /// ```
+    pub fn with_cookie_age(self, age: Duration) -> Self {
+        self.edit(|c| c.cookie_age = age)
+    }
+
+    /// Sets the cookie's `Domain` (`SESSION_COOKIE_DOMAIN`).
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10)))
+    ///     .with_domain("example.com");
+    /// assert_eq!(layer.config().cookie_domain.as_deref(), Some("example.com"));
+    /// ```
+    pub fn with_domain(self, domain: impl Into<String>) -> Self {
+        let domain = domain.into();
+        self.edit(|c| c.cookie_domain = Some(domain))
+    }
+
+    /// Sets the cookie's `Path` (`SESSION_COOKIE_PATH`).
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10))).with_path("/app");
+    /// assert_eq!(layer.config().cookie_path, "/app");
+    /// ```
+    pub fn with_path(self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.edit(|c| c.cookie_path = path)
+    }
+
+    /// Marks the cookie `Secure` (`SESSION_COOKIE_SECURE`).
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10))).with_secure(true);
+    /// assert!(layer.config().cookie_secure);
+    /// ```
+    pub fn with_secure(self, secure: bool) -> Self {
+        self.edit(|c| c.cookie_secure = secure)
+    }
+
+    /// Sets `HttpOnly` (`SESSION_COOKIE_HTTPONLY`; on by default, and best left so).
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10))).with_http_only(true);
+    /// assert!(layer.config().cookie_http_only);
+    /// ```
+    pub fn with_http_only(self, http_only: bool) -> Self {
+        self.edit(|c| c.cookie_http_only = http_only)
+    }
+
+    /// Sets `SameSite` (`SESSION_COOKIE_SAMESITE`); `None` sends no attribute.
+    /// Browsers refuse `SameSite=None` without `Secure`, so set both.
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, SessionLayer, SameSite, memory::MemoryStore};
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10)))
+    ///     .with_same_site(Some(SameSite::Strict));
+    /// assert_eq!(layer.config().cookie_same_site, Some(SameSite::Strict));
+    /// ```
+    pub fn with_same_site(self, same_site: Option<SameSite>) -> Self {
+        self.edit(|c| c.cookie_same_site = same_site)
+    }
+
+    /// Saves (or touches) the session on every request that reads it
+    /// (`SESSION_SAVE_EVERY_REQUEST`).
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10)))
+    ///     .with_save_every_request(true);
+    /// assert!(layer.config().save_every_request);
+    /// ```
+    pub fn with_save_every_request(self, every: bool) -> Self {
+        self.edit(|c| c.save_every_request = every)
+    }
+
+    /// Makes cookies last until the browser closes, unless a session sets its
+    /// own expiry (`SESSION_EXPIRE_AT_BROWSER_CLOSE`).
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10)))
+    ///     .with_expire_at_browser_close(true);
+    /// assert!(layer.config().expire_at_browser_close);
+    /// ```
+    pub fn with_expire_at_browser_close(self, yes: bool) -> Self {
+        self.edit(|c| c.expire_at_browser_close = yes)
+    }
+
+    /// Sets the longest wait for one store operation before a 503
+    /// (`SESSION_BACKEND_TIMEOUT_MS`).
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
+    /// # use std::time::Duration;
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10)))
+    ///     .with_backend_timeout(Duration::from_millis(500));
+    /// assert_eq!(layer.config().backend_timeout.as_millis(), 500);
+    /// ```
+    pub fn with_backend_timeout(self, timeout: Duration) -> Self {
+        self.edit(|c| c.backend_timeout = timeout)
+    }
+
+    /// Sets how many bytes the cookie engines may put in the `Cookie` header
+    /// (`SESSION_COOKIE_MAX_BYTES`).
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10)))
+    ///     .with_cookie_max_bytes(16_000);
+    /// assert_eq!(layer.config().cookie_max_bytes, 16_000);
+    /// ```
+    pub fn with_cookie_max_bytes(self, bytes: usize) -> Self {
+        self.edit(|c| c.cookie_max_bytes = bytes)
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            engine: self.engine.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}

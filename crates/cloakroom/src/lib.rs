@@ -1,0 +1,135 @@
+//! cloakroom: Django-grade session storage for [axum](https://docs.rs/axum).
+//!
+//! One tower [`Layer`](tower::Layer), [`SessionLayer`], loads the session
+//! before the handler runs and writes it back afterwards; handlers take a
+//! [`Session`] extractor. The operator picks where sessions live with one
+//! setting, `SESSION_ENGINE`, using Django's names.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use cloakroom::{Session, SessionLayer};
+//!
+//! async fn count(session: Session) -> Result<String, cloakroom::Error> {
+//!     let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
+//!     session.insert("n", n).await?;
+//!     Ok(format!("visit {n}"))
+//! }
+//!
+//! # async fn run() {
+//! let app: Router = Router::new()
+//!     .route("/", get(count))
+//!     .layer(SessionLayer::from_env());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await.unwrap();
+//! axum::serve(listener, app).await.unwrap();
+//! # }
+//! ```
+//!
+//! # What lives where
+//!
+//! * [`layer`](SessionLayer) and [`service`](SessionService): the middleware,
+//!   with Django's `SessionMiddleware` rules (lazy load, save only when
+//!   modified, touch when only the expiry moves, no save on 5xx, removal
+//!   cookie for an emptied session, `Vary: Cookie`).
+//! * [`Session`]: the per-request handle and extractor.
+//! * [`SessionConfig`]: the cookie and saving settings.
+//! * [`Engine`]: a server-side [`SessionStore`] or a client-side
+//!   [`CookieCodec`]; engines come from their own crates, turned on by this
+//!   crate's features (`redis`, `memcached`, `mysql`, `postgres`, `sqlite`,
+//!   `cookie`, or `full`). The in-process [`memory`] engine is always there
+//!   and is the default.
+//!
+//! # Settings read by `from_env()`
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `SESSION_ENGINE` | `cache` | `cache`, `db`, `cached_db`, `signed_cookies`, `encrypted_cookies`; Django's dotted names are accepted |
+//! | `SESSION_CACHE_URL` | `memory://` | for `cache`: `memory://`, `redis://`, `rediss://`, `redis+cluster://`, `memcached://` |
+//! | `SESSION_DATABASE_URL` | `DATABASE_URL` | for `db` and `cached_db` |
+//! | `SESSION_COOKIE_NAME` | `sessionid` | |
+//! | `SESSION_COOKIE_AGE` | `1209600` | seconds; cookie `Max-Age` and server-side deadline |
+//! | `SESSION_COOKIE_DOMAIN` | unset | host-only cookie when unset |
+//! | `SESSION_COOKIE_PATH` | `/` | |
+//! | `SESSION_COOKIE_SECURE` | `false` | |
+//! | `SESSION_COOKIE_HTTPONLY` | `true` | |
+//! | `SESSION_COOKIE_SAMESITE` | `Lax` | `Lax`, `Strict`, `None` (needs Secure), `False` |
+//! | `SESSION_SAVE_EVERY_REQUEST` | `false` | |
+//! | `SESSION_EXPIRE_AT_BROWSER_CLOSE` | `false` | |
+//! | `SESSION_BACKEND_TIMEOUT_MS` | `1500` | longest wait for one store call before 503 |
+//! | `SESSION_COOKIE_MAX_BYTES` | `7168` | cookie engines: bound on the session's cookies |
+//! | `SESSION_CACHE_MAX_ENTRIES` | `100000` | memory engine: sessions kept before eviction |
+//!
+//! A bad value is an error naming the variable, the value and what is
+//! accepted; `from_env()` panics with it, `try_from_env()` returns it.
+
+mod config;
+mod cookies;
+mod env;
+mod error;
+mod extract;
+mod layer;
+mod service;
+mod session;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use cloakroom_core::{
+    ConfigError, CookieCodec, ErrorKind, Expiry, Opened, Record, SessionStore, Settings, StoreKey,
+};
+pub use config::{SameSite, SessionConfig};
+pub use error::Error;
+pub use extract::MissingSessionLayer;
+pub use layer::SessionLayer;
+pub use service::SessionService;
+pub use session::Session;
+
+/// The in-process engine (re-exported from `cloakroom-memory`).
+pub mod memory {
+    pub use cloakroom_memory::*;
+}
+
+/// The crate every engine is written against, for engine authors.
+pub use cloakroom_core as core;
+
+/// Where sessions live: a server-side store, or the cookie itself.
+#[derive(Clone)]
+pub enum Engine {
+    /// A store keyed by the hash of the session id.
+    Store(Arc<dyn SessionStore>),
+    /// A codec that seals the whole session into the cookie.
+    Cookie(Arc<dyn CookieCodec>),
+}
+
+impl Engine {
+    /// Wraps a server-side store.
+    pub fn store(store: impl SessionStore) -> Self {
+        Self::Store(Arc::new(store))
+    }
+
+    /// Wraps a cookie codec.
+    pub fn cookie(codec: impl CookieCodec) -> Self {
+        Self::Cookie(Arc::new(codec))
+    }
+
+    /// The engine's short name (`memory`, `redis`, `signed_cookies`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Store(store) => store.engine(),
+            Self::Cookie(codec) => codec.engine(),
+        }
+    }
+
+    /// True for server-side engines, which can revoke a session at once.
+    pub fn is_server_side(&self) -> bool {
+        matches!(self, Self::Store(_))
+    }
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Store(store) => f.debug_tuple("Engine::Store").field(store).finish(),
+            Self::Cookie(codec) => f.debug_tuple("Engine::Cookie").field(codec).finish(),
+        }
+    }
+}

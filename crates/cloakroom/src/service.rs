@@ -1,0 +1,315 @@
+//! The [`SessionService`]: builds the request's [`Session`], runs the inner
+//! service, then writes the session back (Django's `SessionMiddleware`).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::Bytes;
+use cloakroom_core::{BoxError, Error, ErrorKind, Id};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, VARY};
+use http::{HeaderValue, Request, Response, StatusCode};
+use time::OffsetDateTime;
+use tower::Service;
+
+use crate::Engine;
+use crate::config::SessionConfig;
+use crate::cookies::{self, RequestCookies};
+use crate::session::{Incoming, Session, State, browser_close, expiry_age};
+
+/// How many fresh ids `create` is tried with before giving up; a collision
+/// of 256-bit random ids means a broken random source, not bad luck.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// The middleware made by [`SessionLayer`](crate::SessionLayer).
+#[derive(Clone)]
+pub struct SessionService<S> {
+    pub(crate) inner: S,
+    pub(crate) engine: Engine,
+    pub(crate) config: Arc<SessionConfig>,
+}
+
+impl<S> fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionService")
+            .field("engine", &self.engine)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let found = RequestCookies::read(request.headers(), &self.config.cookie_name);
+        let incoming = match (&self.engine, found.main.as_deref()) {
+            (_, None) => Incoming::Absent,
+            (Engine::Store(_), Some(value)) => Id::parse(value).map_or(Incoming::Malformed, Incoming::Id),
+            (Engine::Cookie(_), Some(_)) => found.joined().map_or(Incoming::Malformed, Incoming::Sealed),
+        };
+        let session = Session::new(
+            self.engine.clone(),
+            Arc::clone(&self.config),
+            incoming,
+            found.chunk_numbers,
+        );
+        request.extensions_mut().insert(session.clone());
+
+        // The clone that was made ready goes into the future (tower's rule
+        // for services that are driven by poll_ready).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let response = inner.call(request).await?;
+            Ok(finish(&session, response.map(Body::new)).await)
+        })
+    }
+}
+
+/// Writes the session back after the handler and shapes the response.
+async fn finish(session: &Session, mut response: Response<Body>) -> Response<Body> {
+    let mut state = session.lock().await;
+    if let Some(failure) = state.failure {
+        return error_response(failure.kind);
+    }
+    if !state.accessed {
+        return response;
+    }
+    add_vary_cookie(&mut response);
+    // Django's rule: a failed request does not save what it half did.
+    if response.status().is_server_error() {
+        return response;
+    }
+    let result = match &session.shared.engine {
+        Engine::Store(_) => save_to_store(session, &mut state, &mut response).await,
+        Engine::Cookie(codec) => save_to_cookie(session, codec.as_ref(), &state, &mut response),
+    };
+    match result {
+        Ok(()) => response,
+        Err(err) => {
+            if err.kind() == ErrorKind::Interrupted {
+                // Another request logged this session out: do not bring it
+                // back, and tell the browser to drop the cookie.
+                let mut response = error_response(err.kind());
+                let config = &session.shared.config;
+                cookies::append(
+                    response.headers_mut(),
+                    &cookies::removal(config, config.cookie_name.clone()),
+                );
+                response
+            } else {
+                error_response(err.kind())
+            }
+        }
+    }
+}
+
+async fn save_to_store(
+    session: &Session,
+    state: &mut State,
+    response: &mut Response<Body>,
+) -> Result<(), Error> {
+    let config = &session.shared.config;
+    let had_cookie = !matches!(session.shared.incoming, Incoming::Absent);
+    if state.is_blank() {
+        // An emptied session is gone: its record (and one retired by
+        // cycle_id) is deleted and the cookie removed.
+        let doomed: Vec<Id> = state.id.take().into_iter().chain(state.retired.take()).collect();
+        for id in doomed {
+            let key = id.store_key();
+            session
+                .run(state, "delete", |store| async move { store.delete(&key).await })
+                .await?;
+        }
+        if had_cookie {
+            cookies::append(
+                response.headers_mut(),
+                &cookies::removal(config, config.cookie_name.clone()),
+            );
+        }
+        return Ok(());
+    }
+
+    let now = OffsetDateTime::now_utc();
+    let age = expiry_age(state.expiry, config, now);
+    let id = if state.modified || state.id.is_none() {
+        let record = state.record(config, now);
+        let id = match state.id.clone() {
+            Some(id) => {
+                let key = id.store_key();
+                let record = &record;
+                let updated = session
+                    .run(state, "update", |store| async move { store.update(&key, record).await })
+                    .await?;
+                if !updated {
+                    return Err(Error::new(ErrorKind::Interrupted, ""));
+                }
+                id
+            }
+            None => create(session, state, &record).await?,
+        };
+        if let Some(old) = state.retired.take() {
+            let key = old.store_key();
+            session
+                .run(state, "delete", |store| async move { store.delete(&key).await })
+                .await?;
+        }
+        id
+    } else if config.save_every_request || state.touch {
+        let Some(id) = state.id.clone() else {
+            return Ok(());
+        };
+        let key = id.store_key();
+        let deadline = now + age;
+        let touched = session
+            .run(state, "touch", |store| async move { store.touch(&key, deadline).await })
+            .await?;
+        if !touched {
+            return Err(Error::new(ErrorKind::Interrupted, ""));
+        }
+        id
+    } else {
+        return Ok(());
+    };
+    let max_age = (!browser_close(state.expiry, config)).then_some(age);
+    cookies::append(
+        response.headers_mut(),
+        &cookies::build(config, config.cookie_name.clone(), id.expose().to_owned(), max_age),
+    );
+    Ok(())
+}
+
+/// Stores a new session under a fresh id and returns the id.
+async fn create(
+    session: &Session,
+    state: &mut State,
+    record: &cloakroom_core::Record,
+) -> Result<Id, Error> {
+    for _ in 0..CREATE_ATTEMPTS {
+        let id = Id::generate()?;
+        let key = id.store_key();
+        let created = session
+            .run(state, "create", |store| async move { store.create(&key, record).await })
+            .await?;
+        if created {
+            state.id = Some(id.clone());
+            return Ok(id);
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Backend,
+        "every fresh session id was already taken; is the random source broken?",
+    ))
+}
+
+fn save_to_cookie(
+    session: &Session,
+    codec: &dyn cloakroom_core::CookieCodec,
+    state: &State,
+    response: &mut Response<Body>,
+) -> Result<(), Error> {
+    let shared = &session.shared;
+    let config = &shared.config;
+    let name = &config.cookie_name;
+    let headers = response.headers_mut();
+    if state.is_blank() {
+        if !matches!(shared.incoming, Incoming::Absent) {
+            cookies::append(headers, &cookies::removal(config, name.clone()));
+        }
+        for n in &shared.chunk_numbers {
+            cookies::append(headers, &cookies::removal(config, format!("{name}.{n}")));
+        }
+        return Ok(());
+    }
+    if !(state.modified || state.touch || config.save_every_request) {
+        return Ok(());
+    }
+    let now = OffsetDateTime::now_utc();
+    let record = state.record(config, now);
+    let value = codec.seal(name, &record).inspect_err(|err| {
+        tracing::error!(engine = codec.engine(), operation = "seal", error = %err, "session cookie not written");
+    })?;
+    let Some(parts) = cookies::split(name, &value, config.cookie_max_bytes) else {
+        let err = Error::new(
+            ErrorKind::TooLarge,
+            format!(
+                "the sealed session is {} bytes, more than SESSION_COOKIE_MAX_BYTES={} allows; \
+                 the previous cookie is left as it was",
+                value.len(),
+                config.cookie_max_bytes
+            ),
+        );
+        tracing::error!(engine = codec.engine(), operation = "save", error = %err, "session cookie not written");
+        return Err(err);
+    };
+    let max_age = (!browser_close(state.expiry, config))
+        .then(|| expiry_age(state.expiry, config, now));
+    let pieces = parts.len() - 1;
+    for (cookie_name, cookie_value) in parts {
+        cookies::append(headers, &cookies::build(config, cookie_name, cookie_value, max_age));
+    }
+    // Pieces of an earlier, longer value would otherwise linger.
+    for n in shared.chunk_numbers.iter().filter(|n| **n > pieces) {
+        cookies::append(headers, &cookies::removal(config, format!("{name}.{n}")));
+    }
+    Ok(())
+}
+
+fn add_vary_cookie(response: &mut Response<Body>) {
+    let already = response
+        .headers()
+        .get_all(VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| {
+            let v = v.trim();
+            v == "*" || v.eq_ignore_ascii_case("cookie")
+        });
+    if !already {
+        response.headers_mut().append(VARY, HeaderValue::from_static("Cookie"));
+    }
+}
+
+/// The response for a session failure: a status and a short plain body.
+pub(crate) fn error_response(kind: ErrorKind) -> Response<Body> {
+    let (status, body) = match kind {
+        ErrorKind::Backend | ErrorKind::Timeout => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "session store unavailable, try again\n",
+        ),
+        ErrorKind::Interrupted => (
+            StatusCode::BAD_REQUEST,
+            "the session was ended by another request before this one completed\n",
+        ),
+        ErrorKind::TooLarge => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "session data too large to store\n",
+        ),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "session error\n"),
+    };
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(VARY, HeaderValue::from_static("Cookie"));
+    response
+}

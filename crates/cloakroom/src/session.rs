@@ -1,0 +1,400 @@
+//! The per-request [`Session`] handle.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloakroom_core::record::Data;
+use cloakroom_core::{ErrorKind, Expiry, Id, Record};
+
+use crate::Error;
+/// The error of store calls inside the crate.
+type StoreError = cloakroom_core::Error;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::Engine;
+use crate::config::SessionConfig;
+
+/// What the request's cookie said, checked for form before any store is asked.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// No session cookie.
+    Absent,
+    /// A cookie that cannot be a session of this engine.
+    Malformed,
+    /// A well-formed id (server-side engines).
+    Id(Id),
+    /// A sealed value, chunks joined (cookie engines).
+    Sealed(String),
+}
+
+/// The session of one request: an axum extractor, cheap to clone, loaded from
+/// the store on first use and written back by the layer after the handler.
+///
+/// Every accessor is `async` because the first one loads the session (so a
+/// handler that never touches it costs no I/O). They fail only when the
+/// backend is unavailable; the error turns into a 503 response with `?`, and
+/// the layer answers 503 for that request in any case.
+///
+/// ```
+/// use cloakroom::Session;
+///
+/// async fn counter(session: Session) -> Result<String, cloakroom::Error> {
+///     let views: u64 = session.get("views").await?.unwrap_or(0);
+///     session.insert("views", views + 1).await?;
+///     Ok(format!("{} views", views + 1))
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the id nor the data: both may be secrets.
+        f.debug_struct("Session")
+            .field("engine", &self.shared.engine.name())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    pub(crate) config: Arc<SessionConfig>,
+    pub(crate) incoming: Incoming,
+    /// Numbers of the `NAME.N` chunk cookies the request carried.
+    pub(crate) chunk_numbers: Vec<usize>,
+    pub(crate) state: Mutex<State>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) loaded: bool,
+    /// A store error this request hit; the response becomes an error.
+    pub(crate) failure: Option<Failure>,
+    /// Set on the first access: only then does the layer add `Vary: Cookie`
+    /// and consider saving.
+    pub(crate) accessed: bool,
+    /// The data changed: the next save rewrites the record.
+    pub(crate) modified: bool,
+    /// Only the deadline must move: a touch is enough.
+    pub(crate) touch: bool,
+    /// The live id of a server-side session; `None` for a new one.
+    pub(crate) id: Option<Id>,
+    /// The id that `cycle_id` retired, deleted once the new one is saved.
+    pub(crate) retired: Option<Id>,
+    pub(crate) data: Data,
+    pub(crate) expiry: Option<Expiry>,
+}
+
+/// A failed store operation, kept to shape the response.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Failure {
+    pub(crate) kind: ErrorKind,
+}
+
+impl Session {
+    pub(crate) fn new(
+        engine: Engine,
+        config: Arc<SessionConfig>,
+        incoming: Incoming,
+        chunk_numbers: Vec<usize>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                engine,
+                config,
+                incoming,
+                chunk_numbers,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// The value under `key`, deserialized as `T`; `None` if absent.
+    ///
+    /// # Errors
+    /// When the backend is unavailable, or the stored value is not a `T`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        let state = self.loaded().await?;
+        state
+            .data
+            .get(key)
+            .map(|v| T::deserialize(v).map_err(|e| Error::from(StoreError::from(e))))
+            .transpose()
+    }
+
+    /// Stores `value` under `key`.
+    ///
+    /// # Errors
+    /// When the backend is unavailable or `value` cannot be serialized.
+    pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), Error> {
+        let value = serde_json::to_value(value).map_err(StoreError::from)?;
+        let mut state = self.loaded().await?;
+        if state.data.get(key) != Some(&value) {
+            state.data.insert(key.to_owned(), value);
+            state.modified = true;
+        }
+        Ok(())
+    }
+
+    /// Removes `key` and returns its value deserialized as `T`.
+    ///
+    /// # Errors
+    /// When the backend is unavailable, or the value was not a `T` (it is
+    /// removed all the same).
+    pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        let mut state = self.loaded().await?;
+        let Some(value) = state.data.remove(key) else {
+            return Ok(None);
+        };
+        state.modified = true;
+        Ok(Some(T::deserialize(value).map_err(StoreError::from)?))
+    }
+
+    /// True if the session holds no values.
+    ///
+    /// # Errors
+    /// When the backend is unavailable.
+    pub async fn is_empty(&self) -> Result<bool, Error> {
+        Ok(self.loaded().await?.data.is_empty())
+    }
+
+    /// Removes every value and any expiry set on the session, as Django's
+    /// `clear()` does. A session left empty at the end of the request is
+    /// deleted and its cookie removed.
+    ///
+    /// # Errors
+    /// When the backend is unavailable.
+    pub async fn clear(&self) -> Result<(), Error> {
+        let mut state = self.loaded().await?;
+        if !state.is_blank() {
+            state.data.clear();
+            state.expiry = None;
+            state.modified = true;
+        }
+        Ok(())
+    }
+
+    /// Logs out: removes every value, deletes the stored session at once and
+    /// makes the response remove the cookie. The old cookie then opens
+    /// nothing on server-side engines (cookie engines cannot revoke a copy).
+    ///
+    /// # Errors
+    /// When the backend is unavailable; the response is then a 503, never a
+    /// success that left the session alive.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let mut state = self.lock().await;
+        state.accessed = true;
+        state.loaded = true;
+        state.data.clear();
+        state.expiry = None;
+        state.modified = true;
+        state.touch = false;
+        let mut doomed: Vec<Id> = state.id.take().into_iter().chain(state.retired.take()).collect();
+        if let Incoming::Id(id) = &self.shared.incoming {
+            if !doomed.contains(id) {
+                doomed.push(id.clone());
+            }
+        }
+        for id in doomed {
+            let key = id.store_key();
+            self.run(&mut state, "delete", |store| async move { store.delete(&key).await })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Gives the session a new id and keeps its data (call it at login, so a
+    /// session id planted before login is worthless after). The old record
+    /// is deleted once the new one is stored.
+    ///
+    /// # Errors
+    /// When the backend is unavailable.
+    pub async fn cycle_id(&self) -> Result<(), Error> {
+        let mut state = self.loaded().await?;
+        if let Some(old) = state.id.take() {
+            state.retired.get_or_insert(old);
+        }
+        state.modified = true;
+        Ok(())
+    }
+
+    /// Sets how this session expires; `None` goes back to the settings
+    /// (`SESSION_COOKIE_AGE`, `SESSION_EXPIRE_AT_BROWSER_CLOSE`).
+    ///
+    /// Setting the same inactivity period again (an idle timeout refreshed on
+    /// each request) only extends the deadline: the store gets a touch, not a
+    /// rewrite of the data.
+    ///
+    /// # Errors
+    /// When the backend is unavailable.
+    pub async fn set_expiry(&self, expiry: Option<Expiry>) -> Result<(), Error> {
+        let mut state = self.loaded().await?;
+        if state.expiry == expiry {
+            if matches!(expiry, Some(Expiry::OnInactivity(_))) {
+                state.touch = true;
+            }
+        } else {
+            state.expiry = expiry;
+            state.modified = true;
+        }
+        Ok(())
+    }
+
+    /// The expiry set on this session, if any.
+    ///
+    /// # Errors
+    /// When the backend is unavailable.
+    pub async fn expiry(&self) -> Result<Option<Expiry>, Error> {
+        Ok(self.loaded().await?.expiry)
+    }
+
+    /// How long from now until the session expires if saved now.
+    ///
+    /// # Errors
+    /// When the backend is unavailable.
+    pub async fn expiry_age(&self) -> Result<Duration, Error> {
+        let state = self.loaded().await?;
+        Ok(expiry_age(state.expiry, &self.shared.config, OffsetDateTime::now_utc()))
+    }
+
+    /// The moment the session expires if saved now.
+    ///
+    /// # Errors
+    /// When the backend is unavailable.
+    pub async fn expiry_date(&self) -> Result<OffsetDateTime, Error> {
+        let age = self.expiry_age().await?;
+        Ok(OffsetDateTime::now_utc() + age)
+    }
+
+    /// True when the cookie has no `Max-Age` and so ends with the browser.
+    ///
+    /// # Errors
+    /// When the backend is unavailable.
+    pub async fn expire_at_browser_close(&self) -> Result<bool, Error> {
+        let state = self.loaded().await?;
+        Ok(browser_close(state.expiry, &self.shared.config))
+    }
+
+    pub(crate) async fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().await
+    }
+
+    /// The state, loaded from the store on first use.
+    async fn loaded(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        let mut state = self.lock().await;
+        state.accessed = true;
+        if state.loaded {
+            return Ok(state);
+        }
+        let now = OffsetDateTime::now_utc();
+        let record = match (&self.shared.incoming, &self.shared.engine) {
+            (Incoming::Id(id), Engine::Store(_)) => {
+                let key = id.store_key();
+                let found = self
+                    .run(&mut state, "load", |store| async move { store.load(&key).await })
+                    .await?;
+                // Defence in depth: a store that returned a dead record does
+                // not revive it.
+                let live = found.filter(|r| !r.is_expired_at(now));
+                if live.is_some() {
+                    state.id = Some(id.clone());
+                }
+                live
+            }
+            (Incoming::Sealed(value), Engine::Cookie(codec)) => {
+                match codec.open(&self.shared.config.cookie_name, value, now) {
+                    Some(opened) => {
+                        // Re-issue under the current key at the end of this request.
+                        state.modified |= opened.stale_key;
+                        Some(opened.record)
+                    }
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(record) = record {
+            state.data = record.data;
+            state.expiry = record.expiry;
+        }
+        state.loaded = true;
+        Ok(state)
+    }
+
+    /// Runs one store operation under the layer's timeout; on failure logs it
+    /// with the engine and operation, remembers it for the response, and
+    /// returns it.
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        state: &mut State,
+        operation: &'static str,
+        op: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(Arc<dyn cloakroom_core::SessionStore>) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let Engine::Store(store) = &self.shared.engine else {
+            return Err(StoreError::new(ErrorKind::Config, "not a server-side engine"));
+        };
+        let engine = store.engine();
+        let timeout = self.shared.config.backend_timeout;
+        let result = match tokio::time::timeout(timeout, op(Arc::clone(store))).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::new(
+                ErrorKind::Timeout,
+                format!("no answer within {} ms", timeout.as_millis()),
+            )),
+        };
+        if let Err(err) = &result {
+            tracing::error!(engine, operation, error = %err, "session store operation failed");
+            state.failure = Some(Failure { kind: err.kind() });
+        }
+        result
+    }
+}
+
+/// The time to live of a session saved at `now` with this expiry policy.
+pub(crate) fn expiry_age(
+    expiry: Option<Expiry>,
+    config: &SessionConfig,
+    now: OffsetDateTime,
+) -> Duration {
+    match expiry {
+        Some(Expiry::OnInactivity(age)) => age.try_into().unwrap_or(Duration::ZERO),
+        Some(Expiry::AtDateTime(at)) => (at - now).try_into().unwrap_or(Duration::ZERO),
+        Some(Expiry::OnBrowserClose) | None => config.cookie_age,
+    }
+}
+
+/// Whether the cookie should outlive the browser.
+pub(crate) fn browser_close(expiry: Option<Expiry>, config: &SessionConfig) -> bool {
+    match expiry {
+        Some(Expiry::OnBrowserClose) => true,
+        Some(_) => false,
+        None => config.expire_at_browser_close,
+    }
+}
+
+impl State {
+    /// Nothing worth keeping: no values and no expiry of its own (an expiry
+    /// set on a fresh session is kept, as Django keeps it among the values).
+    pub(crate) fn is_blank(&self) -> bool {
+        self.data.is_empty() && self.expiry.is_none()
+    }
+
+    /// The record to store for a save at `now`.
+    pub(crate) fn record(&self, config: &SessionConfig, now: OffsetDateTime) -> Record {
+        Record {
+            data: self.data.clone(),
+            expiry: self.expiry,
+            expires_at: now + expiry_age(self.expiry, config, now),
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The conformance cases. Each takes a fresh engine, builds the test app on
+//! it, and checks one behaviour of the session layer over HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloakroom::{Engine, SameSite, SessionLayer};
+use http::StatusCode;
+
+use crate::app::Gate;
+use crate::client::{Client, Reply};
+use crate::probe::{Counts, Probe};
+
+const NAME: &str = "sessionid";
+
+/// A client of the test app on `engine` (wrapped in a [`Probe`]), with the
+/// layer adjusted by `configure`.
+pub fn setup(
+    engine: Engine,
+    configure: impl FnOnce(SessionLayer) -> SessionLayer,
+) -> (Client, Arc<Counts>, Arc<Gate>) {
+    let (engine, counts) = Probe::wrap(engine);
+    let gate = Arc::new(Gate::default());
+    let layer = configure(SessionLayer::new(engine));
+    (Client::new(layer, Arc::clone(&gate)), counts, gate)
+}
+
+fn ok(reply: &Reply) {
+    assert_eq!(reply.status, StatusCode::OK, "unexpected reply: {reply:?}");
+}
+
+fn session_cookie(reply: &Reply) -> &crate::client::SetCookie {
+    reply
+        .cookie(NAME)
+        .unwrap_or_else(|| panic!("no session cookie set: {reply:?}"))
+}
+
+/// A first write sets a session cookie with the secure defaults.
+pub async fn new_session_sets_cookie(engine: Engine) {
+    let server_side = engine.is_server_side();
+    let (mut client, _, _) = setup(engine, |l| l);
+    let reply = client.get("/set/a/1").await;
+    ok(&reply);
+    let cookie = session_cookie(&reply);
+    if server_side {
+        assert_eq!(cookie.value.len(), 43, "an id is 43 base64url characters");
+        assert!(
+            cookie
+                .value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+    }
+    let a = &cookie.attributes;
+    assert!(a.contains_key("httponly"), "HttpOnly: {a:?}");
+    assert_eq!(a.get("samesite").map(String::as_str), Some("Lax"));
+    assert_eq!(a.get("path").map(String::as_str), Some("/"));
+    assert_eq!(cookie.max_age(), Some(1_209_600));
+    assert!(a.contains_key("expires"));
+    assert!(!a.contains_key("secure") && !a.contains_key("domain"), "{a:?}");
+    assert!(reply.varies_on_cookie());
+    ok(&client.get("/get/a").await);
+    assert_eq!(client.get("/get/a").await.body, "1");
+}
+
+/// Cookie attributes follow the settings.
+pub async fn configured_cookie_attributes(engine: Engine) {
+    let (mut client, _, _) = setup(engine, |l| {
+        l.with_cookie_name("dash")
+            .with_domain("example.test")
+            .with_path("/app")
+            .with_secure(true)
+            .with_same_site(Some(SameSite::Strict))
+            .with_cookie_age(Duration::from_secs(600))
+    });
+    let reply = client.get("/set/a/1").await;
+    ok(&reply);
+    assert!(reply.cookie(NAME).is_none());
+    let cookie = reply.cookie("dash").expect("cookie named by the settings");
+    let a = &cookie.attributes;
+    assert_eq!(a.get("domain").map(String::as_str), Some("example.test"));
+    assert_eq!(a.get("path").map(String::as_str), Some("/app"));
+    assert!(a.contains_key("secure") && a.contains_key("httponly"));
+    assert_eq!(a.get("samesite").map(String::as_str), Some("Strict"));
+    assert_eq!(cookie.max_age(), Some(600));
+    assert_eq!(client.get("/age").await.body, "600");
+}
+
+/// Reading does not write, and does not set the cookie again.
+pub async fn read_only_request_writes_nothing(engine: Engine) {
+    let (mut client, counts, _) = setup(engine, |l| l);
+    ok(&client.get("/set/a/1").await);
+    let before = counts.snapshot();
+    let reply = client.get("/get/a").await;
+    ok(&reply);
+    assert_eq!(reply.body, "1");
+    assert!(reply.set_cookies.is_empty(), "{:?}", reply.set_cookies);
+    assert!(reply.varies_on_cookie());
+    let after = counts.snapshot();
+    assert_eq!(after.writes(), before.writes(), "a read wrote: {before:?} -> {after:?}");
+}
+
+/// A handler that never touches the session costs no store call and gets no
+/// `Vary: Cookie`.
+pub async fn untouched_session_costs_no_io(engine: Engine) {
+    let (mut client, counts, _) = setup(engine, |l| l);
+    ok(&client.get("/set/a/1").await);
+    let before = counts.snapshot();
+    let reply = client.get("/noop").await;
+    ok(&reply);
+    assert!(reply.set_cookies.is_empty());
+    assert!(!reply.varies_on_cookie());
+    assert_eq!(counts.snapshot(), before);
+}
+
+/// Changes are saved and seen by the next request; the id stays.
+pub async fn modifications_are_saved(engine: Engine) {
+    let (mut client, _, _) = setup(engine, |l| l);
+    ok(&client.get("/set/a/1").await);
+    let first = client.jar.get(NAME).cloned();
+    ok(&client.get("/set/b/2").await);
+    assert_eq!(client.get("/get/a").await.body, "1");
+    assert_eq!(client.get("/get/b").await.body, "2");
+    assert_eq!(client.get("/remove/a").await.body, "1");
+    assert_eq!(client.get("/get/a").await.body, "none");
+    assert_eq!(client.get("/get/b").await.body, "2");
+    if first.as_ref().is_some_and(|v| v.len() == 43) {
+        assert_eq!(client.jar.get(NAME), first.as_ref(), "a server-side id must not change");
+    }
+    // Another browser does not see it.
+    let mut stranger = setup_like(&client);
+    assert_eq!(stranger.get("/get/b").await.body, "none");
+}
+
+fn setup_like(client: &Client) -> Client {
+    let mut other = client.replay();
+    other.jar.clear();
+    other
+}
+
+/// With `SESSION_SAVE_EVERY_REQUEST`, a read extends the session: the cookie
+/// is sent again, and a server-side store gets a touch, not a rewrite.
+pub async fn save_every_request_touches(engine: Engine) {
+    let server_side = engine.is_server_side();
+    let (mut client, counts, _) = setup(engine, |l| l.with_save_every_request(true));
+    ok(&client.get("/set/a/1").await);
+    let value = client.jar.get(NAME).cloned();
+    let before = counts.snapshot();
+    let reply = client.get("/get/a").await;
+    ok(&reply);
+    assert_eq!(reply.body, "1");
+    let cookie = session_cookie(&reply);
+    assert_eq!(cookie.max_age(), Some(1_209_600));
+    if server_side {
+        assert_eq!(Some(&cookie.value), value.as_ref(), "same id re-sent");
+        let after = counts.snapshot();
+        assert_eq!(after.touch, before.touch + 1, "{before:?} -> {after:?}");
+        assert_eq!(after.update, before.update, "a rewrite instead of a touch");
+    }
+    assert_eq!(client.get("/get/a").await.body, "1");
+}
+
+/// Setting the same idle timeout again (Horizon's `SESSION_TIMEOUT`) is a
+/// touch, and the new deadline holds.
+pub async fn refreshed_idle_timeout_touches(engine: Engine) {
+    let (mut client, counts, _) = setup(engine, |l| l);
+    ok(&client.get("/expiry/idle/2").await);
+    ok(&client.get("/set/a/1").await);
+    let before = counts.snapshot();
+    let reply = client.get("/expiry/idle/2").await;
+    ok(&reply);
+    assert_eq!(session_cookie(&reply).max_age(), Some(2));
+    let after = counts.snapshot();
+    assert_eq!(after.touch, before.touch + 1);
+    assert_eq!(after.update, before.update);
+    // Each refresh moves the deadline: 3 s in all, past the first deadline.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        ok(&client.get("/expiry/idle/2").await);
+    }
+    assert_eq!(client.get("/get/a").await.body, "1");
+}
+
+/// `cycle_id` keeps the data under a new id; the old cookie opens nothing.
+pub async fn cycle_id_issues_new_id_and_retires_old(engine: Engine) {
+    let (mut client, _, _) = setup(engine, |l| l);
+    ok(&client.get("/set/user/ada").await);
+    let old = client.replay();
+    let old_value = client.jar.get(NAME).cloned();
+    let reply = client.get("/cycle").await;
+    ok(&reply);
+    let new_value = session_cookie(&reply).value.clone();
+    assert_ne!(Some(&new_value), old_value.as_ref());
+    assert_eq!(client.get("/get/user").await.body, "ada");
+    let mut old = old;
+    assert_eq!(old.get("/get/user").await.body, "none", "the old id still works");
+}
+
+/// `flush` removes the cookie and the old cookie no longer opens the session.
+pub async fn flush_revokes_server_side(engine: Engine) {
+    let (mut client, _, _) = setup(engine, |l| l);
+    ok(&client.get("/set/user/ada").await);
+    let mut thief = client.replay();
+    let reply = client.get("/flush").await;
+    ok(&reply);
+    assert!(session_cookie(&reply).is_removal(), "{reply:?}");
+    assert!(client.jar.is_empty());
+    assert_eq!(client.get("/get/user").await.body, "none");
+    let stolen = thief.jar.get(NAME).cloned();
+    assert_eq!(thief.get("/get/user").await.body, "none", "replayed cookie still logged in");
+    // Writing through the dead id gives a new one, never the old.
+    let reply = thief.get("/set/x/1").await;
+    assert_ne!(Some(&session_cookie(&reply).value), stolen.as_ref());
+}
+
+/// Cookie engines: `flush` removes the cookie, but a copy taken before stays
+/// valid until its deadline (the documented limit of client-side sessions).
+pub async fn flush_removes_cookie_but_cannot_revoke_copies(engine: Engine) {
+    let (mut client, _, _) = setup(engine, |l| l);
+    ok(&client.get("/set/user/ada").await);
+    let mut copy = client.replay();
+    let reply = client.get("/flush").await;
+    ok(&reply);
+    assert!(session_cookie(&reply).is_removal());
+    assert_eq!(client.get("/get/user").await.body, "none");
+    assert_eq!(copy.get("/get/user").await.body, "ada", "cookie engines cannot revoke");
+}
+
+/// A session emptied by `clear` is deleted and its cookie removed.
+pub async fn clear_removes_session(engine: Engine) {
+    let (mut client, _, _) = setup(engine, |l| l);
+    ok(&client.get("/set/a/1").await);
+    let server_side = client.jar.get(NAME).is_some_and(|v| v.len() == 43);
+    let mut old = client.replay();
+    let reply = client.get("/clear").await;
+    ok(&reply);
+    assert!(session_cookie(&reply).is_removal(), "{reply:?}");
+    assert_eq!(client.get("/get/a").await.body, "none");
+    if server_side {
+        assert_eq!(old.get("/get/a").await.body, "none");
+    }
+}
+
+/// The server enforces the deadline, whatever the client keeps sending.
+pub async fn expiry_enforced_on_server(engine: Engine) {
+    let (mut client, _, _) = setup(engine, |l| l);
+    ok(&client.get("/expiry/idle/1").await);
+    let reply = client.get("/set/a/1").await;
+    ok(&reply);
+    assert_eq!(session_cookie(&reply).max_age(), Some(1));
+    assert_eq!(client.get("/get/a").await.body, "1");
+    // The client ignores Max-Age and keeps sending the cookie.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(client.get("/get/a").await.body, "none");
+}
+
+/// Browser-close sessions have no `Max-Age`/`Expires`, by setting or per session.
+pub async fn browser_close_sessions_have_no_max_age(engine: Engine) {
+    let (mut client, _, _) = setup(engine.clone(), |l| l);
+    ok(&client.get("/expiry/browser").await);
+    let reply = client.get("/set/a/1").await;
+    let cookie = session_cookie(&reply);
+    assert!(cookie.max_age().is_none() && !cookie.attributes.contains_key("expires"), "{cookie:?}");
+    assert_eq!(client.get("/get/a").await.body, "1");
+
+    let (mut client, _, _) = setup(engine, |l| l.with_expire_at_browser_close(true));
+    let reply = client.get("/set/a/1").await;
+    let cookie = session_cookie(&reply);
+    assert!(cookie.max_age().is_none(), "{cookie:?}");
+    // A session's own expiry beats the setting.
+    let reply = client.get("/expiry/idle/100").await;
+    assert_eq!(session_cookie(&reply).max_age(), Some(100));
+}
+
+/// Garbage, over-long, wrong-alphabet and non-UTF-8 cookies start a fresh
+/// session, never a 5xx, and never reach the store.
+pub async fn malformed_cookies_start_fresh_without_store(engine: Engine) {
+    let (client, counts, _) = setup(engine, |l| l);
+    let long = format!("{NAME}={}", "A".repeat(20_000));
+    let wrong_alphabet = format!("{NAME}={}", "+/".repeat(21) + "=");
+    let bad_base64 = format!("{NAME}={}", "A".repeat(42) + "B");
+    let inputs: Vec<Vec<u8>> = vec![
+        format!("{NAME}=garbage").into_bytes(),
+        format!("{NAME}=").into_bytes(),
+        long.into_bytes(),
+        wrong_alphabet.into_bytes(),
+        bad_base64.into_bytes(),
+        format!("{NAME}=\u{e9}t\u{e9}").into_bytes(),
+        [format!("{NAME}=").as_bytes(), &[0xff, 0xfe, 0x80]].concat(),
+        format!("{NAME}=chunks-3; {NAME}.1=abc").into_bytes(),
+        b";;;=;=".to_vec(),
+    ];
+    for input in inputs {
+        let reply = client.get_with_raw_cookie("/get/a", &input).await;
+        assert_eq!(reply.status, StatusCode::OK, "{input:?}: {reply:?}");
+        assert_eq!(reply.body, "none");
+        let reply = client.get_with_raw_cookie("/set/a/1", &input).await;
+        assert_eq!(reply.status, StatusCode::OK, "{input:?}: {reply:?}");
+        let issued = session_cookie(&reply).value.as_bytes().to_vec();
+        assert!(!input.ends_with(&issued), "a malformed value was adopted");
+    }
+    assert_eq!(counts.snapshot().load, 0, "a malformed cookie reached the store");
+}
+
+/// A well-formed id the store does not know is never adopted.
+pub async fn unknown_id_is_not_adopted(engine: Engine) {
+    let (client, counts, _) = setup(engine, |l| l);
+    let planted = cloakroom_core::Id::generate().expect("random");
+    let header = format!("{NAME}={}", planted.expose());
+    let reply = client.get_with_raw_cookie("/set/a/1", header.as_bytes()).await;
+    ok(&reply);
+    assert_ne!(session_cookie(&reply).value, planted.expose());
+    assert_eq!(counts.snapshot().load, 1, "a well-formed id is looked up");
+}
+
+/// A 5xx response saves nothing.
+pub async fn no_save_on_5xx(engine: Engine) {
+    let (mut client, counts, _) = setup(engine, |l| l);
+    let reply = client.get("/fail/a/1").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(reply.set_cookies.is_empty());
+    assert_eq!(counts.snapshot().writes(), 0);
+    ok(&client.get("/set/a/1").await);
+    let before = counts.snapshot();
+    let reply = client.get("/fail/a/2").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(reply.set_cookies.is_empty());
+    assert_eq!(counts.snapshot().writes(), before.writes());
+    assert_eq!(client.get("/get/a").await.body, "1");
+}
+
+/// `Vary: Cookie` on every response whose session was read.
+pub async fn vary_cookie_when_read(engine: Engine) {
+    let (mut client, _, _) = setup(engine, |l| l);
+    assert!(client.get("/get/a").await.varies_on_cookie());
+    assert!(client.get("/set/a/1").await.varies_on_cookie());
+    assert!(!client.get("/noop").await.varies_on_cookie());
+}
+
+/// A store that fails gives 503 with a short body, on load and on save, and
+/// the session works again once the store does.
+pub async fn store_failure_gives_503(engine: Engine) {
+    let (mut client, counts, _) = setup(engine, |l| l);
+    ok(&client.get("/set/a/1").await);
+    counts.set_failing(true);
+    for path in ["/get/a", "/set/a/2", "/flush"] {
+        let reply = client.get(path).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {reply:?}");
+        assert!(reply.body.contains("unavailable"));
+        assert!(reply.set_cookies.is_empty());
+    }
+    // A new session fails when it is saved.
+    let mut fresh = setup_like(&client);
+    let reply = fresh.get("/set/b/1").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    // A request that never touches the session is not affected.
+    ok(&client.get("/noop").await);
+    counts.set_failing(false);
+    assert_eq!(client.get("/get/a").await.body, "1");
+}
+
+/// A request that loaded the session before a concurrent logout does not
+/// bring it back when it saves.
+pub async fn concurrent_logout_is_not_undone(engine: Engine) {
+    let (mut client, _, gate) = setup(engine, |l| l);
+    ok(&client.get("/set/user/ada").await);
+    let mut slow = client.replay();
+    let held = tokio::spawn(async move { slow.get("/held/user/mallory").await });
+    gate.entered.notified().await;
+    let mut thief = client.replay();
+    ok(&client.get("/flush").await);
+    gate.release.notify_one();
+    let reply = held.await.expect("held request");
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+    assert!(session_cookie(&reply).is_removal());
+    assert_eq!(thief.get("/get/user").await.body, "none", "the deleted session came back");
+}
+
+/// A session set to expire at a point in time gets a matching `Max-Age`.
+pub async fn expiry_at_datetime(engine: Engine) {
+    let (mut client, _, _) = setup(engine, |l| l);
+    let at = time::OffsetDateTime::now_utc().unix_timestamp() + 100;
+    ok(&client.get(&format!("/expiry/at/{at}")).await);
+    let reply = client.get("/set/a/1").await;
+    let age = session_cookie(&reply).max_age().expect("Max-Age");
+    assert!((97..=100).contains(&age), "Max-Age {age}");
+    let age: i64 = client.get("/age").await.body.parse().expect("seconds");
+    assert!((97..=100).contains(&age));
+    assert_eq!(client.get("/get/a").await.body, "1");
+}
