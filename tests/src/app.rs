@@ -41,11 +41,23 @@ pub fn router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
         .route("/get/{k}", get(get_value))
         .route("/set/{k}/{v}", get(set_value))
         .route("/remove/{k}", get(remove_value))
-        .route("/clear", get(|s: Session| async move { s.clear().await.map(|()| "cleared") }))
-        .route("/flush", get(|s: Session| async move { s.flush().await.map(|()| "flushed") }))
-        .route("/cycle", get(|s: Session| async move { s.cycle_id().await.map(|()| "cycled") }))
+        .route(
+            "/clear",
+            get(|s: Session| async move { s.clear().await.map(|()| "cleared") }),
+        )
+        .route(
+            "/flush",
+            get(|s: Session| async move { s.flush().await.map(|()| "flushed") }),
+        )
+        .route(
+            "/cycle",
+            get(|s: Session| async move { s.cycle_id().await.map(|()| "cycled") }),
+        )
         .route("/expiry/idle/{secs}", get(idle))
-        .route("/expiry/browser", get(|s: Session| expiry(s, Some(Expiry::OnBrowserClose))))
+        .route(
+            "/expiry/browser",
+            get(|s: Session| expiry(s, Some(Expiry::OnBrowserClose))),
+        )
         .route("/expiry/default", get(|s: Session| expiry(s, None)))
         .route("/expiry/at/{unix}", get(at))
         .route("/age", get(age))
@@ -56,7 +68,9 @@ pub fn router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
 }
 
 async fn get_value(s: Session, Path(k): Path<String>) -> Reply {
-    Ok(s.get::<String>(&k).await?.unwrap_or_else(|| "none".to_owned()))
+    Ok(s.get::<String>(&k)
+        .await?
+        .unwrap_or_else(|| "none".to_owned()))
 }
 
 async fn set_value(s: Session, Path((k, v)): Path<(String, String)>) -> Reply {
@@ -65,7 +79,9 @@ async fn set_value(s: Session, Path((k, v)): Path<(String, String)>) -> Reply {
 }
 
 async fn remove_value(s: Session, Path(k): Path<String>) -> Reply {
-    Ok(s.remove::<String>(&k).await?.unwrap_or_else(|| "none".to_owned()))
+    Ok(s.remove::<String>(&k)
+        .await?
+        .unwrap_or_else(|| "none".to_owned()))
 }
 
 async fn expiry(s: Session, e: Option<Expiry>) -> Reply {
@@ -78,7 +94,8 @@ async fn idle(s: Session, Path(secs): Path<i64>) -> Reply {
 }
 
 async fn at(s: Session, Path(unix): Path<i64>) -> Reply {
-    let at = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let at =
+        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     expiry(s, Some(Expiry::AtDateTime(at))).await
 }
 
@@ -86,9 +103,15 @@ async fn age(s: Session) -> Reply {
     Ok(s.expiry_age().await?.as_secs().to_string())
 }
 
-async fn fail(s: Session, Path((k, v)): Path<(String, String)>) -> Result<(StatusCode, String), cloakroom::Error> {
+async fn fail(
+    s: Session,
+    Path((k, v)): Path<(String, String)>,
+) -> Result<(StatusCode, String), cloakroom::Error> {
     s.insert(&k, &v).await?;
-    Ok((StatusCode::INTERNAL_SERVER_ERROR, "handler failed".to_owned()))
+    Ok((
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "handler failed".to_owned(),
+    ))
 }
 
 async fn held(

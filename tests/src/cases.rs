@@ -57,7 +57,10 @@ pub async fn new_session_sets_cookie(engine: Engine) {
     assert_eq!(a.get("path").map(String::as_str), Some("/"));
     assert_eq!(cookie.max_age(), Some(1_209_600));
     assert!(a.contains_key("expires"));
-    assert!(!a.contains_key("secure") && !a.contains_key("domain"), "{a:?}");
+    assert!(
+        !a.contains_key("secure") && !a.contains_key("domain"),
+        "{a:?}"
+    );
     assert!(reply.varies_on_cookie());
     ok(&client.get("/get/a").await);
     assert_eq!(client.get("/get/a").await.body, "1");
@@ -97,7 +100,11 @@ pub async fn read_only_request_writes_nothing(engine: Engine) {
     assert!(reply.set_cookies.is_empty(), "{:?}", reply.set_cookies);
     assert!(reply.varies_on_cookie());
     let after = counts.snapshot();
-    assert_eq!(after.writes(), before.writes(), "a read wrote: {before:?} -> {after:?}");
+    assert_eq!(
+        after.writes(),
+        before.writes(),
+        "a read wrote: {before:?} -> {after:?}"
+    );
 }
 
 /// A handler that never touches the session costs no store call and gets no
@@ -125,7 +132,11 @@ pub async fn modifications_are_saved(engine: Engine) {
     assert_eq!(client.get("/get/a").await.body, "none");
     assert_eq!(client.get("/get/b").await.body, "2");
     if first.as_ref().is_some_and(|v| v.len() == 43) {
-        assert_eq!(client.jar.get(NAME), first.as_ref(), "a server-side id must not change");
+        assert_eq!(
+            client.jar.get(NAME),
+            first.as_ref(),
+            "a server-side id must not change"
+        );
     }
     // Another browser does not see it.
     let mut stranger = setup_like(&client);
@@ -193,7 +204,11 @@ pub async fn cycle_id_issues_new_id_and_retires_old(engine: Engine) {
     assert_ne!(Some(&new_value), old_value.as_ref());
     assert_eq!(client.get("/get/user").await.body, "ada");
     let mut old = old;
-    assert_eq!(old.get("/get/user").await.body, "none", "the old id still works");
+    assert_eq!(
+        old.get("/get/user").await.body,
+        "none",
+        "the old id still works"
+    );
 }
 
 /// `flush` removes the cookie and the old cookie no longer opens the session.
@@ -207,7 +222,11 @@ pub async fn flush_revokes_server_side(engine: Engine) {
     assert!(client.jar.is_empty());
     assert_eq!(client.get("/get/user").await.body, "none");
     let stolen = thief.jar.get(NAME).cloned();
-    assert_eq!(thief.get("/get/user").await.body, "none", "replayed cookie still logged in");
+    assert_eq!(
+        thief.get("/get/user").await.body,
+        "none",
+        "replayed cookie still logged in"
+    );
     // Writing through the dead id gives a new one, never the old.
     let reply = thief.get("/set/x/1").await;
     assert_ne!(Some(&session_cookie(&reply).value), stolen.as_ref());
@@ -223,7 +242,11 @@ pub async fn flush_removes_cookie_but_cannot_revoke_copies(engine: Engine) {
     ok(&reply);
     assert!(session_cookie(&reply).is_removal());
     assert_eq!(client.get("/get/user").await.body, "none");
-    assert_eq!(copy.get("/get/user").await.body, "ada", "cookie engines cannot revoke");
+    assert_eq!(
+        copy.get("/get/user").await.body,
+        "ada",
+        "cookie engines cannot revoke"
+    );
 }
 
 /// A session emptied by `clear` is deleted and its cookie removed.
@@ -260,7 +283,10 @@ pub async fn browser_close_sessions_have_no_max_age(engine: Engine) {
     ok(&client.get("/expiry/browser").await);
     let reply = client.get("/set/a/1").await;
     let cookie = session_cookie(&reply);
-    assert!(cookie.max_age().is_none() && !cookie.attributes.contains_key("expires"), "{cookie:?}");
+    assert!(
+        cookie.max_age().is_none() && !cookie.attributes.contains_key("expires"),
+        "{cookie:?}"
+    );
     assert_eq!(client.get("/get/a").await.body, "1");
 
     let (mut client, _, _) = setup(engine, |l| l.with_expire_at_browser_close(true));
@@ -299,7 +325,11 @@ pub async fn malformed_cookies_start_fresh_without_store(engine: Engine) {
         let issued = session_cookie(&reply).value.as_bytes().to_vec();
         assert!(!input.ends_with(&issued), "a malformed value was adopted");
     }
-    assert_eq!(counts.snapshot().load, 0, "a malformed cookie reached the store");
+    assert_eq!(
+        counts.snapshot().load,
+        0,
+        "a malformed cookie reached the store"
+    );
 }
 
 /// A well-formed id the store does not know is never adopted.
@@ -307,7 +337,9 @@ pub async fn unknown_id_is_not_adopted(engine: Engine) {
     let (client, counts, _) = setup(engine, |l| l);
     let planted = cloakroom_core::Id::generate().expect("random");
     let header = format!("{NAME}={}", planted.expose());
-    let reply = client.get_with_raw_cookie("/set/a/1", header.as_bytes()).await;
+    let reply = client
+        .get_with_raw_cookie("/set/a/1", header.as_bytes())
+        .await;
     ok(&reply);
     assert_ne!(session_cookie(&reply).value, planted.expose());
     assert_eq!(counts.snapshot().load, 1, "a well-formed id is looked up");
@@ -345,7 +377,11 @@ pub async fn store_failure_gives_503(engine: Engine) {
     counts.set_failing(true);
     for path in ["/get/a", "/set/a/2", "/flush"] {
         let reply = client.get(path).await;
-        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {reply:?}");
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {reply:?}"
+        );
         assert!(reply.body.contains("unavailable"));
         assert!(reply.set_cookies.is_empty());
     }
@@ -373,7 +409,11 @@ pub async fn concurrent_logout_is_not_undone(engine: Engine) {
     let reply = held.await.expect("held request");
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
     assert!(session_cookie(&reply).is_removal());
-    assert_eq!(thief.get("/get/user").await.body, "none", "the deleted session came back");
+    assert_eq!(
+        thief.get("/get/user").await.body,
+        "none",
+        "the deleted session came back"
+    );
 }
 
 /// A session set to expire at a point in time gets a matching `Max-Age`.

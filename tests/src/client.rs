@@ -40,7 +40,11 @@ impl SetCookie {
                 None => (a.to_ascii_lowercase(), String::new()),
             })
             .collect();
-        Self { name, value, attributes }
+        Self {
+            name,
+            value,
+            attributes,
+        }
     }
 
     /// True for a cookie that tells the browser to drop it.
@@ -79,7 +83,10 @@ impl Reply {
             .get_all(VARY)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("cookie")))
+            .any(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("cookie"))
+            })
     }
 }
 
@@ -117,7 +124,9 @@ impl Client {
             let line: Vec<String> = self.jar.iter().map(|(n, v)| format!("{n}={v}")).collect();
             request = request.header(COOKIE, line.join("; "));
         }
-        let reply = self.send(request.body(Body::empty()).expect("valid request")).await;
+        let reply = self
+            .send(request.body(Body::empty()).expect("valid request"))
+            .await;
         for c in &reply.set_cookies {
             if c.is_removal() {
                 self.jar.remove(&c.name);
@@ -131,7 +140,9 @@ impl Client {
     /// Sends `GET path` with a raw `Cookie` header (which may be invalid
     /// UTF-8) and nothing from the jar.
     pub async fn get_with_raw_cookie(&self, path: &str, cookie: &[u8]) -> Reply {
-        let mut request = Request::get(path).body(Body::empty()).expect("valid request");
+        let mut request = Request::get(path)
+            .body(Body::empty())
+            .expect("valid request");
         request.headers_mut().insert(
             COOKIE,
             HeaderValue::from_bytes(cookie).expect("a header value"),
@@ -141,7 +152,12 @@ impl Client {
 
     /// Sends any request and reads the response.
     pub async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self.app.clone().oneshot(request).await.expect("infallible router");
+        let response = self
+            .app
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible router");
         let (parts, body) = response.into_parts();
         let bytes = body.collect().await.expect("body").to_bytes();
         let set_cookies = parts

@@ -94,7 +94,10 @@ impl Probe {
     fn enter(&self, counter: &AtomicUsize) -> Result<(), Error> {
         counter.fetch_add(1, Ordering::SeqCst);
         if self.counts.fail.load(Ordering::SeqCst) {
-            Err(Error::new(ErrorKind::Backend, "probe: backend switched off"))
+            Err(Error::new(
+                ErrorKind::Backend,
+                "probe: backend switched off",
+            ))
         } else {
             Ok(())
         }

@@ -30,7 +30,9 @@ impl Settings for HashMap<String, String> {
 }
 
 /// Builds map settings from pairs, as tests and examples write them.
-pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> HashMap<String, String> {
+pub fn from_pairs<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> HashMap<String, String> {
     pairs
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -120,7 +122,11 @@ pub fn bool_or(settings: &dyn Settings, name: &str, default: bool) -> Result<boo
         Some(v) => match v.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => Ok(true),
             "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err(ConfigError::new(name, v, "true or false (also 1/0, yes/no, on/off)")),
+            _ => Err(ConfigError::new(
+                name,
+                v,
+                "true or false (also 1/0, yes/no, on/off)",
+            )),
         },
     }
 }
@@ -138,7 +144,11 @@ pub fn millis_or(
         None => Ok(default),
         Some(v) => match v.trim().parse::<u64>() {
             Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
-            _ => Err(ConfigError::new(name, v, "a whole number of milliseconds above 0")),
+            _ => Err(ConfigError::new(
+                name,
+                v,
+                "a whole number of milliseconds above 0",
+            )),
         },
     }
 }
@@ -177,18 +187,34 @@ mod tests {
         assert_eq!(parse_or(s, "A", 1u32, "a number").unwrap(), 12);
         assert_eq!(parse_or(s, "D", 1u32, "a number").unwrap(), 1);
         let err = parse_or(s, "B", 1u32, "a number").unwrap_err();
-        assert_eq!(err.to_string(), "invalid setting B=\"x\": expected a number");
+        assert_eq!(
+            err.to_string(),
+            "invalid setting B=\"x\": expected a number"
+        );
         assert!(bool_or(s, "C", false).unwrap());
         assert!(bool_or(s, "B", false).is_err());
-        assert_eq!(millis_or(s, "A", Duration::ZERO).unwrap(), Duration::from_millis(12));
-        assert!(ConfigError::secret("K", 3, "32 bytes").to_string().contains("not shown"));
+        assert_eq!(
+            millis_or(s, "A", Duration::ZERO).unwrap(),
+            Duration::from_millis(12)
+        );
+        assert!(
+            ConfigError::secret("K", 3, "32 bytes")
+                .to_string()
+                .contains("not shown")
+        );
     }
 
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(redact_url("redis://:pw@h:1/0"), "redis://:****@h:1/0");
-        assert_eq!(redact_url("mysql://u:pw@h/db?x=1"), "mysql://u:****@h/db?x=1");
-        assert_eq!(redact_url("redis+cluster://u:p@a:1,b:2"), "redis+cluster://u:****@a:1,b:2");
+        assert_eq!(
+            redact_url("mysql://u:pw@h/db?x=1"),
+            "mysql://u:****@h/db?x=1"
+        );
+        assert_eq!(
+            redact_url("redis+cluster://u:p@a:1,b:2"),
+            "redis+cluster://u:****@a:1,b:2"
+        );
         assert_eq!(redact_url("rediss://token@h"), "rediss://****@h");
         assert_eq!(redact_url("memory://"), "memory://");
         assert_eq!(redact_url("sqlite:///tmp/a@b.db"), "sqlite:///tmp/a@b.db");

@@ -144,7 +144,11 @@ mod tests {
         // of 4. Bumping it by one keeps the alphabet but breaks canonicity.
         let mut chars: Vec<char> = s.chars().collect();
         assert!("AEIMQUYcgkosw048".contains(chars[42]));
-        chars[42] = if chars[42] == '8' { '9' } else { char::from(chars[42] as u8 + 1) };
+        chars[42] = if chars[42] == '8' {
+            '9'
+        } else {
+            char::from(chars[42] as u8 + 1)
+        };
         let bent: String = chars.into_iter().collect();
         assert!(Id::parse(&bent).is_none());
     }

@@ -172,7 +172,10 @@ mod tests {
 
     #[test]
     fn expiry_is_checked() {
-        let past = Record::new(Data::new(), OffsetDateTime::now_utc() - Duration::seconds(1));
+        let past = Record::new(
+            Data::new(),
+            OffsetDateTime::now_utc() - Duration::seconds(1),
+        );
         assert!(past.is_expired());
         assert!(past.remaining().is_none());
         let future = Record::new(Data::new(), OffsetDateTime::now_utc() + Duration::hours(1));

@@ -76,7 +76,12 @@ impl MemoryStore {
     /// When the setting is not a whole number above zero.
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
         const NAME: &str = "SESSION_CACHE_MAX_ENTRIES";
-        let max: u64 = parse_or(settings, NAME, DEFAULT_MAX_ENTRIES, "a whole number above 0")?;
+        let max: u64 = parse_or(
+            settings,
+            NAME,
+            DEFAULT_MAX_ENTRIES,
+            "a whole number above 0",
+        )?;
         if max == 0 {
             return Err(ConfigError::new(NAME, "0", "a whole number above 0"));
         }
@@ -175,7 +180,10 @@ mod tests {
     fn record(secs: i64) -> Record {
         let mut data = Data::new();
         data.insert("k".into(), json!("v"));
-        Record::new(data, OffsetDateTime::now_utc() + TimeDuration::seconds(secs))
+        Record::new(
+            data,
+            OffsetDateTime::now_utc() + TimeDuration::seconds(secs),
+        )
     }
 
     fn key() -> StoreKey {

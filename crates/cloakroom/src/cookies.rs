@@ -47,12 +47,10 @@ impl RequestCookies {
                     .strip_prefix(name)
                     .and_then(|rest| rest.strip_prefix('.'))
                     .and_then(|n| n.parse::<usize>().ok())
-                    .filter(|n| (1..=MAX_CHUNKS).contains(n))
+                    .filter(|n| (1..=MAX_CHUNKS).contains(n) && !found.chunk_numbers.contains(n))
                 {
-                    if !found.chunk_numbers.contains(&n) {
-                        found.chunk_numbers.push(n);
-                        found.pieces.push((n, cookie.value().to_owned()));
-                    }
+                    found.chunk_numbers.push(n);
+                    found.pieces.push((n, cookie.value().to_owned()));
                 }
             }
         }
@@ -66,7 +64,10 @@ impl RequestCookies {
         let Some(count) = main.strip_prefix(CHUNKS_PREFIX) else {
             return Some(main.to_owned());
         };
-        let count: usize = count.parse().ok().filter(|n| (1..=MAX_CHUNKS).contains(n))?;
+        let count: usize = count
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_CHUNKS).contains(n))?;
         let mut value = String::new();
         for n in 1..=count {
             let (_, piece) = self.pieces.iter().find(|(k, _)| *k == n)?;
@@ -172,7 +173,12 @@ mod tests {
     fn short_values_are_one_cookie() {
         let parts = split("s", "abc", 7168).unwrap();
         assert_eq!(parts, vec![("s".to_owned(), "abc".to_owned())]);
-        assert_eq!(RequestCookies::read(&headers(&parts), "s").joined().unwrap(), "abc");
+        assert_eq!(
+            RequestCookies::read(&headers(&parts), "s")
+                .joined()
+                .unwrap(),
+            "abc"
+        );
     }
 
     #[test]
@@ -187,7 +193,11 @@ mod tests {
         // A missing piece makes the value unreadable.
         let mut missing = parts.clone();
         missing.remove(2);
-        assert!(RequestCookies::read(&headers(&missing), "s").joined().is_none());
+        assert!(
+            RequestCookies::read(&headers(&missing), "s")
+                .joined()
+                .is_none()
+        );
     }
 
     #[test]
@@ -201,7 +211,10 @@ mod tests {
     fn bad_headers_are_skipped() {
         let mut h = HeaderMap::new();
         h.append(COOKIE, HeaderValue::from_bytes(b"s=\xff\xfe").unwrap());
-        h.append(COOKIE, HeaderValue::from_static("other=1; s=good; s=second"));
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("other=1; s=good; s=second"),
+        );
         let read = RequestCookies::read(&h, "s");
         assert_eq!(read.main.as_deref(), Some("good"));
         let h = headers(&[("s".into(), "chunks-99999".into())]);

@@ -36,7 +36,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         // Only a handle: nothing is loaded until the handler asks.
-        parts.extensions.get::<Session>().cloned().ok_or(MissingSessionLayer)
+        parts
+            .extensions
+            .get::<Session>()
+            .cloned()
+            .ok_or(MissingSessionLayer)
     }
 }
-

@@ -119,6 +119,26 @@ impl Engine {
         }
     }
 
+    /// Asks the backend whether it answers, by loading a key that no session
+    /// has; cookie engines have no backend and always answer. For health
+    /// endpoints.
+    ///
+    /// # Errors
+    /// When the backend is down, or slower than `timeout`.
+    pub async fn health_check(&self, timeout: std::time::Duration) -> Result<(), Error> {
+        let Self::Store(store) = self else {
+            return Ok(());
+        };
+        let key = cloakroom_core::Id::generate()?.store_key();
+        match tokio::time::timeout(timeout, store.load(&key)).await {
+            Ok(result) => result.map(|_| ()).map_err(Error::from),
+            Err(_) => Err(Error::from(cloakroom_core::Error::new(
+                ErrorKind::Timeout,
+                format!("no answer within {} ms", timeout.as_millis()),
+            ))),
+        }
+    }
+
     /// True for server-side engines, which can revoke a session at once.
     pub fn is_server_side(&self) -> bool {
         matches!(self, Self::Store(_))

@@ -61,8 +61,12 @@ where
         let found = RequestCookies::read(request.headers(), &self.config.cookie_name);
         let incoming = match (&self.engine, found.main.as_deref()) {
             (_, None) => Incoming::Absent,
-            (Engine::Store(_), Some(value)) => Id::parse(value).map_or(Incoming::Malformed, Incoming::Id),
-            (Engine::Cookie(_), Some(_)) => found.joined().map_or(Incoming::Malformed, Incoming::Sealed),
+            (Engine::Store(_), Some(value)) => {
+                Id::parse(value).map_or(Incoming::Malformed, Incoming::Id)
+            }
+            (Engine::Cookie(_), Some(_)) => {
+                found.joined().map_or(Incoming::Malformed, Incoming::Sealed)
+            }
         };
         let session = Session::new(
             self.engine.clone(),
@@ -131,11 +135,20 @@ async fn save_to_store(
     if state.is_blank() {
         // An emptied session is gone: its record (and one retired by
         // cycle_id) is deleted and the cookie removed.
-        let doomed: Vec<Id> = state.id.take().into_iter().chain(state.retired.take()).collect();
+        let doomed: Vec<Id> = state
+            .id
+            .take()
+            .into_iter()
+            .chain(state.retired.take())
+            .collect();
         for id in doomed {
             let key = id.store_key();
             session
-                .run(state, "delete", |store| async move { store.delete(&key).await })
+                .run(
+                    state,
+                    "delete",
+                    |store| async move { store.delete(&key).await },
+                )
                 .await?;
         }
         if had_cookie {
@@ -156,7 +169,9 @@ async fn save_to_store(
                 let key = id.store_key();
                 let record = &record;
                 let updated = session
-                    .run(state, "update", |store| async move { store.update(&key, record).await })
+                    .run(state, "update", |store| async move {
+                        store.update(&key, record).await
+                    })
                     .await?;
                 if !updated {
                     return Err(Error::new(ErrorKind::Interrupted, ""));
@@ -168,7 +183,11 @@ async fn save_to_store(
         if let Some(old) = state.retired.take() {
             let key = old.store_key();
             session
-                .run(state, "delete", |store| async move { store.delete(&key).await })
+                .run(
+                    state,
+                    "delete",
+                    |store| async move { store.delete(&key).await },
+                )
                 .await?;
         }
         id
@@ -179,7 +198,9 @@ async fn save_to_store(
         let key = id.store_key();
         let deadline = now + age;
         let touched = session
-            .run(state, "touch", |store| async move { store.touch(&key, deadline).await })
+            .run(state, "touch", |store| async move {
+                store.touch(&key, deadline).await
+            })
             .await?;
         if !touched {
             return Err(Error::new(ErrorKind::Interrupted, ""));
@@ -191,7 +212,12 @@ async fn save_to_store(
     let max_age = (!browser_close(state.expiry, config)).then_some(age);
     cookies::append(
         response.headers_mut(),
-        &cookies::build(config, config.cookie_name.clone(), id.expose().to_owned(), max_age),
+        &cookies::build(
+            config,
+            config.cookie_name.clone(),
+            id.expose().to_owned(),
+            max_age,
+        ),
     );
     Ok(())
 }
@@ -206,7 +232,9 @@ async fn create(
         let id = Id::generate()?;
         let key = id.store_key();
         let created = session
-            .run(state, "create", |store| async move { store.create(&key, record).await })
+            .run(state, "create", |store| async move {
+                store.create(&key, record).await
+            })
             .await?;
         if created {
             state.id = Some(id.clone());
@@ -259,11 +287,14 @@ fn save_to_cookie(
         tracing::error!(engine = codec.engine(), operation = "save", error = %err, "session cookie not written");
         return Err(err);
     };
-    let max_age = (!browser_close(state.expiry, config))
-        .then(|| expiry_age(state.expiry, config, now));
+    let max_age =
+        (!browser_close(state.expiry, config)).then(|| expiry_age(state.expiry, config, now));
     let pieces = parts.len() - 1;
     for (cookie_name, cookie_value) in parts {
-        cookies::append(headers, &cookies::build(config, cookie_name, cookie_value, max_age));
+        cookies::append(
+            headers,
+            &cookies::build(config, cookie_name, cookie_value, max_age),
+        );
     }
     // Pieces of an earlier, longer value would otherwise linger.
     for n in shared.chunk_numbers.iter().filter(|n| **n > pieces) {
@@ -284,7 +315,9 @@ fn add_vary_cookie(response: &mut Response<Body>) {
             v == "*" || v.eq_ignore_ascii_case("cookie")
         });
     if !already {
-        response.headers_mut().append(VARY, HeaderValue::from_static("Cookie"));
+        response
+            .headers_mut()
+            .append(VARY, HeaderValue::from_static("Cookie"));
     }
 }
 
@@ -308,7 +341,10 @@ pub(crate) fn error_response(kind: ErrorKind) -> Response<Body> {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(VARY, HeaderValue::from_static("Cookie"));
     response

@@ -195,16 +195,23 @@ impl Session {
         state.expiry = None;
         state.modified = true;
         state.touch = false;
-        let mut doomed: Vec<Id> = state.id.take().into_iter().chain(state.retired.take()).collect();
-        if let Incoming::Id(id) = &self.shared.incoming {
-            if !doomed.contains(id) {
-                doomed.push(id.clone());
-            }
+        let mut doomed: Vec<Id> = state
+            .id
+            .take()
+            .into_iter()
+            .chain(state.retired.take())
+            .collect();
+        if let Incoming::Id(id) = &self.shared.incoming
+            && !doomed.contains(id)
+        {
+            doomed.push(id.clone());
         }
         for id in doomed {
             let key = id.store_key();
-            self.run(&mut state, "delete", |store| async move { store.delete(&key).await })
-                .await?;
+            self.run(&mut state, "delete", |store| async move {
+                store.delete(&key).await
+            })
+            .await?;
         }
         Ok(())
     }
@@ -260,7 +267,11 @@ impl Session {
     /// When the backend is unavailable.
     pub async fn expiry_age(&self) -> Result<Duration, Error> {
         let state = self.loaded().await?;
-        Ok(expiry_age(state.expiry, &self.shared.config, OffsetDateTime::now_utc()))
+        Ok(expiry_age(
+            state.expiry,
+            &self.shared.config,
+            OffsetDateTime::now_utc(),
+        ))
     }
 
     /// The moment the session expires if saved now.
@@ -297,7 +308,11 @@ impl Session {
             (Incoming::Id(id), Engine::Store(_)) => {
                 let key = id.store_key();
                 let found = self
-                    .run(&mut state, "load", |store| async move { store.load(&key).await })
+                    .run(
+                        &mut state,
+                        "load",
+                        |store| async move { store.load(&key).await },
+                    )
                     .await?;
                 // Defence in depth: a store that returned a dead record does
                 // not revive it.
@@ -341,7 +356,10 @@ impl Session {
         Fut: Future<Output = Result<T, StoreError>>,
     {
         let Engine::Store(store) = &self.shared.engine else {
-            return Err(StoreError::new(ErrorKind::Config, "not a server-side engine"));
+            return Err(StoreError::new(
+                ErrorKind::Config,
+                "not a server-side engine",
+            ));
         };
         let engine = store.engine();
         let timeout = self.shared.config.backend_timeout;
