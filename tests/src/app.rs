@@ -27,6 +27,7 @@ type Reply = Result<String, cloakroom::Error>;
 /// | route | does |
 /// |---|---|
 /// | `/noop` | nothing with the session |
+/// | `/swallow` | reads `a` and ignores any error, answering 200 |
 /// | `/get/{k}` | the value of `k`, or `none` |
 /// | `/set/{k}/{v}` | inserts `k = v` |
 /// | `/remove/{k}` | removes `k` |
@@ -38,6 +39,7 @@ type Reply = Result<String, cloakroom::Error>;
 pub fn router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
     Router::new()
         .route("/noop", get(|| async { "noop" }))
+        .route("/swallow", get(swallow))
         .route("/get/{k}", get(get_value))
         .route("/set/{k}/{v}", get(set_value))
         .route("/remove/{k}", get(remove_value))
@@ -65,6 +67,12 @@ pub fn router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
         .route("/held/{k}/{v}", get(held))
         .layer(layer)
         .with_state(gate)
+}
+
+async fn swallow(s: Session) -> &'static str {
+    // A careless handler: the layer must still not report success.
+    let _ = s.get::<String>("a").await;
+    "swallowed"
 }
 
 async fn get_value(s: Session, Path(k): Path<String>) -> Reply {

@@ -385,6 +385,9 @@ pub async fn store_failure_gives_503(engine: Engine) {
         assert!(reply.body.contains("unavailable"));
         assert!(reply.set_cookies.is_empty());
     }
+    // A handler that ignores the error does not turn it into a success.
+    let reply = client.get("/swallow").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
     // A new session fails when it is saved.
     let mut fresh = setup_like(&client);
     let reply = fresh.get("/set/b/1").await;
