@@ -5,6 +5,9 @@
 //! * [`MemoryStore`]: the [`SessionStore`](cloakroom_core::SessionStore)
 //!   implementation. Each entry expires at its own session deadline (moka's
 //!   per-entry expiry), and the cache is bounded by a number of entries.
+//! * [`CachedStore`]: a write-through moka cache in front of any other store;
+//!   in front of the SQL store it is the `cached_db` engine. Its docs state
+//!   how stale a copy can be across processes.
 //!
 //! It is a cache, not a database: when it is full, moka evicts entries by its
 //! policy (TinyLFU admission, LRU eviction), which logs those users out, and a
@@ -18,6 +21,8 @@
 //! assert_eq!(store.max_entries(), 10_000);
 //! ```
 
+mod cached;
 mod store;
 
+pub use cached::{CachedStore, DEFAULT_LOCAL_TTL};
 pub use store::{DEFAULT_MAX_ENTRIES, MemoryStore};

@@ -29,11 +29,17 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-/// Lets every entry live until its own session deadline.
-struct UntilDeadline;
+/// Lets every entry live until its own session deadline, or for at most
+/// `cap` when one is given (the cached_db local TTL).
+pub(crate) struct UntilDeadline {
+    pub(crate) cap: Option<Duration>,
+}
 
-fn time_left(record: &Record) -> Duration {
-    record.remaining().unwrap_or(Duration::ZERO)
+impl UntilDeadline {
+    fn ttl(&self, record: &Record) -> Duration {
+        let left = record.remaining().unwrap_or(Duration::ZERO);
+        self.cap.map_or(left, |cap| left.min(cap))
+    }
 }
 
 impl moka::Expiry<StoreKey, Arc<Record>> for UntilDeadline {
@@ -43,7 +49,7 @@ impl moka::Expiry<StoreKey, Arc<Record>> for UntilDeadline {
         value: &Arc<Record>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(time_left(value))
+        Some(self.ttl(value))
     }
 
     fn expire_after_update(
@@ -53,8 +59,18 @@ impl moka::Expiry<StoreKey, Arc<Record>> for UntilDeadline {
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(time_left(value))
+        Some(self.ttl(value))
     }
+}
+
+/// Reads `SESSION_CACHE_MAX_ENTRIES`.
+pub(crate) fn max_entries(settings: &dyn Settings) -> Result<u64, ConfigError> {
+    const NAME: &str = "SESSION_CACHE_MAX_ENTRIES";
+    let max: u64 = parse_or(settings, NAME, DEFAULT_MAX_ENTRIES, "a whole number above 0")?;
+    if max == 0 {
+        return Err(ConfigError::new(NAME, "0", "a whole number above 0"));
+    }
+    Ok(max)
 }
 
 impl MemoryStore {
@@ -63,7 +79,7 @@ impl MemoryStore {
         Self {
             cache: Cache::builder()
                 .max_capacity(max_entries)
-                .expire_after(UntilDeadline)
+                .expire_after(UntilDeadline { cap: None })
                 .build(),
             max_entries,
         }

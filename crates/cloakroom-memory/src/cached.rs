@@ -1,0 +1,310 @@
+//! [`CachedStore`]: any store behind a moka write-through cache (the
+//! `cached_db` engine).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloakroom_core::config::{ConfigError, Settings, millis_or};
+use cloakroom_core::{Error, Record, SessionStore, StoreKey, async_trait};
+use moka::future::Cache;
+use time::OffsetDateTime;
+
+use crate::store::{UntilDeadline, max_entries};
+
+/// Default local time-to-live of a cached copy (`SESSION_CACHED_DB_TTL_MS`).
+pub const DEFAULT_LOCAL_TTL: Duration = Duration::from_secs(5);
+
+/// A store (the database, for `cached_db`) behind a write-through cache in
+/// this process.
+///
+/// * **Reads** look in the cache first; on a miss they load from the inner
+///   store and keep the result for the rest of its lifetime, but at most the
+///   local TTL.
+/// * **Writes and deletes** go to the inner store first and reach the cache
+///   only when the inner store took them: a write the database refused is
+///   never served from the cache. A delete, a failed write, or an update that
+///   finds the session gone evicts the local copy at once.
+/// * The cache cannot fail a request: when it is full it evicts, and a miss
+///   goes to the inner store.
+///
+/// # Staleness across processes
+///
+/// The cache lives in one process. When another process logs a session out
+/// (or changes it), this process may go on serving its cached copy until
+/// that copy's local TTL runs out; it never sees the change before the
+/// database has it. The TTL (default 5 s) is that bound: lower it for
+/// tighter logout across processes, at the cost of more database reads.
+///
+/// # When the inner store is down
+///
+/// Reads of sessions cached in this process keep working until their local
+/// TTL ends; every write (save, touch, delete) fails, and the layer answers
+/// 503. No write ever succeeds in the cache alone.
+#[derive(Clone)]
+pub struct CachedStore {
+    inner: Arc<dyn SessionStore>,
+    cache: Cache<StoreKey, Arc<Record>>,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for CachedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedStore")
+            .field("inner", &self.inner)
+            .field("local_ttl", &self.ttl)
+            .field("entries", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+impl CachedStore {
+    /// Puts `inner` behind a cache of at most `max_entries` sessions, each
+    /// kept at most `ttl`.
+    pub fn new(inner: Arc<dyn SessionStore>, max_entries: u64, ttl: Duration) -> Self {
+        Self {
+            inner,
+            cache: Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(UntilDeadline { cap: Some(ttl) })
+                .build(),
+            ttl,
+        }
+    }
+
+    /// Builds the cache from `SESSION_CACHE_MAX_ENTRIES` and
+    /// `SESSION_CACHED_DB_TTL_MS` (default [`DEFAULT_LOCAL_TTL`]).
+    ///
+    /// # Errors
+    /// When a setting is not a whole number above zero.
+    pub fn from_settings(
+        inner: Arc<dyn SessionStore>,
+        settings: &dyn Settings,
+    ) -> Result<Self, ConfigError> {
+        let ttl = millis_or(settings, "SESSION_CACHED_DB_TTL_MS", DEFAULT_LOCAL_TTL)?;
+        Ok(Self::new(inner, max_entries(settings)?, ttl))
+    }
+
+    /// The longest a cached copy is served without asking the inner store.
+    pub fn local_ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    async fn keep(&self, key: &StoreKey, record: Record) {
+        self.cache.insert(key.clone(), Arc::new(record)).await;
+    }
+
+    /// Runs a write on the inner store; on `Ok(true)` keeps `fresh` in the
+    /// cache, on anything else drops the local copy, since it may no longer
+    /// match the database.
+    async fn write_through(
+        &self,
+        key: &StoreKey,
+        result: Result<bool, Error>,
+        fresh: impl FnOnce() -> Option<Record>,
+    ) -> Result<bool, Error> {
+        match (&result, fresh()) {
+            (Ok(true), Some(record)) => self.keep(key, record).await,
+            _ => self.cache.invalidate(key).await,
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl SessionStore for CachedStore {
+    fn engine(&self) -> &'static str {
+        "cached_db"
+    }
+
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
+        if let Some(hit) = self.cache.get(key).await {
+            if !hit.is_expired() {
+                return Ok(Some(Record::clone(&hit)));
+            }
+        }
+        let found = self.inner.load(key).await?;
+        if let Some(record) = &found {
+            self.keep(key, record.clone()).await;
+        }
+        Ok(found)
+    }
+
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
+        let result = self.inner.create(key, record).await;
+        // A key that was taken is somebody else's session: leave its copy.
+        if matches!(result, Ok(false)) {
+            return result;
+        }
+        self.write_through(key, result, || Some(record.clone())).await
+    }
+
+    async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
+        let result = self.inner.update(key, record).await;
+        self.write_through(key, result, || Some(record.clone())).await
+    }
+
+    async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error> {
+        let cached = self.cache.get(key).await;
+        let result = self.inner.touch(key, expires_at).await;
+        // Without a cached copy there is nothing to refresh; the next read
+        // loads the touched record.
+        self.write_through(key, result, || {
+            cached.map(|old| Record {
+                expires_at,
+                ..Record::clone(&old)
+            })
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
+        // Evict first: even if the database is down, this process stops
+        // serving the session at once.
+        self.cache.invalidate(key).await;
+        self.inner.delete(key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+    use cloakroom_core::record::Data;
+    use cloakroom_core::{ErrorKind, Id};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// The "database": a memory store that counts loads and can go down.
+    #[derive(Debug, Default)]
+    struct Db {
+        inner: MemoryStore,
+        loads: AtomicUsize,
+        down: AtomicBool,
+    }
+
+    impl Default for MemoryStore {
+        fn default() -> Self {
+            MemoryStore::new(100)
+        }
+    }
+
+    impl Db {
+        fn check(&self) -> Result<(), Error> {
+            if self.down.load(Ordering::SeqCst) {
+                Err(Error::new(ErrorKind::Backend, "down"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait]
+    impl SessionStore for Db {
+        fn engine(&self) -> &'static str {
+            "db"
+        }
+        async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            self.check()?;
+            self.inner.load(key).await
+        }
+        async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
+            self.check()?;
+            self.inner.create(key, record).await
+        }
+        async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
+            self.check()?;
+            self.inner.update(key, record).await
+        }
+        async fn touch(&self, key: &StoreKey, at: OffsetDateTime) -> Result<bool, Error> {
+            self.check()?;
+            self.inner.touch(key, at).await
+        }
+        async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
+            self.check()?;
+            self.inner.delete(key).await
+        }
+    }
+
+    fn record(v: &str) -> Record {
+        let mut data = Data::new();
+        data.insert("v".into(), serde_json::json!(v));
+        Record::new(data, OffsetDateTime::now_utc() + time::Duration::hours(1))
+    }
+
+    fn setup(ttl: Duration) -> (Arc<Db>, CachedStore, StoreKey) {
+        let db = Arc::new(Db::default());
+        let cached = CachedStore::new(db.clone(), 100, ttl);
+        (db, cached, Id::generate().unwrap().store_key())
+    }
+
+    #[tokio::test]
+    async fn reads_after_the_first_stay_local() {
+        let (db, cached, key) = setup(Duration::from_secs(60));
+        db.inner.create(&key, &record("a")).await.unwrap();
+        assert!(cached.load(&key).await.unwrap().is_some());
+        assert!(cached.load(&key).await.unwrap().is_some());
+        assert_eq!(db.loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn failed_writes_never_reach_the_cache() {
+        let (db, cached, key) = setup(Duration::from_secs(60));
+        assert!(cached.create(&key, &record("a")).await.unwrap());
+        db.down.store(true, Ordering::SeqCst);
+        assert!(cached.update(&key, &record("b")).await.is_err());
+        // The copy is gone rather than wrong; with the database down the
+        // read fails instead of serving "b" or a stale "a".
+        assert!(cached.load(&key).await.is_err());
+        db.down.store(false, Ordering::SeqCst);
+        assert_eq!(cached.load(&key).await.unwrap().unwrap().data["v"], "a");
+    }
+
+    #[tokio::test]
+    async fn deletes_elsewhere_show_within_the_ttl() {
+        let (db, cached, key) = setup(Duration::from_millis(200));
+        assert!(cached.create(&key, &record("a")).await.unwrap());
+        db.inner.delete(&key).await.unwrap();
+        // Served from the cache until the local TTL ends...
+        assert!(cached.load(&key).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // ...then the database answers.
+        assert!(cached.load(&key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn updates_of_deleted_sessions_evict() {
+        let (db, cached, key) = setup(Duration::from_secs(60));
+        assert!(cached.create(&key, &record("a")).await.unwrap());
+        db.inner.delete(&key).await.unwrap();
+        assert!(!cached.update(&key, &record("b")).await.unwrap());
+        assert!(cached.load(&key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn touch_refreshes_the_cached_deadline() {
+        let (db, cached, key) = setup(Duration::from_secs(60));
+        assert!(cached.create(&key, &record("a")).await.unwrap());
+        let later = OffsetDateTime::now_utc() + time::Duration::hours(9);
+        assert!(cached.touch(&key, later).await.unwrap());
+        assert_eq!(cached.load(&key).await.unwrap().unwrap().expires_at, later);
+        assert_eq!(db.loads.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn delete_evicts_even_when_the_database_fails() {
+        let (db, cached, key) = setup(Duration::from_secs(60));
+        assert!(cached.create(&key, &record("a")).await.unwrap());
+        db.down.store(true, Ordering::SeqCst);
+        assert!(cached.delete(&key).await.is_err());
+        assert!(cached.load(&key).await.is_err(), "served a session after its delete");
+    }
+
+    #[tokio::test]
+    async fn warm_cache_serves_reads_while_the_database_is_down() {
+        let (db, cached, key) = setup(Duration::from_secs(60));
+        assert!(cached.create(&key, &record("a")).await.unwrap());
+        db.down.store(true, Ordering::SeqCst);
+        assert!(cached.load(&key).await.unwrap().is_some());
+        assert!(cached.create(&Id::generate().unwrap().store_key(), &record("b")).await.is_err());
+    }
+}
