@@ -8,6 +8,8 @@
 //!   tests can see what the layer asked of the store.
 //! * [`app`]: the routes the cases drive.
 //! * [`cases`]: the cases themselves, one `async fn` each.
+//! * [`fault`]: stopping and restarting a private server, and the outage
+//!   drill every networked engine goes through.
 //!
 //! An engine's test file supplies an `async fn` that returns a fresh
 //! [`Engine`](cloakroom::Engine) (its own key prefix or database, so cases
@@ -23,6 +25,7 @@
 pub mod app;
 pub mod cases;
 pub mod client;
+pub mod fault;
 pub mod probe;
 
 /// Reads a variable that `tests/run` exports, failing the test (never

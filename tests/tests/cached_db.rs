@@ -1,0 +1,208 @@
+//! The `cached_db` engine: the SQL store on the private MariaDB behind the
+//! moka write-through cache (`CachedStore`).
+//!
+//! * the conformance suite;
+//! * reads after the first one do not query the database;
+//! * two "processes" (two layers, each with its own pool and cache) over one
+//!   database: a logout through one reaches the other within the local TTL,
+//!   never before the database has it;
+//! * the database down with a warm cache: reads are served from the cache,
+//!   writes get 503, never a cached-only success; recovery after restart.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cloakroom::memory::CachedStore;
+use cloakroom::{Engine, SessionLayer, SessionStore};
+use cloakroom_sql::SqlStore;
+use cloakroom_tests::app::Gate;
+use cloakroom_tests::client::Client;
+use cloakroom_tests::fault::{Restart, Server};
+use cloakroom_tests::probe::Probe;
+use cloakroom_tests::required_env;
+use http::StatusCode;
+
+fn unique_table() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "cdb_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A migrated SQL store on its own table of the database at `var`'s URL.
+async fn database(var: &str, table: &str) -> SqlStore {
+    let url = required_env(var);
+    let store = SqlStore::builder(&url)
+        .table(table)
+        .pool_size(4)
+        .build()
+        .expect("a SQL store");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+fn cached(db: Arc<dyn SessionStore>, ttl: Duration) -> CachedStore {
+    CachedStore::new(db, 10_000, ttl)
+}
+
+async fn engine() -> Engine {
+    let db = database("CLOAKROOM_MARIADB_URL", &unique_table()).await;
+    Engine::store(cached(Arc::new(db), Duration::from_secs(5)))
+}
+
+cloakroom_tests::conformance_suite!(engine);
+
+fn client(engine: Engine) -> Client {
+    Client::new(SessionLayer::new(engine), Arc::new(Gate::default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_after_the_first_do_not_query_the_database() {
+    let table = unique_table();
+    let (db, counts) = Probe::wrap(Engine::store(
+        database("CLOAKROOM_MARIADB_URL", &table).await,
+    ));
+    let Engine::Store(db) = db else {
+        unreachable!("a store")
+    };
+    let mut writer = client(Engine::store(cached(
+        Arc::clone(&db),
+        Duration::from_secs(60),
+    )));
+    assert_eq!(writer.get("/set/a/1").await.status, StatusCode::OK);
+    // The write went through to the database and filled the cache.
+    let before = counts.snapshot();
+    assert_eq!(before.create, 1);
+    for _ in 0..5 {
+        assert_eq!(writer.get("/get/a").await.body, "1");
+    }
+    assert_eq!(
+        counts.snapshot().load,
+        before.load,
+        "a cached read queried the database"
+    );
+
+    // A cold process reads from the database once, then from its cache.
+    let mut cold = client(Engine::store(cached(db, Duration::from_secs(60))));
+    cold.jar = writer.jar.clone();
+    for _ in 0..5 {
+        assert_eq!(cold.get("/get/a").await.body, "1");
+    }
+    assert_eq!(counts.snapshot().load, before.load + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_in_one_process_reaches_the_other_within_the_local_ttl() {
+    let table = unique_table();
+    let ttl = Duration::from_millis(1000);
+    // Two processes: each its own pool and its own cache, one database.
+    let a = database("CLOAKROOM_MARIADB_URL", &table).await;
+    let b = database("CLOAKROOM_MARIADB_URL", &table).await;
+    let mut one = client(Engine::store(cached(Arc::new(a), ttl)));
+    let mut two = client(Engine::store(cached(Arc::new(b), ttl)));
+    assert_eq!(one.get("/set/user/ada").await.status, StatusCode::OK);
+    two.jar = one.jar.clone();
+    // Process two has it cached now.
+    assert_eq!(two.get("/get/user").await.body, "ada");
+
+    let logout = one.get("/flush").await;
+    assert_eq!(logout.status, StatusCode::OK);
+    let logged_out = Instant::now();
+    // Process one evicted at once.
+    let mut replay = one.replay();
+    replay.jar = two.jar.clone();
+    assert_eq!(replay.get("/get/user").await.body, "none");
+    // Process two may serve its copy until the local TTL ends, not longer.
+    loop {
+        let body = two.get("/get/user").await.body;
+        if body == "none" {
+            break;
+        }
+        assert_eq!(body, "ada");
+        assert!(
+            logged_out.elapsed() <= ttl + Duration::from_millis(300),
+            "process two still served the session {:?} after the logout",
+            logged_out.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_with_a_warm_cache() {
+    let server = Server::from_env("MARIADB_FAULT");
+    let db = database("CLOAKROOM_MARIADB_FAULT_URL", &unique_table()).await;
+    let mut c = client(Engine::store(cached(Arc::new(db), Duration::from_secs(60))));
+    assert_eq!(c.get("/set/user/ada").await.status, StatusCode::OK);
+    assert_eq!(c.get("/get/user").await.body, "ada");
+
+    let restart = Restart(&server);
+    server.stop();
+    // Documented: reads of sessions this process has cached keep working.
+    let reply = c.get("/get/user").await;
+    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "ada"));
+    // Writes never succeed in the cache alone.
+    let sent = Instant::now();
+    let reply = c.get("/set/user/mallory").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    assert!(
+        sent.elapsed() <= Duration::from_secs(2),
+        "took {:?}",
+        sent.elapsed()
+    );
+    // The failed write evicted the copy: the session is not served as
+    // "mallory", nor as a stale "ada" the database may no longer agree with.
+    assert_eq!(
+        c.get("/get/user").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let mut fresh = c.replay();
+    fresh.jar.clear();
+    assert_eq!(
+        fresh.get("/set/x/1").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    drop(restart);
+    let restarted = Instant::now();
+    loop {
+        let reply = c.get("/get/user").await;
+        if reply.status == StatusCode::OK {
+            assert_eq!(reply.body, "ada", "the database kept what it acknowledged");
+            break;
+        }
+        assert!(
+            restarted.elapsed() <= Duration::from_secs(5),
+            "no recovery: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn chosen_by_settings() {
+    let url = required_env("CLOAKROOM_MARIADB_URL");
+    let settings = cloakroom_core::config::from_pairs([
+        (
+            "SESSION_ENGINE",
+            "django.contrib.sessions.backends.cached_db",
+        ),
+        ("SESSION_DATABASE_URL", url.as_str()),
+        ("SESSION_CACHED_DB_TTL_MS", "2500"),
+    ]);
+    let layer = SessionLayer::from_settings(&settings).expect("a cached_db layer");
+    assert_eq!(layer.engine().name(), "cached_db");
+    let bad = cloakroom_core::config::from_pairs([
+        ("SESSION_ENGINE", "cached_db"),
+        ("SESSION_DATABASE_URL", url.as_str()),
+        ("SESSION_CACHED_DB_TTL_MS", "0"),
+    ]);
+    let err = SessionLayer::from_settings(&bad).expect_err("a zero TTL");
+    assert!(
+        err.to_string().contains("SESSION_CACHED_DB_TTL_MS"),
+        "{err}"
+    );
+}
