@@ -117,10 +117,10 @@ impl SessionStore for CachedStore {
     }
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
-        if let Some(hit) = self.cache.get(key).await {
-            if !hit.is_expired() {
-                return Ok(Some(Record::clone(&hit)));
-            }
+        if let Some(hit) = self.cache.get(key).await
+            && !hit.is_expired()
+        {
+            return Ok(Some(Record::clone(&hit)));
         }
         let found = self.inner.load(key).await?;
         if let Some(record) = &found {
@@ -135,12 +135,14 @@ impl SessionStore for CachedStore {
         if matches!(result, Ok(false)) {
             return result;
         }
-        self.write_through(key, result, || Some(record.clone())).await
+        self.write_through(key, result, || Some(record.clone()))
+            .await
     }
 
     async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
         let result = self.inner.update(key, record).await;
-        self.write_through(key, result, || Some(record.clone())).await
+        self.write_through(key, result, || Some(record.clone()))
+            .await
     }
 
     async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error> {
@@ -296,7 +298,10 @@ mod tests {
         assert!(cached.create(&key, &record("a")).await.unwrap());
         db.down.store(true, Ordering::SeqCst);
         assert!(cached.delete(&key).await.is_err());
-        assert!(cached.load(&key).await.is_err(), "served a session after its delete");
+        assert!(
+            cached.load(&key).await.is_err(),
+            "served a session after its delete"
+        );
     }
 
     #[tokio::test]
@@ -305,6 +310,11 @@ mod tests {
         assert!(cached.create(&key, &record("a")).await.unwrap());
         db.down.store(true, Ordering::SeqCst);
         assert!(cached.load(&key).await.unwrap().is_some());
-        assert!(cached.create(&Id::generate().unwrap().store_key(), &record("b")).await.is_err());
+        assert!(
+            cached
+                .create(&Id::generate().unwrap().store_key(), &record("b"))
+                .await
+                .is_err()
+        );
     }
 }

@@ -66,7 +66,12 @@ impl moka::Expiry<StoreKey, Arc<Record>> for UntilDeadline {
 /// Reads `SESSION_CACHE_MAX_ENTRIES`.
 pub(crate) fn max_entries(settings: &dyn Settings) -> Result<u64, ConfigError> {
     const NAME: &str = "SESSION_CACHE_MAX_ENTRIES";
-    let max: u64 = parse_or(settings, NAME, DEFAULT_MAX_ENTRIES, "a whole number above 0")?;
+    let max: u64 = parse_or(
+        settings,
+        NAME,
+        DEFAULT_MAX_ENTRIES,
+        "a whole number above 0",
+    )?;
     if max == 0 {
         return Err(ConfigError::new(NAME, "0", "a whole number above 0"));
     }

@@ -25,20 +25,39 @@ pub(crate) fn config(s: &dyn Settings) -> Result<SessionConfig, ConfigError> {
             ));
         }
     };
-    let age: u64 = parse_or(s, "SESSION_COOKIE_AGE", 1_209_600, "a whole number of seconds above 0")?;
+    let age: u64 = parse_or(
+        s,
+        "SESSION_COOKIE_AGE",
+        1_209_600,
+        "a whole number of seconds above 0",
+    )?;
     if age == 0 {
-        return Err(ConfigError::new("SESSION_COOKIE_AGE", "0", "a whole number of seconds above 0"));
+        return Err(ConfigError::new(
+            "SESSION_COOKIE_AGE",
+            "0",
+            "a whole number of seconds above 0",
+        ));
     }
     let cookie_domain = match s.get("SESSION_COOKIE_DOMAIN") {
         Some(d) if !is_attribute_value(&d) || d.contains(' ') => {
-            return Err(ConfigError::new("SESSION_COOKIE_DOMAIN", d, "a domain name such as example.com"));
+            return Err(ConfigError::new(
+                "SESSION_COOKIE_DOMAIN",
+                d,
+                "a domain name such as example.com",
+            ));
         }
         d => d,
     };
     let cookie_path = match s.get("SESSION_COOKIE_PATH") {
         None => defaults.cookie_path,
         Some(p) if p.starts_with('/') && is_attribute_value(&p) => p,
-        Some(p) => return Err(ConfigError::new("SESSION_COOKIE_PATH", p, "a path starting with /")),
+        Some(p) => {
+            return Err(ConfigError::new(
+                "SESSION_COOKIE_PATH",
+                p,
+                "a path starting with /",
+            ));
+        }
     };
     let cookie_secure = bool_or(s, "SESSION_COOKIE_SECURE", false)?;
     let cookie_same_site = match s.get("SESSION_COOKIE_SAMESITE") {
@@ -96,22 +115,38 @@ pub(crate) fn config(s: &dyn Settings) -> Result<SessionConfig, ConfigError> {
 /// Picks and builds the engine. Nothing connects here: a backend that is down
 /// at startup shows up as 503s on requests, not as a config error.
 pub(crate) fn engine(s: &dyn Settings) -> Result<Engine, ConfigError> {
-    let raw = s.get("SESSION_ENGINE").unwrap_or_else(|| "cache".to_owned());
-    let name = raw.strip_prefix("django.contrib.sessions.backends.").unwrap_or(&raw);
+    let raw = s
+        .get("SESSION_ENGINE")
+        .unwrap_or_else(|| "cache".to_owned());
+    let name = raw
+        .strip_prefix("django.contrib.sessions.backends.")
+        .unwrap_or(&raw);
     match name {
         "cache" => cache_engine(s),
         "db" => db_engine(s),
-        "cached_db" => Err(ConfigError::new(
-            "SESSION_ENGINE",
-            raw.as_str(),
-            "an engine that is available: cached_db is not available yet in this version \
-             (use db or cache)",
-        )),
+        "cached_db" => match db_engine(s)? {
+            Engine::Store(db) => Ok(Engine::store(cloakroom_memory::CachedStore::from_settings(
+                db, s,
+            )?)),
+            Engine::Cookie(_) => Err(ConfigError::new("SESSION_ENGINE", raw.as_str(), ENGINES)),
+        },
         "signed_cookies" | "encrypted_cookies" => cookie_engine(&raw, name == "signed_cookies", s),
         _ => Err(ConfigError::new("SESSION_ENGINE", raw.as_str(), ENGINES)),
     }
 }
 
+// Unused in a build with every engine feature on (as the workspace's tests build it).
+#[cfg_attr(
+    all(
+        feature = "redis",
+        feature = "memcached",
+        feature = "mysql",
+        feature = "postgres",
+        feature = "sqlite",
+        feature = "cookie"
+    ),
+    allow(dead_code)
+)]
 fn not_compiled(variable: &str, value: &str, feature: &str) -> ConfigError {
     ConfigError::new(
         variable,
@@ -126,12 +161,26 @@ fn not_compiled(variable: &str, value: &str, feature: &str) -> ConfigError {
 fn cache_engine(s: &dyn Settings) -> Result<Engine, ConfigError> {
     const VAR: &str = "SESSION_CACHE_URL";
     let url = s.get(VAR).unwrap_or_else(|| "memory://".to_owned());
-    let scheme = url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+    let scheme = url
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
     match scheme.as_deref() {
         Some("memory") if url.len() == "memory://".len() => Ok(Engine::store(
             cloakroom_memory::MemoryStore::from_settings(s)?,
         )),
-        Some("redis" | "rediss" | "redis+cluster") => Err(not_compiled(VAR, &url, "redis")),
+        #[cfg(feature = "redis")]
+        Some("redis" | "rediss" | "redis+cluster" | "rediss+cluster") => Ok(Engine::store(
+            cloakroom_redis::RedisStore::from_settings(&url, s)?,
+        )),
+        #[cfg(not(feature = "redis"))]
+        Some("redis" | "rediss" | "redis+cluster" | "rediss+cluster") => {
+            Err(not_compiled(VAR, &url, "redis"))
+        }
+        #[cfg(feature = "memcached")]
+        Some("memcached") => Ok(Engine::store(
+            cloakroom_memcached::MemcachedStore::from_settings(&url, s)?,
+        )),
+        #[cfg(not(feature = "memcached"))]
         Some("memcached") => Err(not_compiled(VAR, &url, "memcached")),
         _ => Err(ConfigError::new(
             VAR,
@@ -155,10 +204,21 @@ fn db_engine(s: &dyn Settings) -> Result<Engine, ConfigError> {
             ));
         }
     };
-    let scheme = url.split_once(':').map(|(scheme, _)| scheme.to_ascii_lowercase());
+    let scheme = url
+        .split_once(':')
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
     match scheme.as_deref() {
+        #[cfg(feature = "mysql")]
+        Some("mysql" | "mariadb") => sql_engine(&url, s),
+        #[cfg(not(feature = "mysql"))]
         Some("mysql" | "mariadb") => Err(not_compiled(var, &url, "mysql")),
+        #[cfg(feature = "postgres")]
+        Some("postgres" | "postgresql") => sql_engine(&url, s),
+        #[cfg(not(feature = "postgres"))]
         Some("postgres" | "postgresql") => Err(not_compiled(var, &url, "postgres")),
+        #[cfg(feature = "sqlite")]
+        Some("sqlite") => sql_engine(&url, s),
+        #[cfg(not(feature = "sqlite"))]
         Some("sqlite") => Err(not_compiled(var, &url, "sqlite")),
         _ => Err(ConfigError::new(
             var,
@@ -168,6 +228,24 @@ fn db_engine(s: &dyn Settings) -> Result<Engine, ConfigError> {
     }
 }
 
+/// The `db` engine (cloakroom-sql), for whichever drivers are compiled in.
+#[cfg(any(feature = "mysql", feature = "postgres", feature = "sqlite"))]
+fn sql_engine(url: &str, s: &dyn Settings) -> Result<Engine, ConfigError> {
+    Ok(Engine::store(cloakroom_sql::SqlStore::from_settings(
+        url, s,
+    )?))
+}
+
+#[cfg(feature = "cookie")]
+fn cookie_engine(_raw: &str, signed: bool, s: &dyn Settings) -> Result<Engine, ConfigError> {
+    Ok(if signed {
+        Engine::cookie(cloakroom_cookie::SignedCookies::from_settings(s)?)
+    } else {
+        Engine::cookie(cloakroom_cookie::EncryptedCookies::from_settings(s)?)
+    })
+}
+
+#[cfg(not(feature = "cookie"))]
 fn cookie_engine(raw: &str, _signed: bool, _s: &dyn Settings) -> Result<Engine, ConfigError> {
     Err(not_compiled("SESSION_ENGINE", raw, "cookie"))
 }
@@ -182,7 +260,10 @@ fn is_token(name: &str) -> bool {
 
 /// What may stand in a cookie attribute value.
 fn is_attribute_value(value: &str) -> bool {
-    !value.is_empty() && value.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b';')
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b';')
 }
 
 #[cfg(test)]
@@ -245,9 +326,15 @@ mod tests {
     #[test]
     fn bad_values_name_variable_value_and_accepted() {
         let e = err(&[("SESSION_ENGINE", "file")]);
-        assert!(e.contains("SESSION_ENGINE=\"file\"") && e.contains("cached_db"), "{e}");
+        assert!(
+            e.contains("SESSION_ENGINE=\"file\"") && e.contains("cached_db"),
+            "{e}"
+        );
         let e = err(&[("SESSION_CACHE_URL", "mongodb://x")]);
-        assert!(e.contains("SESSION_CACHE_URL") && e.contains("memcached://"), "{e}");
+        assert!(
+            e.contains("SESSION_CACHE_URL") && e.contains("memcached://"),
+            "{e}"
+        );
         let e = err(&[("SESSION_COOKIE_SAMESITE", "None")]);
         assert!(e.contains("SESSION_COOKIE_SECURE"), "{e}");
         let e = err(&[("SESSION_COOKIE_AGE", "soon")]);
@@ -259,7 +346,16 @@ mod tests {
         let e = err(&[("SESSION_ENGINE", "db")]);
         assert!(e.contains("DATABASE_URL"), "{e}");
         let e = err(&[("SESSION_ENGINE", "cached_db")]);
-        assert!(e.contains("not available yet"), "{e}");
+        assert!(e.contains("DATABASE_URL"), "{e}");
+        let e = err(&[
+            ("SESSION_ENGINE", "cached_db"),
+            ("DATABASE_URL", "sqlite://x.db"),
+            ("SESSION_CACHED_DB_TTL_MS", "soon"),
+        ]);
+        assert!(
+            e.contains("SESSION_CACHED_DB_TTL_MS") || e.contains("not compiled in"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,0 +1,317 @@
+//! Secrets and the keys derived from them.
+//!
+//! A [`Secret`] is what an operator configures (`SESSION_SECRET_KEY`, or
+//! `SECRET_KEY` when that is unset). It is never used as a key directly:
+//! HKDF-SHA256 derives one key per purpose from it, with a distinct `info`
+//! string for each, so the signing key and the encryption key are unrelated
+//! even though they come from one secret, and a MAC made for one engine is
+//! never a valid MAC for the other. A `Secret` keeps only the derived keys,
+//! not the bytes it was made from, and prints as `REDACTED`.
+//!
+//! `SESSION_SECRET_KEY_FALLBACKS` lists previous secrets, comma-separated.
+//! Values sealed under one of them still open (marked
+//! [`stale_key`](cloakroom_core::Opened::stale_key), so the layer re-issues
+//! them under the current secret); nothing new is sealed with them.
+
+use std::fmt;
+
+use cloakroom_core::{ConfigError, Settings};
+use ring::{aead, hkdf, hmac};
+
+use crate::CookieError;
+
+/// The shortest secret accepted, in bytes: 256 bits if the bytes were
+/// random. Generate one with `openssl rand -base64 48`.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// The setting that holds the current secret.
+pub const SECRET_KEY: &str = "SESSION_SECRET_KEY";
+/// Read when [`SECRET_KEY`] is unset, as Django reads its `SECRET_KEY`.
+pub const FALLBACK_SECRET_KEY: &str = "SECRET_KEY";
+/// The setting that lists previous secrets, comma-separated, for rotation.
+pub const SECRET_KEY_FALLBACKS: &str = "SESSION_SECRET_KEY_FALLBACKS";
+
+/// HKDF salt: fixed and public, it only separates cloakroom's derivations
+/// from any other use an application makes of the same secret.
+const SALT: &[u8] = b"cloakroom-cookie HKDF salt v1";
+/// HKDF info for the key of [`SignedCookies`](crate::SignedCookies).
+const SIGNING_INFO: &[u8] = b"cloakroom signed_cookies HMAC-SHA256 key v1";
+/// HKDF info for the key of [`EncryptedCookies`](crate::EncryptedCookies).
+const ENCRYPTION_INFO: &[u8] = b"cloakroom encrypted_cookies AES-256-GCM key v1";
+
+/// A session secret, held as the keys derived from it.
+///
+/// ```
+/// use cloakroom_cookie::Secret;
+///
+/// let secret = Secret::new("at least thirty-two bytes of secret text")?;
+/// assert_eq!(format!("{secret:?}"), "Secret(REDACTED)");
+/// assert!(Secret::new("too short").is_err());
+/// # Ok::<(), cloakroom_cookie::CookieError>(())
+/// ```
+#[derive(Clone)]
+pub struct Secret {
+    signing: hmac::Key,
+    encryption: aead::LessSafeKey,
+}
+
+impl Secret {
+    /// Derives the keys of a secret of at least [`MIN_SECRET_LEN`] bytes.
+    ///
+    /// # Errors
+    /// [`CookieError::SecretTooShort`] for a shorter secret.
+    pub fn new(secret: impl AsRef<[u8]>) -> Result<Self, CookieError> {
+        let secret = secret.as_ref();
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(CookieError::SecretTooShort {
+                len: secret.len(),
+                min: MIN_SECRET_LEN,
+            });
+        }
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(secret);
+        let signing = prk
+            .expand(&[SIGNING_INFO], hmac::HMAC_SHA256)
+            .map_err(|_| CookieError::Crypto("HKDF expand of the signing key"))?;
+        let encryption = prk
+            .expand(&[ENCRYPTION_INFO], &aead::AES_256_GCM)
+            .map_err(|_| CookieError::Crypto("HKDF expand of the encryption key"))?;
+        Ok(Self {
+            signing: hmac::Key::from(signing),
+            encryption: aead::LessSafeKey::new(aead::UnboundKey::from(encryption)),
+        })
+    }
+
+    pub(crate) fn signing_key(&self) -> &hmac::Key {
+        &self.signing
+    }
+
+    pub(crate) fn encryption_key(&self) -> &aead::LessSafeKey {
+        &self.encryption
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(REDACTED)")
+    }
+}
+
+/// The current secret and the fallbacks, as read from settings.
+pub(crate) struct Secrets {
+    pub(crate) current: Secret,
+    pub(crate) fallbacks: Vec<Secret>,
+}
+
+impl Secrets {
+    /// Reads [`SECRET_KEY`] (else [`FALLBACK_SECRET_KEY`]) and
+    /// [`SECRET_KEY_FALLBACKS`]. `engine` names the engine in the error, so
+    /// that an operator sees why a secret is required at all.
+    ///
+    /// Leading and trailing whitespace is trimmed from every secret, so that
+    /// `a, b` in the fallback list and a secret read from a file with a final
+    /// newline mean what they look like.
+    pub(crate) fn from_settings(
+        settings: &dyn Settings,
+        engine: &str,
+    ) -> Result<Self, ConfigError> {
+        let (variable, value) = match settings.get(SECRET_KEY) {
+            Some(v) => (SECRET_KEY, v),
+            None => match settings.get(FALLBACK_SECRET_KEY) {
+                Some(v) => (FALLBACK_SECRET_KEY, v),
+                None => {
+                    return Err(ConfigError::secret(
+                        SECRET_KEY,
+                        0,
+                        format!(
+                            "a secret of at least {MIN_SECRET_LEN} bytes: \
+                             SESSION_ENGINE={engine} requires it \
+                             ({FALLBACK_SECRET_KEY} is read when {SECRET_KEY} is unset)"
+                        ),
+                    ));
+                }
+            },
+        };
+        let current = secret_setting(variable, value.trim(), engine, "")?;
+
+        let mut fallbacks = Vec::new();
+        if let Some(list) = settings.get(SECRET_KEY_FALLBACKS) {
+            for (n, entry) in list.split(',').map(str::trim).enumerate() {
+                if entry.is_empty() {
+                    continue;
+                }
+                let position = format!(" (entry {} of the comma-separated list)", n + 1);
+                fallbacks.push(secret_setting(
+                    SECRET_KEY_FALLBACKS,
+                    entry,
+                    engine,
+                    &position,
+                )?);
+            }
+        }
+        Ok(Self { current, fallbacks })
+    }
+}
+
+fn secret_setting(
+    variable: &str,
+    value: &str,
+    engine: &str,
+    position: &str,
+) -> Result<Secret, ConfigError> {
+    Secret::new(value).map_err(|e| {
+        ConfigError::secret(
+            variable,
+            value.len(),
+            format!(
+                "a secret of at least {MIN_SECRET_LEN} bytes for SESSION_ENGINE={engine}{position} \
+                 ({e})"
+            ),
+        )
+    })
+}
+
+/// The keys a codec tries, current first. Only the current one seals.
+#[derive(Clone)]
+pub(crate) struct KeyRing {
+    current: Secret,
+    fallbacks: Vec<Secret>,
+}
+
+impl KeyRing {
+    pub(crate) fn new(current: &Secret) -> Self {
+        Self {
+            current: current.clone(),
+            fallbacks: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push_fallback(&mut self, old: &Secret) {
+        self.fallbacks.push(old.clone());
+    }
+
+    pub(crate) fn from_secrets(secrets: Secrets) -> Self {
+        Self {
+            current: secrets.current,
+            fallbacks: secrets.fallbacks,
+        }
+    }
+
+    pub(crate) fn current(&self) -> &Secret {
+        &self.current
+    }
+
+    /// The secrets in the order to try them, with "is a fallback" beside each.
+    pub(crate) fn all(&self) -> impl Iterator<Item = (bool, &Secret)> {
+        std::iter::once((false, &self.current)).chain(self.fallbacks.iter().map(|s| (true, s)))
+    }
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "REDACTED (1 current key, {} fallback keys)",
+            self.fallbacks.len()
+        )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+    use cloakroom_core::config::from_pairs;
+
+    const A: &str = "0123456789abcdef0123456789abcdef-A";
+    const B: &str = "0123456789abcdef0123456789abcdef-B";
+
+    #[test]
+    fn reads_the_session_secret_first_then_secret_key() {
+        let s =
+            Secrets::from_settings(&from_pairs([(SECRET_KEY, A), ("SECRET_KEY", B)]), "x").unwrap();
+        assert!(s.fallbacks.is_empty());
+        let only_django = Secrets::from_settings(&from_pairs([("SECRET_KEY", B)]), "x").unwrap();
+        // Same secret, same key: compare by signing something.
+        let sign = |s: &Secret| hmac::sign(s.signing_key(), b"m").as_ref().to_vec();
+        assert_eq!(sign(&only_django.current), sign(&Secret::new(B).unwrap()));
+        assert_ne!(sign(&s.current), sign(&only_django.current));
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_hide_the_value() {
+        let err = Secrets::from_settings(&from_pairs([]), "signed_cookies")
+            .err()
+            .unwrap();
+        assert_eq!(err.variable(), SECRET_KEY);
+        assert!(err.to_string().contains("signed_cookies"), "{err}");
+
+        let err = Secrets::from_settings(&from_pairs([("SECRET_KEY", "short-secret")]), "e")
+            .err()
+            .unwrap();
+        assert_eq!(err.variable(), "SECRET_KEY");
+        assert!(!err.to_string().contains("short-secret"), "{err}");
+        assert!(err.to_string().contains("12 bytes"), "{err}");
+
+        let list = format!("{A}, too-short-old-secret");
+        let err = Secrets::from_settings(
+            &from_pairs([(SECRET_KEY, B), (SECRET_KEY_FALLBACKS, &list)]),
+            "e",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err.variable(), SECRET_KEY_FALLBACKS);
+        assert!(err.to_string().contains("entry 2"), "{err}");
+        assert!(!err.to_string().contains("too-short-old-secret"), "{err}");
+    }
+
+    #[test]
+    fn fallbacks_are_trimmed_and_empty_entries_skipped() {
+        let list = format!(" {A} ,, {B},");
+        let s = Secrets::from_settings(
+            &from_pairs([
+                (SECRET_KEY, &*format!("{B}\n")),
+                (SECRET_KEY_FALLBACKS, &list),
+            ]),
+            "e",
+        )
+        .unwrap();
+        assert_eq!(s.fallbacks.len(), 2);
+        let sign = |s: &Secret| hmac::sign(s.signing_key(), b"m").as_ref().to_vec();
+        assert_eq!(sign(&s.current), sign(&Secret::new(B).unwrap()));
+        assert_eq!(sign(&s.fallbacks[0]), sign(&Secret::new(A).unwrap()));
+    }
+
+    #[test]
+    fn purposes_get_different_keys() {
+        // The HMAC key and the AES key must not be the same bytes; ring does
+        // not expose key bytes, so derive both by hand the same way and compare.
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(A.as_bytes());
+        let mut signing = [0u8; 32];
+        let mut encryption = [0u8; 32];
+        prk.expand(&[SIGNING_INFO], hkdf::HKDF_SHA256)
+            .unwrap()
+            .fill(&mut signing)
+            .unwrap();
+        prk.expand(&[ENCRYPTION_INFO], hkdf::HKDF_SHA256)
+            .unwrap()
+            .fill(&mut encryption)
+            .unwrap();
+        assert_ne!(signing, encryption);
+    }
+
+    #[test]
+    fn debug_never_shows_keys() {
+        let ring = KeyRing::from_secrets(
+            Secrets::from_settings(
+                &from_pairs([(SECRET_KEY, A), (SECRET_KEY_FALLBACKS, B)]),
+                "e",
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            format!("{ring:?}"),
+            "REDACTED (1 current key, 1 fallback keys)"
+        );
+        assert_eq!(format!("{:?}", ring.current()), "Secret(REDACTED)");
+    }
+}

@@ -1,0 +1,38 @@
+//! The Redis engine of [cloakroom](https://docs.rs/cloakroom): sessions in a
+//! Redis server or a Redis Cluster, through a
+//! [deadpool-redis](https://docs.rs/deadpool-redis) connection pool.
+//!
+//! Applications normally pick it with settings rather than code:
+//! `SESSION_ENGINE=cache` and `SESSION_CACHE_URL=redis://host:6379/1`
+//! (or `redis+cluster://h1:6379,h2:6379,h3:6379`), with the `redis` feature
+//! of the `cloakroom` crate.
+//!
+//! * [`store`]: [`RedisStore`], the [`SessionStore`](cloakroom_core::SessionStore)
+//!   implementation, and which Redis command serves which operation.
+//! * [`options`]: [`RedisOptions`], the tuning (key prefix, pool size,
+//!   timeouts) and the `SESSION_REDIS_*` settings it is read from.
+//! * [`error`]: [`RedisStoreError`] and how it maps onto the core error kinds.
+//!
+//! ```no_run
+//! use cloakroom_core::{Id, Record, SessionStore, record::Data};
+//! use cloakroom_redis::{RedisOptions, RedisStore};
+//! use time::{Duration, OffsetDateTime};
+//!
+//! # async fn run() -> Result<(), cloakroom_core::Error> {
+//! let store = RedisStore::new("redis://127.0.0.1:6379/0", RedisOptions::new())?;
+//! let key = Id::generate()?.store_key();
+//! let record = Record::new(Data::new(), OffsetDateTime::now_utc() + Duration::hours(1));
+//! assert!(store.create(&key, &record).await?);
+//! assert!(store.load(&key).await?.is_some());
+//! store.delete(&key).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod error;
+pub mod options;
+pub mod store;
+
+pub use error::RedisStoreError;
+pub use options::RedisOptions;
+pub use store::RedisStore;

@@ -1,0 +1,604 @@
+//! [`SqlStore`]: the [`SessionStore`] on a SQL table, plus `migrate` and
+//! `clear_expired`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use cloakroom_core::record::millis;
+use cloakroom_core::{ConfigError, Error, Record, SessionStore, Settings, StoreKey};
+use sqlx::pool::{PoolConnectionMetadata, PoolOptions};
+use time::OffsetDateTime;
+
+use crate::cleanup::{self, CleanupGuard};
+use crate::options::{Connect, SqlOptions, redact_url};
+use crate::sql::{CLEAR_BATCH, Statements};
+use crate::{Backend, SqlError};
+
+/// A connection that has sat idle this long is pinged before it is handed
+/// out; one used more recently is trusted. The pool pings every connection
+/// as it comes back, so this only catches a server that went away while the
+/// connection was idle (a restart, `wait_timeout`), at the cost of one round
+/// trip on quiet pools instead of one per statement.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// Idle connections are closed after this, so a burst does not hold server
+/// connections for ever.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Connections are replaced after this, so server-side session state and
+/// memory do not grow without end.
+const MAX_LIFETIME: Duration = Duration::from_secs(1800);
+
+/// Bound on each statement of `migrate` and `clear_expired`: they may
+/// rewrite or scan a large table, so the request bound does not fit them,
+/// but a hung server must not hang the command line for ever either.
+const MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Session storage in a SQL table: MySQL 8 / MariaDB, PostgreSQL or SQLite,
+/// through a sqlx connection pool.
+///
+/// Cheap to clone: clones share the pool. Build it with
+/// [`SqlStore::from_settings`] (what `SessionLayer::from_env()` calls),
+/// [`SqlStore::from_env`] or [`SqlOptions`]; none of them connect, the pool
+/// connects on first use. Create the table with [`migrate`](Self::migrate)
+/// (or the `cloakroom-admin migrate` command) before serving requests.
+///
+/// ```no_run
+/// use cloakroom_sql::SqlStore;
+///
+/// # async fn run() -> Result<(), cloakroom_sql::SqlError> {
+/// let store = SqlStore::new("mysql://dash:secret@127.0.0.1:3306/dash").expect("valid URL");
+/// store.migrate().await?;
+/// let removed = store.clear_expired().await?;
+/// println!("{removed} expired sessions deleted");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqlStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    backend: Backend,
+    connect: Connect,
+    /// Built on first use: sqlx spawns its pool maintenance on the Tokio
+    /// runtime, and the constructors are sync and may run before one exists.
+    pool: OnceLock<Pools>,
+    table: String,
+    sql: Statements,
+    pool_size: u32,
+    timeout: Duration,
+    migrate_on_first_use: bool,
+    migrated: tokio::sync::OnceCell<()>,
+    cleanup_every: Option<Duration>,
+    /// The cleanup task started by `cleanup_every`; dropped (and so stopped)
+    /// with the last clone of the store.
+    auto_cleanup: OnceLock<CleanupGuard>,
+    redacted_url: String,
+}
+
+/// One pool per driver; the store code is the same text for each (see
+/// [`each_pool!`]), so the enum costs a branch, not a dynamic driver.
+enum Pools {
+    #[cfg(feature = "mysql")]
+    MySql(sqlx::MySqlPool),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to the typed pool of whichever driver
+/// the store uses.
+macro_rules! each_pool {
+    ($pools:expr, $pool:ident => $body:expr) => {
+        match $pools {
+            #[cfg(feature = "mysql")]
+            Pools::MySql($pool) => $body,
+            #[cfg(feature = "postgres")]
+            Pools::Postgres($pool) => $body,
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// Checks out a connection and runs `$body` with `$conn: &mut Connection`,
+/// all within `$limit` from the start of the checkout. A statement cut
+/// off by the limit leaves its connection mid-protocol, so that connection
+/// is closed instead of going back to the pool, where a later request would
+/// inherit it.
+macro_rules! bounded {
+    ($inner:expr, $pool:expr, $limit:expr, |$conn:ident| $body:expr) => {{
+        let limit: Duration = $limit;
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut pooled = $pool
+            .acquire()
+            .await
+            .map_err(|e| SqlError::from_sqlx(e, $inner.timeout))?;
+        let outcome = tokio::time::timeout_at(deadline, async {
+            let $conn = &mut *pooled;
+            $body
+        })
+        .await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                pooled.close_on_drop();
+                Err(SqlError::StatementTimeout(limit))
+            }
+        }
+    }};
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+fn ping_if_idle<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: PoolConnectionMetadata,
+) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        if meta.idle_for >= PING_IF_IDLE_FOR {
+            // An error closes this connection and the pool opens another.
+            conn.ping().await?;
+        }
+        Ok(true)
+    })
+}
+
+fn pool_options<DB: sqlx::Database>(size: u32, timeout: Duration) -> PoolOptions<DB> {
+    PoolOptions::new()
+        .max_connections(size)
+        .min_connections(0)
+        // The pool's own bound covers waiting for a free connection and
+        // opening a new one (it retries a refused connect until then).
+        .acquire_timeout(timeout)
+        .idle_timeout(IDLE_TIMEOUT)
+        .max_lifetime(MAX_LIFETIME)
+        .test_before_acquire(false)
+        .before_acquire(ping_if_idle::<DB::Connection>)
+}
+
+fn db(e: sqlx::Error) -> SqlError {
+    SqlError::Database(e)
+}
+
+fn is_duplicate(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn now_ms() -> i64 {
+    millis(OffsetDateTime::now_utc())
+}
+
+impl SqlStore {
+    /// The constructor `SessionLayer::from_env()` calls for
+    /// `SESSION_ENGINE=db`: the store for `url`, tuned by the
+    /// `SESSION_DATABASE_*` settings (see the crate README). Does not
+    /// connect.
+    ///
+    /// ```
+    /// use cloakroom_core::config::from_pairs;
+    /// use cloakroom_sql::SqlStore;
+    ///
+    /// let settings = from_pairs([("SESSION_DATABASE_POOL_SIZE", "4")]);
+    /// let store = SqlStore::from_settings("sqlite::memory:", &settings).expect("valid");
+    /// assert_eq!(store.table(), "cloakroom_session");
+    /// ```
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the bad setting (a URL that does not parse,
+    /// a driver that is not compiled in, a bad number or table name).
+    pub fn from_settings(url: &str, settings: &dyn Settings) -> Result<Self, ConfigError> {
+        SqlOptions::from_settings(url, settings)?.build()
+    }
+
+    /// The store configured by the process environment, as the
+    /// `cloakroom-admin` command reads it: `SESSION_DATABASE_URL` (or
+    /// `DATABASE_URL`) and the `SESSION_DATABASE_*` settings.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] when no URL is set or a setting is bad.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let env = cloakroom_core::Env;
+        let url = database_url(&env).ok_or_else(|| {
+            ConfigError::new(
+                crate::options::URL,
+                "",
+                "a database URL such as mysql://user:password@127.0.0.1:3306/db \
+                 (DATABASE_URL is read when it is unset)",
+            )
+        })?;
+        Self::from_settings(&url, &env)
+    }
+
+    /// The store for `url` with every default.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for a URL that does not parse or whose driver is not
+    /// compiled in.
+    pub fn new(url: &str) -> Result<Self, ConfigError> {
+        SqlOptions::new(url).build()
+    }
+
+    /// Options for `url`, to change before [`SqlOptions::build`].
+    pub fn builder(url: impl Into<String>) -> SqlOptions {
+        SqlOptions::new(url)
+    }
+
+    pub(crate) fn from_options(options: SqlOptions) -> Result<Self, ConfigError> {
+        options.check_table()?;
+        let (backend, connect) = Connect::parse(&options)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend,
+                connect,
+                pool: OnceLock::new(),
+                sql: Statements::new(backend, &options.table),
+                table: options.table,
+                pool_size: options.pool_size,
+                timeout: options.timeout,
+                migrate_on_first_use: options.migrate_on_first_use,
+                migrated: tokio::sync::OnceCell::new(),
+                cleanup_every: options.cleanup_every,
+                auto_cleanup: OnceLock::new(),
+                redacted_url: redact_url(&options.url),
+            }),
+        })
+    }
+
+    /// The database kind the URL selected.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// The session table's name.
+    pub fn table(&self) -> &str {
+        &self.inner.table
+    }
+
+    /// The bound on each store call.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    fn pools(&self) -> &Pools {
+        self.inner.pool.get_or_init(|| {
+            let size = self.inner.pool_size;
+            let timeout = self.inner.timeout;
+            match &self.inner.connect {
+                #[cfg(feature = "mysql")]
+                Connect::MySql(o) => {
+                    Pools::MySql(pool_options(size, timeout).connect_lazy_with(o.clone()))
+                }
+                #[cfg(feature = "postgres")]
+                Connect::Postgres(o) => {
+                    Pools::Postgres(pool_options(size, timeout).connect_lazy_with(o.clone()))
+                }
+                #[cfg(feature = "sqlite")]
+                Connect::Sqlite { options, in_memory } => {
+                    let mut po = pool_options(size, timeout);
+                    if *in_memory {
+                        // The database vanishes with its last connection.
+                        po = po.max_connections(1).idle_timeout(None).max_lifetime(None);
+                    }
+                    Pools::Sqlite(po.connect_lazy_with(options.clone()))
+                }
+            }
+        })
+    }
+
+    /// The pool, after the first-use work the options asked for
+    /// (`migrate_on_first_use`, `cleanup_every`).
+    async fn ready(&self) -> Result<&Pools, SqlError> {
+        if self.inner.migrate_on_first_use {
+            // Concurrent first requests wait for one migration; a failed one
+            // leaves the cell empty so the next call tries again.
+            self.inner
+                .migrated
+                .get_or_try_init(|| self.migrate())
+                .await?;
+        }
+        if let Some(every) = self.inner.cleanup_every {
+            self.inner
+                .auto_cleanup
+                .get_or_init(|| cleanup::spawn(Arc::downgrade(&self.inner), every, None));
+        }
+        Ok(self.pools())
+    }
+
+    /// Creates the session table and its index, or upgrades an older one
+    /// (the `cloakroom-admin migrate` command). Idempotent: run it at every
+    /// deploy. Concurrent runs are serialized by a lock.
+    ///
+    /// # Errors
+    /// When the database cannot be reached, the user lacks the `CREATE` /
+    /// `ALTER` / `INDEX` privileges, or a table of that name exists with
+    /// other columns.
+    pub async fn migrate(&self) -> Result<(), SqlError> {
+        let table = self.inner.table.as_str();
+        match self.pools() {
+            #[cfg(feature = "mysql")]
+            Pools::MySql(pool) => bounded!(self.inner, pool, MAINTENANCE_TIMEOUT, |conn| {
+                crate::schema::migrate_mysql(conn, table).await
+            }),
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(pool) => bounded!(self.inner, pool, MAINTENANCE_TIMEOUT, |conn| {
+                crate::schema::migrate_postgres(conn, table).await
+            }),
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(pool) => bounded!(self.inner, pool, MAINTENANCE_TIMEOUT, |conn| {
+                crate::schema::migrate_sqlite(conn, table).await
+            }),
+        }
+    }
+
+    /// Deletes every row whose deadline has passed and returns how many (the
+    /// `cloakroom-admin clearsessions` command). Works in batches, so a
+    /// large backlog does not hold one long lock.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or refuses the statement.
+    pub async fn clear_expired(&self) -> Result<u64, SqlError> {
+        self.clear_expired_before(OffsetDateTime::now_utc()).await
+    }
+
+    /// Deletes every row whose deadline is at or before `cutoff`, and
+    /// returns how many.
+    ///
+    /// # Errors
+    /// As [`clear_expired`](Self::clear_expired).
+    pub async fn clear_expired_before(&self, cutoff: OffsetDateTime) -> Result<u64, SqlError> {
+        let cutoff = millis(cutoff);
+        let sql = &self.inner.sql.clear_batch;
+        let mut total = 0;
+        loop {
+            let n = each_pool!(self.pools(), pool => bounded!(self.inner, pool, MAINTENANCE_TIMEOUT, |conn| {
+                sqlx::query(sql.clone())
+                    .bind(cutoff)
+                    .execute(&mut *conn)
+                    .await
+                    .map(|r| r.rows_affected())
+                    .map_err(db)
+            }))?;
+            total += n;
+            if n < CLEAR_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs [`clear_expired`](Self::clear_expired) now and then every
+    /// `every` on the Tokio runtime, until the returned guard is dropped. A
+    /// failed run (database down) is logged and the next one goes ahead as
+    /// planned.
+    ///
+    /// ```no_run
+    /// # async fn run(store: cloakroom_sql::SqlStore) {
+    /// use std::time::Duration;
+    /// let _cleanup = store.spawn_cleanup(Duration::from_secs(3600));
+    /// // ... serve; dropping `_cleanup` stops the task.
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn spawn_cleanup(&self, every: Duration) -> CleanupGuard {
+        cleanup::spawn(Arc::downgrade(&self.inner), every, Some(self.clone()))
+    }
+
+    /// Closes the pool's connections. Later calls fail with a
+    /// [`Backend`](cloakroom_core::ErrorKind::Backend) error.
+    pub async fn close(&self) {
+        if let Some(pools) = self.inner.pool.get() {
+            each_pool!(pools, pool => pool.close().await)
+        }
+    }
+
+    async fn load_row(&self, key: &StoreKey) -> Result<Option<(Vec<u8>, i64)>, SqlError> {
+        let sql = &self.inner.sql.load;
+        let now = now_ms();
+        each_pool!(self.ready().await?, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
+            sqlx::query_as::<_, (Vec<u8>, i64)>(sql.clone())
+                .bind(key.as_str())
+                .bind(now)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db)
+        }))
+    }
+
+    async fn create_row(
+        &self,
+        key: &StoreKey,
+        data: Vec<u8>,
+        deadline: i64,
+    ) -> Result<bool, SqlError> {
+        let sql = &self.inner.sql;
+        let mysql = self.inner.backend == Backend::MySql;
+        let now = now_ms();
+        each_pool!(self.ready().await?, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
+            if !mysql {
+                // One statement: insert, or take over a row past its
+                // deadline; a live holder makes it change nothing.
+                let r = sqlx::query(sql.create.clone())
+                    .bind(key.as_str())
+                    .bind(&data)
+                    .bind(deadline)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                return Ok(r.rows_affected() == 1);
+            }
+            // MySQL: the primary key makes the insert atomic. Only when it
+            // collides do we look further: a holder past its deadline is
+            // deleted (by a statement that cannot touch a live row) and the
+            // insert tried once more. If another request wins the key in
+            // between, its row is live and the second insert collides too,
+            // which is the right answer.
+            let insert = || {
+                sqlx::query(sql.create.clone())
+                    .bind(key.as_str())
+                    .bind(&data)
+                    .bind(deadline)
+            };
+            match insert().execute(&mut *conn).await {
+                Ok(_) => return Ok(true),
+                Err(e) if is_duplicate(&e) => {}
+                Err(e) => return Err(SqlError::from_sqlx(e, self.inner.timeout)),
+            }
+            let cleared = sqlx::query(sql.delete_expired_key.clone())
+                .bind(key.as_str())
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?
+                .rows_affected();
+            if cleared == 0 {
+                return Ok(false);
+            }
+            match insert().execute(&mut *conn).await {
+                Ok(_) => Ok(true),
+                Err(e) if is_duplicate(&e) => Ok(false),
+                Err(e) => Err(SqlError::from_sqlx(e, self.inner.timeout)),
+            }
+        }))
+    }
+
+    async fn update_row(
+        &self,
+        key: &StoreKey,
+        data: Vec<u8>,
+        deadline: i64,
+    ) -> Result<bool, SqlError> {
+        let sql = &self.inner.sql.update;
+        let now = now_ms();
+        each_pool!(self.ready().await?, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
+            // Never an upsert: a row deleted meanwhile (logout in another
+            // request) or past its deadline matches nothing and stays gone.
+            sqlx::query(sql.clone())
+                .bind(&data)
+                .bind(deadline)
+                .bind(key.as_str())
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map(|r| r.rows_affected() > 0)
+                .map_err(|e| SqlError::from_sqlx(e, self.inner.timeout))
+        }))
+    }
+
+    async fn touch_row(&self, key: &StoreKey, deadline: i64) -> Result<bool, SqlError> {
+        let sql = &self.inner.sql.touch;
+        let now = now_ms();
+        each_pool!(self.ready().await?, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
+            // The driver reports matched rows (MySQL's FOUND_ROWS), so a
+            // touch to the same millisecond still counts as found.
+            sqlx::query(sql.clone())
+                .bind(deadline)
+                .bind(key.as_str())
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map(|r| r.rows_affected() > 0)
+                .map_err(db)
+        }))
+    }
+
+    async fn delete_row(&self, key: &StoreKey) -> Result<(), SqlError> {
+        let sql = &self.inner.sql.delete;
+        each_pool!(self.ready().await?, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
+            sqlx::query(sql.clone())
+                .bind(key.as_str())
+                .execute(&mut *conn)
+                .await
+                .map(drop)
+                .map_err(db)
+        }))
+    }
+}
+
+/// The database URL from settings: `SESSION_DATABASE_URL`, else
+/// `DATABASE_URL`, as `from_env()` and `cloakroom-admin` read it.
+pub fn database_url(settings: &dyn Settings) -> Option<String> {
+    settings
+        .get(crate::options::URL)
+        .or_else(|| settings.get(crate::options::URL_FALLBACK))
+}
+
+impl fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &self.inner.backend)
+            .field("url", &self.inner.redacted_url)
+            .field("table", &self.inner.table)
+            .field("pool_size", &self.inner.pool_size)
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_millis_time(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
+
+#[cloakroom_core::async_trait]
+impl SessionStore for SqlStore {
+    fn engine(&self) -> &'static str {
+        "db"
+    }
+
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
+        let Some((bytes, deadline)) = self.load_row(key).await? else {
+            return Ok(None);
+        };
+        // As Django does with a row it cannot decode: treat the session as
+        // absent (the user gets a fresh one) rather than fail every request
+        // that carries this cookie.
+        let record = Record::from_bytes(&bytes)
+            .ok()
+            .zip(to_millis_time(deadline));
+        match record {
+            Some((mut record, expires_at)) => {
+                // The column, not the blob, holds the deadline: `touch`
+                // moves only the column.
+                record.expires_at = expires_at;
+                Ok(Some(record))
+            }
+            None => {
+                tracing::warn!(
+                    engine = "db",
+                    ?key,
+                    "session row is not readable; ignoring it"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
+        let bytes = record.to_bytes()?;
+        Ok(self
+            .create_row(key, bytes, record.expires_at_millis())
+            .await?)
+    }
+
+    async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
+        let bytes = record.to_bytes()?;
+        Ok(self
+            .update_row(key, bytes, record.expires_at_millis())
+            .await?)
+    }
+
+    async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error> {
+        Ok(self.touch_row(key, millis(expires_at)).await?)
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
+        Ok(self.delete_row(key).await?)
+    }
+}

@@ -1,0 +1,144 @@
+//! What a login puts in the session, the CSRF token, and the idle timeout.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cloakroom::{Expiry, Session};
+use ring::rand::{SecureRandom, SystemRandom};
+use subtle::ConstantTimeEq;
+
+use crate::catalog::Service;
+use crate::error::Failure;
+
+/// Session keys, named as Horizon names them where it has one.
+pub(crate) mod keys {
+    /// The user's Keystone-style id.
+    pub(crate) const USER_ID: &str = "user_id";
+    /// The login name.
+    pub(crate) const USERNAME: &str = "username";
+    /// The (demo) auth token: Horizon keeps the Keystone token here.
+    pub(crate) const TOKEN: &str = "token";
+    /// The project the user works in.
+    pub(crate) const PROJECT: &str = "project";
+    /// The region the user works in (Horizon's `services_region`).
+    pub(crate) const REGION: &str = "services_region";
+    /// The service catalog, as Keystone returned it with the token.
+    pub(crate) const CATALOG: &str = "catalog";
+    /// The CSRF token every form posts back.
+    pub(crate) const CSRF: &str = "csrf_token";
+}
+
+/// The logged-in user, as the session has it.
+#[derive(Debug, Clone)]
+pub(crate) struct LoggedIn {
+    pub(crate) user_id: String,
+    pub(crate) username: String,
+    pub(crate) project: String,
+    pub(crate) region: String,
+}
+
+/// The user the session belongs to, if someone logged in.
+pub(crate) async fn logged_in(session: &Session) -> Result<Option<LoggedIn>, Failure> {
+    let Some(user_id) = session.get::<String>(keys::USER_ID).await? else {
+        return Ok(None);
+    };
+    Ok(Some(LoggedIn {
+        user_id,
+        username: session.get(keys::USERNAME).await?.unwrap_or_default(),
+        project: session.get(keys::PROJECT).await?.unwrap_or_default(),
+        region: session.get(keys::REGION).await?.unwrap_or_default(),
+    }))
+}
+
+/// Fills a session that just logged in: a new id first (so an id planted
+/// before the login is worth nothing after it), then what Horizon keeps.
+pub(crate) async fn log_in(
+    session: &Session,
+    username: &str,
+    project: &str,
+    region: &str,
+    catalog: &[Service],
+) -> Result<(), Failure> {
+    // Nothing of the anonymous session (or of another user logged in before
+    // on this browser) carries over, as with Django's login().
+    session.clear().await?;
+    session.cycle_id().await?;
+    session
+        .insert(
+            keys::USER_ID,
+            crate::catalog::ident(&format!("user/{username}")),
+        )
+        .await?;
+    session.insert(keys::USERNAME, username).await?;
+    session
+        .insert(keys::TOKEN, format!("gAAAAA{}", random_token(96)?))
+        .await?;
+    session.insert(keys::PROJECT, project).await?;
+    session.insert(keys::REGION, region).await?;
+    session.insert(keys::CATALOG, catalog).await?;
+    // A fresh CSRF token too: one seen before the login is not trusted after.
+    session.insert(keys::CSRF, random_token(32)?).await?;
+    Ok(())
+}
+
+/// The session's CSRF token, made on first use.
+pub(crate) async fn csrf_token(session: &Session) -> Result<String, Failure> {
+    if let Some(token) = session.get::<String>(keys::CSRF).await? {
+        return Ok(token);
+    }
+    let token = random_token(32)?;
+    session.insert(keys::CSRF, &token).await?;
+    Ok(token)
+}
+
+/// Checks a posted CSRF token against the session's, in constant time.
+///
+/// # Errors
+/// [`Failure::Csrf`] (403) when the form had none, the session has none, or
+/// they differ.
+pub(crate) async fn check_csrf(session: &Session, posted: &str) -> Result<(), Failure> {
+    let expected = session.get::<String>(keys::CSRF).await?.unwrap_or_default();
+    let same: bool = expected.as_bytes().ct_eq(posted.as_bytes()).into();
+    if expected.is_empty() || !same {
+        return Err(Failure::Csrf);
+    }
+    Ok(())
+}
+
+/// Restarts the idle timeout (Horizon's `SESSION_TIMEOUT`). Setting the same
+/// period again costs the store a touch, not a rewrite of the session.
+pub(crate) async fn refresh_idle_timeout(
+    session: &Session,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let idle = time::Duration::try_from(timeout).unwrap_or(time::Duration::MAX);
+    session.set_expiry(Some(Expiry::OnInactivity(idle))).await?;
+    Ok(())
+}
+
+/// `bytes` bytes from the OS CSPRNG, base64url.
+fn random_token(bytes: usize) -> Result<String, Failure> {
+    let mut buf = vec![0u8; bytes];
+    SystemRandom::new()
+        .fill(&mut buf)
+        .map_err(|_| Failure::Internal("the OS random number generator failed".into()))?;
+    Ok(URL_SAFE_NO_PAD.encode(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_url_safe() {
+        let a = random_token(32).expect("random");
+        let b = random_token(32).expect("random");
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, b);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+    }
+}

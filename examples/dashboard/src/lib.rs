@@ -1,0 +1,82 @@
+//! A Horizon-like dashboard on [cloakroom](https://docs.rs/cloakroom)
+//! sessions: the app an OpenStack operator would run, with its sessions in
+//! whichever engine `SESSION_ENGINE` picks.
+//!
+//! A login stores what Horizon keeps in a session (user id and name, an
+//! auth token, the current project and region, and a service catalog of
+//! `DASHBOARD_CATALOG_BYTES` of JSON), under a new session id. Every form
+//! carries a CSRF token kept in the session, every page refreshes an idle
+//! timeout, and logging out deletes the session.
+//!
+//! | route | does |
+//! |---|---|
+//! | `GET /auth/login` | the login form (the overview if already logged in) |
+//! | `POST /auth/login` | fields `username`, `password`, `csrf_token`; 303 to `/` on success, the form again with an error otherwise |
+//! | `GET /` | the overview: user, project, region, engine, session expiry, the region's services; 303 to `/auth/login` when not logged in |
+//! | `POST /project` | fields `project`, `csrf_token`: switches the current project |
+//! | `POST /auth/logout` | field `csrf_token`: flushes the session, 303 to `/auth/login` |
+//! | `GET /health` | 200 `{"status":"ok",...}` when the session backend answers, 503 when not |
+//!
+//! A POST without the session's CSRF token gets 403.
+//!
+//! # What lives where
+//!
+//! * [`app`] (here): the router.
+//! * [`settings`]: [`DashboardSettings`], the `DASHBOARD_*` variables.
+//! * [`catalog`]: the Keystone-shaped service catalog of a configurable size.
+//! * `auth` (private): the session keys, login, CSRF tokens, the idle timeout.
+//! * `pages` (private): the handlers. `templates` (private): the minijinja
+//!   templates from `templates/`, compiled in, HTML-escaped.
+//!
+//! ```
+//! use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
+//! use dashboard::{DashboardSettings, app};
+//!
+//! let layer = SessionLayer::new(Engine::store(MemoryStore::new(10_000)));
+//! let router: axum::Router = app(layer, DashboardSettings::default());
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use cloakroom::{Engine, SessionLayer};
+
+mod auth;
+pub mod catalog;
+mod error;
+mod pages;
+pub mod settings;
+mod templates;
+
+pub use settings::{DashboardSettings, DemoUser};
+
+/// What every handler shares.
+#[derive(Debug)]
+struct AppState {
+    settings: DashboardSettings,
+    engine: Engine,
+    /// The same for every login, so built once.
+    catalog: Vec<catalog::Service>,
+    /// How long `/health` waits for the backend: the layer's own bound.
+    health_timeout: Duration,
+}
+
+/// The dashboard's routes behind `layer`.
+pub fn app(layer: SessionLayer, settings: DashboardSettings) -> Router {
+    let state = Arc::new(AppState {
+        engine: layer.engine().clone(),
+        catalog: catalog::build(settings.catalog_bytes),
+        health_timeout: layer.config().backend_timeout,
+        settings,
+    });
+    Router::new()
+        .route("/", get(pages::overview))
+        .route("/auth/login", get(pages::login_form).post(pages::login))
+        .route("/auth/logout", post(pages::logout))
+        .route("/project", post(pages::switch_project))
+        .route("/health", get(pages::health))
+        .layer(layer)
+        .with_state(state)
+}

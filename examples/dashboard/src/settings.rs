@@ -1,0 +1,271 @@
+//! [`DashboardSettings`]: the `DASHBOARD_*` variables. The session settings
+//! (`SESSION_*`) are the layer's and are read by `SessionLayer::from_env()`.
+
+use std::fmt;
+use std::time::Duration;
+
+use cloakroom::core::config::{ConfigError, Env, Settings, parse_or};
+use subtle::ConstantTimeEq;
+
+/// `DASHBOARD_ADDR` when unset.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
+/// `DASHBOARD_USERS` when unset: two demo accounts, as a devstack has.
+pub const DEFAULT_USERS: &str = "admin:admin,demo:demo";
+/// `DASHBOARD_PROJECTS` when unset: devstack's project names.
+pub const DEFAULT_PROJECTS: &str = "admin,demo,alt_demo";
+/// `DASHBOARD_CATALOG_BYTES` when unset: a service catalog of about 10 KB of
+/// JSON, a middling Horizon deployment (real ones are 6-40 KB).
+pub const DEFAULT_CATALOG_BYTES: usize = 10 * 1024;
+/// The largest catalog accepted: far above any real one, small enough that
+/// a typo cannot make every login build a huge session.
+pub const MAX_CATALOG_BYTES: usize = 8 * 1024 * 1024;
+/// `DASHBOARD_SESSION_TIMEOUT` when unset: Horizon's `SESSION_TIMEOUT`.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// What the dashboard itself is configured with.
+///
+/// | variable | default | meaning |
+/// |---|---|---|
+/// | `DASHBOARD_ADDR` | `127.0.0.1:8000` | address to listen on |
+/// | `DASHBOARD_USERS` | `admin:admin,demo:demo` | demo accounts, `name:password` separated by commas |
+/// | `DASHBOARD_PROJECTS` | `admin,demo,alt_demo` | projects every user can switch between; the first is current after login |
+/// | `DASHBOARD_CATALOG_BYTES` | `10240` | size of the JSON service catalog stored in each session (0 to 8 MiB) |
+/// | `DASHBOARD_SESSION_TIMEOUT` | `3600` | idle timeout in seconds, refreshed on every request (Horizon's `SESSION_TIMEOUT`) |
+///
+/// ```
+/// use dashboard::DashboardSettings;
+/// use cloakroom::core::config::from_pairs;
+///
+/// let settings = DashboardSettings::from_settings(&from_pairs([
+///     ("DASHBOARD_USERS", "ada:lovelace"),
+///     ("DASHBOARD_CATALOG_BYTES", "2048"),
+/// ]))?;
+/// assert_eq!(settings.users[0].name(), "ada");
+/// assert_eq!(settings.catalog_bytes, 2048);
+/// assert_eq!(settings.projects, ["admin", "demo", "alt_demo"]);
+/// # Ok::<(), cloakroom::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct DashboardSettings {
+    /// `DASHBOARD_ADDR`.
+    pub addr: String,
+    /// `DASHBOARD_USERS`.
+    pub users: Vec<DemoUser>,
+    /// `DASHBOARD_PROJECTS`.
+    pub projects: Vec<String>,
+    /// `DASHBOARD_CATALOG_BYTES`.
+    pub catalog_bytes: usize,
+    /// `DASHBOARD_SESSION_TIMEOUT`.
+    pub session_timeout: Duration,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        Self {
+            addr: DEFAULT_ADDR.to_owned(),
+            users: parse_users(DEFAULT_USERS).unwrap_or_default(),
+            projects: parse_list(DEFAULT_PROJECTS).unwrap_or_default(),
+            catalog_bytes: DEFAULT_CATALOG_BYTES,
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+        }
+    }
+}
+
+impl DashboardSettings {
+    /// Reads the `DASHBOARD_*` variables from the environment.
+    ///
+    /// # Errors
+    /// When a variable has a value that is not accepted; the error names it.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_settings(&Env)
+    }
+
+    /// Reads the `DASHBOARD_*` settings from any source (a map, in tests).
+    ///
+    /// # Errors
+    /// When a setting has a value that is not accepted; the error names it.
+    pub fn from_settings(s: &dyn Settings) -> Result<Self, ConfigError> {
+        let addr = s
+            .get("DASHBOARD_ADDR")
+            .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+        let raw_users = s.get("DASHBOARD_USERS");
+        let users =
+            parse_users(raw_users.as_deref().unwrap_or(DEFAULT_USERS)).ok_or_else(|| {
+                // The value holds passwords: only its length is shown.
+                ConfigError::secret(
+                    "DASHBOARD_USERS",
+                    raw_users.as_deref().map_or(0, str::len),
+                    "name:password pairs separated by commas, names unique, neither part empty",
+                )
+            })?;
+        let raw_projects = s.get("DASHBOARD_PROJECTS");
+        let projects =
+            parse_list(raw_projects.as_deref().unwrap_or(DEFAULT_PROJECTS)).ok_or_else(|| {
+                ConfigError::new(
+                    "DASHBOARD_PROJECTS",
+                    raw_projects.clone().unwrap_or_default(),
+                    "project names separated by commas, unique, none empty",
+                )
+            })?;
+        const BYTES: &str = "a whole number of bytes from 0 to 8388608";
+        let catalog_bytes: usize =
+            parse_or(s, "DASHBOARD_CATALOG_BYTES", DEFAULT_CATALOG_BYTES, BYTES)?;
+        if catalog_bytes > MAX_CATALOG_BYTES {
+            return Err(ConfigError::new(
+                "DASHBOARD_CATALOG_BYTES",
+                catalog_bytes.to_string(),
+                BYTES,
+            ));
+        }
+        const SECONDS: &str = "a whole number of seconds above 0";
+        let timeout: u64 = parse_or(
+            s,
+            "DASHBOARD_SESSION_TIMEOUT",
+            DEFAULT_SESSION_TIMEOUT.as_secs(),
+            SECONDS,
+        )?;
+        if timeout == 0 {
+            return Err(ConfigError::new("DASHBOARD_SESSION_TIMEOUT", "0", SECONDS));
+        }
+        Ok(Self {
+            addr,
+            users,
+            projects,
+            catalog_bytes,
+            session_timeout: Duration::from_secs(timeout),
+        })
+    }
+
+    /// The user with this name and password, if any. The password is
+    /// compared in constant time, and a password is compared even for an
+    /// unknown name, so the answer time tells little about which was wrong.
+    pub fn authenticate(&self, name: &str, password: &str) -> Option<&DemoUser> {
+        let user = self.users.iter().find(|u| u.name == name);
+        let expected = user.map_or("", |u| u.password.as_str());
+        let matches: bool = expected.as_bytes().ct_eq(password.as_bytes()).into();
+        user.filter(|_| matches)
+    }
+}
+
+/// A demo account from `DASHBOARD_USERS`. Its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DemoUser {
+    name: String,
+    password: String,
+}
+
+impl DemoUser {
+    /// An account `name` with `password`.
+    pub fn new(name: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            password: password.into(),
+        }
+    }
+
+    /// The login name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Debug for DemoUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DemoUser")
+            .field("name", &self.name)
+            .field("password", &"REDACTED")
+            .finish()
+    }
+}
+
+/// `name:password,name:password`; `None` on an empty part or a repeated name.
+fn parse_users(raw: &str) -> Option<Vec<DemoUser>> {
+    let mut users: Vec<DemoUser> = Vec::new();
+    for entry in raw.split(',') {
+        let (name, password) = entry.trim().split_once(':')?;
+        if name.is_empty() || password.is_empty() || users.iter().any(|u| u.name == name) {
+            return None;
+        }
+        users.push(DemoUser::new(name, password));
+    }
+    Some(users)
+}
+
+/// A comma list of unique, non-empty names.
+fn parse_list(raw: &str) -> Option<Vec<String>> {
+    let mut items: Vec<String> = Vec::new();
+    for item in raw.split(',').map(str::trim) {
+        if item.is_empty() || items.iter().any(|i| i == item) {
+            return None;
+        }
+        items.push(item.to_owned());
+    }
+    Some(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloakroom::core::config::from_pairs;
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        match DashboardSettings::from_settings(&from_pairs(pairs.iter().copied())) {
+            Ok(s) => panic!("accepted {pairs:?}: {s:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_documented_ones() {
+        let s = DashboardSettings::from_settings(&from_pairs([])).expect("defaults");
+        assert_eq!(s.addr, "127.0.0.1:8000");
+        let names: Vec<&str> = s.users.iter().map(DemoUser::name).collect();
+        assert_eq!(names, ["admin", "demo"]);
+        assert_eq!(s.projects, ["admin", "demo", "alt_demo"]);
+        assert_eq!(s.catalog_bytes, 10_240);
+        assert_eq!(s.session_timeout, Duration::from_secs(3600));
+        assert_eq!(
+            format!("{:?}", s.users),
+            format!("{:?}", DashboardSettings::default().users)
+        );
+    }
+
+    #[test]
+    fn passwords_are_checked_and_never_shown() {
+        let s = DashboardSettings::from_settings(&from_pairs([(
+            "DASHBOARD_USERS",
+            "ada:pw:with:colons, bob:hunter2",
+        )]))
+        .expect("users");
+        assert_eq!(
+            s.authenticate("ada", "pw:with:colons").map(DemoUser::name),
+            Some("ada")
+        );
+        assert_eq!(
+            s.authenticate("bob", "hunter2").map(DemoUser::name),
+            Some("bob")
+        );
+        assert!(s.authenticate("bob", "hunter").is_none());
+        assert!(s.authenticate("bob", "").is_none());
+        assert!(s.authenticate("eve", "").is_none());
+        assert!(s.authenticate("eve", "hunter2").is_none());
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let e = err(&[("DASHBOARD_USERS", "bob:hunter2,bob:x")]);
+        assert!(
+            e.contains("DASHBOARD_USERS") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = err(&[("DASHBOARD_USERS", "bob")]);
+        assert!(e.contains("name:password"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        assert!(err(&[("DASHBOARD_PROJECTS", "a,,b")]).contains("DASHBOARD_PROJECTS"));
+        assert!(err(&[("DASHBOARD_PROJECTS", "a,a")]).contains("unique"));
+        assert!(err(&[("DASHBOARD_CATALOG_BYTES", "lots")]).contains("DASHBOARD_CATALOG_BYTES"));
+        assert!(err(&[("DASHBOARD_CATALOG_BYTES", "9999999999")]).contains("8388608"));
+        assert!(err(&[("DASHBOARD_SESSION_TIMEOUT", "0")]).contains("above 0"));
+        assert!(err(&[("DASHBOARD_SESSION_TIMEOUT", "-5")]).contains("DASHBOARD_SESSION_TIMEOUT"));
+    }
+}

@@ -1,0 +1,94 @@
+//! The minijinja templates (compiled into the binary from `templates/`) and
+//! the headers every page gets.
+//!
+//! Template names end in `.html`, so minijinja escapes every value for HTML
+//! unless a template marks it safe, which none does.
+
+use std::sync::LazyLock;
+
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_FRAME_OPTIONS};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use minijinja::{Environment, Value, context};
+
+use crate::error::Failure;
+
+const TEMPLATES: [(&str, &str); 4] = [
+    ("base.html", include_str!("../templates/base.html")),
+    ("login.html", include_str!("../templates/login.html")),
+    ("overview.html", include_str!("../templates/overview.html")),
+    ("error.html", include_str!("../templates/error.html")),
+];
+
+static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    for (name, source) in TEMPLATES {
+        // The sources are part of the binary; the tests render every one of
+        // them, so a syntax error cannot reach a user.
+        env.add_template(name, source)
+            .unwrap_or_else(|e| panic!("template {name} does not parse: {e:#}"));
+    }
+    env
+});
+
+/// Renders `name` with `ctx` into a page with `status`.
+pub(crate) fn page(status: StatusCode, name: &str, ctx: Value) -> Result<Response, Failure> {
+    let html = ENV.get_template(name)?.render(ctx)?;
+    Ok(with_headers(status, html))
+}
+
+/// An error page; plain text if even that cannot be rendered.
+pub(crate) fn error_page(status: StatusCode, message: &str) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    match ENV
+        .get_template("error.html")
+        .and_then(|t| t.render(context! { status => status.as_u16(), title, message }))
+    {
+        Ok(html) => with_headers(status, html),
+        Err(err) => {
+            tracing::error!(error = %err, "error page does not render");
+            (status, message.to_owned()).into_response()
+        }
+    }
+}
+
+fn with_headers(status: StatusCode, html: String) -> Response {
+    let mut response = (status, html).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    // Pages show session data: no cache may keep them, and the back button
+    // after a logout asks the server again instead of showing a stored copy.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_parses_and_escapes() {
+        for (name, _) in TEMPLATES {
+            assert!(ENV.get_template(name).is_ok(), "{name}");
+        }
+        let html = ENV
+            .get_template("error.html")
+            .and_then(|t| {
+                t.render(context! { status => 400, title => "Bad", message => "<script>&" })
+            })
+            .expect("renders");
+        assert!(html.contains("&lt;script&gt;&amp;"), "{html}");
+        assert!(!html.contains("<script>"));
+    }
+}

@@ -1,0 +1,715 @@
+//! The example dashboard (examples/dashboard) over HTTP, in-process, on every
+//! engine, each built the way the dashboard's operator builds it: from
+//! `SESSION_*` settings, against the servers `tests/run` starts.
+//!
+//! * `flow::*`: the whole user journey on each engine: login page, CSRF
+//!   refusals, a wrong password, login under a new id, overview, project
+//!   switch, logout, and replays of old cookies (refused on server-side
+//!   engines; cookie engines cannot revoke a copy, and the test pins that
+//!   documented limit down).
+//! * `large_catalog::*`: a 40 KB service catalog (the top of Horizon's range)
+//!   on the server-side engines.
+//! * the rest on the memory engine: HTML escaping, the idle timeout, and
+//!   `/health` for a backend that answers and one that does not.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use cloakroom::SessionLayer;
+use cloakroom_tests::client::{Client, Reply};
+use cloakroom_tests::required_env;
+use dashboard::{DashboardSettings, DemoUser};
+use http::header::{CONTENT_TYPE, COOKIE, LOCATION};
+use http::{Request, StatusCode};
+
+const COOKIE_NAME: &str = "sessionid";
+const SECRET: &str = "dashboard test secret key, at least 32 bytes long";
+
+/// A name no other test in this run uses (key prefix, table).
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The layer `SessionLayer::from_settings` makes of these settings.
+fn layer(pairs: &[(&str, String)]) -> SessionLayer {
+    let settings: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    SessionLayer::from_settings(&settings).unwrap_or_else(|e| panic!("settings {pairs:?}: {e}"))
+}
+
+/// The engines, as `SESSION_*` settings.
+mod engines {
+    use super::*;
+
+    pub(super) fn memory() -> SessionLayer {
+        layer(&[])
+    }
+
+    fn cache(url_var: &str, prefix_setting: &'static str) -> SessionLayer {
+        layer(&[
+            ("SESSION_ENGINE", "cache".into()),
+            ("SESSION_CACHE_URL", required_env(url_var)),
+            (prefix_setting, format!("{}:", unique("dashboard"))),
+        ])
+    }
+
+    pub(super) fn redis() -> SessionLayer {
+        cache("CLOAKROOM_REDIS_URL", "SESSION_REDIS_KEY_PREFIX")
+    }
+
+    pub(super) fn redis_cluster() -> SessionLayer {
+        cache("CLOAKROOM_REDIS_CLUSTER_URL", "SESSION_REDIS_KEY_PREFIX")
+    }
+
+    pub(super) fn memcached() -> SessionLayer {
+        cache(
+            "CLOAKROOM_MEMCACHED_PAIR_URL",
+            "SESSION_MEMCACHED_KEY_PREFIX",
+        )
+    }
+
+    /// `db` or `cached_db` on its own table, created on first use.
+    fn sql(engine: &str, url: String) -> SessionLayer {
+        layer(&[
+            ("SESSION_ENGINE", engine.into()),
+            ("SESSION_DATABASE_URL", url),
+            ("SESSION_DATABASE_TABLE", unique("dash")),
+            ("SESSION_DATABASE_MIGRATE", "true".into()),
+        ])
+    }
+
+    pub(super) fn mariadb() -> SessionLayer {
+        sql("db", required_env("CLOAKROOM_MARIADB_URL"))
+    }
+
+    pub(super) fn postgres() -> SessionLayer {
+        sql("db", required_env("CLOAKROOM_POSTGRES_URL"))
+    }
+
+    pub(super) fn sqlite() -> SessionLayer {
+        let dir = std::env::var_os("CLOAKROOM_TEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let file = dir.join(format!("{}.db", unique("dashboard")));
+        sql("db", format!("sqlite://{}", file.display()))
+    }
+
+    pub(super) fn cached_db() -> SessionLayer {
+        sql(
+            "django.contrib.sessions.backends.cached_db",
+            required_env("CLOAKROOM_MARIADB_URL"),
+        )
+    }
+
+    fn cookies(engine: &str) -> SessionLayer {
+        layer(&[
+            ("SESSION_ENGINE", engine.into()),
+            ("SESSION_SECRET_KEY", SECRET.into()),
+        ])
+    }
+
+    /// A cookie engine allowed `max_bytes` of cookies (`SESSION_COOKIE_MAX_BYTES`).
+    pub(super) fn cookies_up_to(engine: &str, max_bytes: usize) -> SessionLayer {
+        layer(&[
+            ("SESSION_ENGINE", engine.into()),
+            ("SESSION_SECRET_KEY", SECRET.into()),
+            ("SESSION_COOKIE_MAX_BYTES", max_bytes.to_string()),
+        ])
+    }
+
+    pub(super) fn signed_cookies() -> SessionLayer {
+        cookies("signed_cookies")
+    }
+
+    pub(super) fn encrypted_cookies() -> SessionLayer {
+        cookies("encrypted_cookies")
+    }
+}
+
+/// The dashboard's settings in these tests: two users, three projects.
+fn settings(catalog_bytes: usize) -> DashboardSettings {
+    DashboardSettings {
+        users: vec![
+            DemoUser::new("admin", "s3cret-admin"),
+            DemoUser::new("demo", "demo"),
+        ],
+        projects: vec!["admin".into(), "demo".into(), "alt_demo".into()],
+        catalog_bytes,
+        ..DashboardSettings::default()
+    }
+}
+
+/// A browser stand-in for the dashboard: the suite's cookie-carrying client,
+/// plus form posts.
+#[derive(Clone)]
+struct Browser {
+    client: Client,
+}
+
+impl Browser {
+    fn new(layer: SessionLayer, settings: DashboardSettings) -> Self {
+        Self {
+            client: Client::of(dashboard::app(layer, settings)),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Reply {
+        self.client.get(path).await
+    }
+
+    /// Posts `fields` as an HTML form does, with the jar's cookies, and
+    /// keeps the cookies the response sets.
+    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect();
+        let mut request =
+            Request::post(path).header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if !self.client.jar.is_empty() {
+            let line: Vec<String> = self
+                .client
+                .jar
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect();
+            request = request.header(COOKIE, line.join("; "));
+        }
+        let reply = self
+            .client
+            .send(request.body(Body::from(body.join("&"))).expect("a request"))
+            .await;
+        for c in &reply.set_cookies {
+            if c.is_removal() {
+                self.client.jar.remove(&c.name);
+            } else {
+                self.client.jar.insert(c.name.clone(), c.value.clone());
+            }
+        }
+        reply
+    }
+
+    /// The session cookie this browser holds.
+    fn session_cookie(&self) -> Option<String> {
+        self.client.jar.get(COOKIE_NAME).cloned()
+    }
+
+    /// `GET /auth/login`, returning the form's CSRF token.
+    async fn login_page(&mut self) -> String {
+        let reply = self.get("/auth/login").await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        assert!(reply.body.contains("id=\"login-form\""), "{}", reply.body);
+        csrf(&reply)
+    }
+
+    /// Logs in as `user`, checks the redirect to the overview, and returns
+    /// the overview.
+    async fn log_in(&mut self, user: &str, password: &str) -> Reply {
+        let token = self.login_page().await;
+        let reply = self
+            .post(
+                "/auth/login",
+                &[
+                    ("username", user),
+                    ("password", password),
+                    ("csrf_token", &token),
+                ],
+            )
+            .await;
+        assert_redirect(&reply, "/");
+        let overview = self.get("/").await;
+        assert_eq!(overview.status, StatusCode::OK, "{overview:?}");
+        overview
+    }
+}
+
+/// application/x-www-form-urlencoded for one name or value.
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn assert_redirect(reply: &Reply, to: &str) {
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{reply:?}");
+    assert_eq!(
+        reply.headers.get(LOCATION).and_then(|v| v.to_str().ok()),
+        Some(to),
+        "{reply:?}"
+    );
+}
+
+/// The value of the first `csrf_token` field in a page.
+fn csrf(reply: &Reply) -> String {
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = reply
+        .body
+        .find(marker)
+        .unwrap_or_else(|| panic!("no CSRF field in {}", reply.body))
+        + marker.len();
+    let len = reply.body[start..].find('"').expect("a closing quote");
+    reply.body[start..start + len].to_owned()
+}
+
+/// The text of the element with this id (no nested tags).
+fn text_of(reply: &Reply, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let start = reply
+        .body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no #{id} in {}", reply.body));
+    let rest = &reply.body[start..];
+    let open = rest.find('>').expect("end of tag") + 1;
+    let close = rest[open..].find('<').expect("a closing tag");
+    rest[open..open + close].to_owned()
+}
+
+/// The whole journey on one engine.
+async fn flow(layer: SessionLayer) {
+    let engine = layer.engine().name();
+    let server_side = layer.engine().is_server_side();
+    let mut browser = Browser::new(layer, settings(dashboard::settings::DEFAULT_CATALOG_BYTES));
+
+    // Not logged in: the overview sends to the login page, without a session.
+    let reply = browser.get("/").await;
+    assert_redirect(&reply, "/auth/login");
+    assert!(reply.set_cookies.is_empty(), "{reply:?}");
+
+    // The login page makes a session for its CSRF token, on the idle timeout.
+    let reply = browser.get("/auth/login").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(text_of(&reply, "login-button"), "Sign in");
+    assert_eq!(
+        reply.cookie(COOKIE_NAME).and_then(|c| c.max_age()),
+        Some(3600),
+        "{reply:?}"
+    );
+    assert_eq!(
+        reply
+            .headers
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+    let login_token = csrf(&reply);
+    assert_eq!(login_token.len(), 43);
+    assert!(
+        browser.session_cookie().is_some(),
+        "a session for the login form"
+    );
+    // Reloading it keeps the token.
+    assert_eq!(browser.login_page().await, login_token);
+    // Someone holding the pre-login cookie (a planted id) gains nothing later.
+    let mut planted = browser.clone();
+
+    // CSRF: a missing and a wrong token are refused, whatever the password.
+    let good = [("username", "admin"), ("password", "s3cret-admin")];
+    let reply = browser.post("/auth/login", &good).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    assert!(reply.body.contains("CSRF verification failed"));
+    let wrong = "A".repeat(43);
+    let reply = browser
+        .post("/auth/login", &[good[0], good[1], ("csrf_token", &wrong)])
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    let reply = browser
+        .post("/auth/login", &[good[0], good[1], ("csrf_token", "")])
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    assert_redirect(&browser.get("/").await, "/auth/login");
+
+    // A wrong password: the form again with an error, the session untouched.
+    let anonymous = browser.session_cookie().expect("the login form's session");
+    let reply = browser
+        .post(
+            "/auth/login",
+            &[
+                ("username", "admin"),
+                ("password", "s3cret-admiN"),
+                ("csrf_token", &login_token),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert!(text_of(&reply, "login-error").starts_with("Invalid credentials"));
+    assert!(reply.set_cookies.is_empty(), "{reply:?}");
+    assert_eq!(
+        browser.session_cookie().as_deref(),
+        Some(anonymous.as_str())
+    );
+    assert_eq!(browser.login_page().await, login_token);
+    let reply = browser
+        .post(
+            "/auth/login",
+            &[
+                ("username", "nobody"),
+                ("password", "demo"),
+                ("csrf_token", &login_token),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert!(reply.body.contains("id=\"login-error\""));
+
+    // Login: a new session id (no fixation), then the overview.
+    let reply = browser
+        .post(
+            "/auth/login",
+            &[
+                ("username", "admin"),
+                ("password", "s3cret-admin"),
+                ("csrf_token", &login_token),
+            ],
+        )
+        .await;
+    assert_redirect(&reply, "/");
+    let cookie = reply
+        .cookie(COOKIE_NAME)
+        .expect("a session cookie at login");
+    assert_eq!(cookie.max_age(), Some(3600), "the idle timeout: {cookie:?}");
+    assert_ne!(
+        browser.session_cookie(),
+        Some(anonymous.clone()),
+        "same id after login"
+    );
+    let overview = browser.get("/").await;
+    assert_eq!(overview.status, StatusCode::OK, "{overview:?}");
+    assert_eq!(text_of(&overview, "user"), "admin");
+    assert_eq!(text_of(&overview, "project"), "admin");
+    assert_eq!(text_of(&overview, "region"), "RegionOne");
+    assert_eq!(text_of(&overview, "engine"), engine);
+    assert_eq!(text_of(&overview, "user-id").len(), 32);
+    let expires = text_of(&overview, "expires");
+    assert!(expires.len() >= 20 && expires.ends_with('Z'), "{expires}");
+    let catalog: usize = text_of(&overview, "catalog-bytes").parse().expect("a size");
+    assert!(
+        (9_800..=10_240).contains(&catalog),
+        "catalog of {catalog} bytes"
+    );
+    // (minijinja escapes `/` too, so only the host and port are looked for.)
+    assert!(overview.body.contains("regionone.cloud.example.test:8774"));
+    // Each page restarts the idle timeout, and the cookie says so.
+    assert_eq!(
+        overview.cookie(COOKIE_NAME).and_then(|c| c.max_age()),
+        Some(3600),
+        "{overview:?}"
+    );
+    // The CSRF token changed at login.
+    let token = csrf(&overview);
+    assert_ne!(token, login_token);
+    // The planted pre-login cookie is not logged in.
+    assert_redirect(&planted.get("/").await, "/auth/login");
+
+    // Switching project: refused without the token, or with the old one.
+    let reply = browser.post("/project", &[("project", "demo")]).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    let reply = browser
+        .post(
+            "/project",
+            &[("project", "demo"), ("csrf_token", &login_token)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    assert_eq!(text_of(&browser.get("/").await, "project"), "admin");
+    let reply = browser
+        .post("/project", &[("project", "nope"), ("csrf_token", &token)])
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+    let reply = browser
+        .post("/project", &[("project", "demo"), ("csrf_token", &token)])
+        .await;
+    assert_redirect(&reply, "/");
+    let overview = browser.get("/").await;
+    assert_eq!(text_of(&overview, "project"), "demo");
+    assert_eq!(text_of(&overview, "user"), "admin");
+    assert_eq!(
+        csrf(&overview),
+        token,
+        "the token lives as long as the login"
+    );
+
+    // Logout: refused without the token; then the session ends.
+    let mut thief = browser.clone();
+    let reply = browser.post("/auth/logout", &[]).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    assert_eq!(
+        browser.get("/").await.status,
+        StatusCode::OK,
+        "still logged in"
+    );
+    let reply = browser
+        .post("/auth/logout", &[("csrf_token", &token)])
+        .await;
+    assert_redirect(&reply, "/auth/login");
+    assert!(
+        reply.cookie(COOKIE_NAME).is_some_and(|c| c.is_removal()),
+        "{reply:?}"
+    );
+    assert_eq!(browser.session_cookie(), None);
+    assert_redirect(&browser.get("/").await, "/auth/login");
+
+    // A copy of the logged-in cookie, replayed after the logout.
+    let replay = thief.get("/").await;
+    let posted = thief
+        .post(
+            "/project",
+            &[("project", "alt_demo"), ("csrf_token", &token)],
+        )
+        .await;
+    if server_side {
+        assert_redirect(&replay, "/auth/login");
+        assert_eq!(posted.status, StatusCode::FORBIDDEN, "{posted:?}");
+    } else {
+        // The documented limit of cookie sessions: a copy stays valid until
+        // its deadline.
+        assert_eq!(replay.status, StatusCode::OK, "{replay:?}");
+        assert_eq!(text_of(&replay, "user"), "admin");
+    }
+
+    // The same browser can log in again, as the other user.
+    let overview = browser.log_in("demo", "demo").await;
+    assert_eq!(text_of(&overview, "user"), "demo");
+    assert_eq!(text_of(&overview, "project"), "admin");
+
+    // And the backend answers.
+    let health = browser.get("/health").await;
+    assert_eq!(health.status, StatusCode::OK, "{health:?}");
+    assert_eq!(
+        health.body,
+        format!("{{\"status\":\"ok\",\"engine\":\"{engine}\"}}")
+    );
+}
+
+mod flow {
+    use super::*;
+
+    macro_rules! on {
+        ($($engine:ident),* $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $engine() {
+                flow(engines::$engine()).await;
+            }
+        )*};
+    }
+
+    on!(
+        memory,
+        redis,
+        redis_cluster,
+        memcached,
+        mariadb,
+        postgres,
+        sqlite,
+        cached_db,
+        signed_cookies,
+        encrypted_cookies,
+    );
+}
+
+/// A 40 KB catalog: logged in, shown, and gone after logout.
+async fn large_catalog(layer: SessionLayer) {
+    let mut browser = Browser::new(layer, settings(40 * 1024));
+    let overview = browser.log_in("admin", "s3cret-admin").await;
+    let catalog: usize = text_of(&overview, "catalog-bytes").parse().expect("a size");
+    assert!(
+        (40_000..=40_960).contains(&catalog),
+        "catalog of {catalog} bytes"
+    );
+    let mut thief = browser.clone();
+    let token = csrf(&overview);
+    assert_redirect(
+        &browser
+            .post("/auth/logout", &[("csrf_token", &token)])
+            .await,
+        "/auth/login",
+    );
+    assert_redirect(&thief.get("/").await, "/auth/login");
+}
+
+mod large_catalog {
+    use super::*;
+
+    macro_rules! on {
+        ($($engine:ident),* $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $engine() {
+                large_catalog(engines::$engine()).await;
+            }
+        )*};
+    }
+
+    on!(
+        memory,
+        redis,
+        redis_cluster,
+        memcached,
+        mariadb,
+        postgres,
+        sqlite,
+        cached_db,
+    );
+
+    /// The cookie engines carry it when `SESSION_COOKIE_MAX_BYTES` allows
+    /// (it compresses to about 10 KB, over three numbered cookies). Only the
+    /// login and the overview are checked: a copy of a cookie session stays
+    /// valid after logout, as `flow` shows.
+    #[tokio::test]
+    async fn cookie_engines_with_room_for_it() {
+        for engine in ["signed_cookies", "encrypted_cookies"] {
+            let layer = engines::cookies_up_to(engine, 16_384);
+            let mut browser = Browser::new(layer, settings(40 * 1024));
+            let overview = browser.log_in("admin", "s3cret-admin").await;
+            let catalog: usize = text_of(&overview, "catalog-bytes").parse().expect("a size");
+            assert!(
+                (40_000..=40_960).contains(&catalog),
+                "{engine}: {catalog} bytes"
+            );
+            assert!(browser.client.jar.len() > 1, "{engine}: one cookie?");
+        }
+    }
+
+    /// With the default `SESSION_COOKIE_MAX_BYTES` (7168) it does not fit:
+    /// the login is answered with the layer's clear error, never a cookie
+    /// the browser would drop, and the browser stays logged out.
+    #[tokio::test]
+    async fn cookie_engines_refuse_it_by_default() {
+        for engine in ["signed_cookies", "encrypted_cookies"] {
+            let layer = engines::cookies_up_to(engine, 7168);
+            let mut browser = Browser::new(layer, settings(40 * 1024));
+            let token = browser.login_page().await;
+            let reply = browser
+                .post(
+                    "/auth/login",
+                    &[
+                        ("username", "admin"),
+                        ("password", "s3cret-admin"),
+                        ("csrf_token", &token),
+                    ],
+                )
+                .await;
+            assert_eq!(
+                reply.status,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{engine}: {reply:?}"
+            );
+            assert!(reply.body.contains("too large"), "{engine}: {}", reply.body);
+            assert_redirect(&browser.get("/").await, "/auth/login");
+        }
+    }
+}
+
+/// Everything a user or the settings put in a page is escaped.
+#[tokio::test]
+async fn pages_escape_what_users_and_settings_supply() {
+    let settings = DashboardSettings {
+        users: vec![DemoUser::new("<b>eve</b>", "pw")],
+        projects: vec!["<i>p</i>&\"q\"".into(), "plain".into()],
+        ..DashboardSettings::default()
+    };
+    let mut browser = Browser::new(engines::memory(), settings);
+    let token = browser.login_page().await;
+    // A failed login echoes the user name back into the form.
+    let reply = browser
+        .post(
+            "/auth/login",
+            &[
+                ("username", "<script>x</script>"),
+                ("password", "no"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert!(
+        reply.body.contains("value=\"&lt;script&gt;x&lt;"),
+        "{}",
+        reply.body
+    );
+    assert!(!reply.body.contains("<script>"));
+    let overview = browser.log_in("<b>eve</b>", "pw").await;
+    assert_eq!(text_of(&overview, "user"), "&lt;b&gt;eve&lt;&#x2f;b&gt;");
+    assert!(!overview.body.contains("<b>eve"));
+    assert!(
+        overview
+            .body
+            .contains("&lt;i&gt;p&lt;&#x2f;i&gt;&amp;&quot;q&quot;")
+    );
+    assert!(!overview.body.contains("<i>p"));
+    // The escaped value still posts back as the real project name.
+    let token = csrf(&overview);
+    let reply = browser
+        .post("/project", &[("project", "plain"), ("csrf_token", &token)])
+        .await;
+    assert_redirect(&reply, "/");
+    let reply = browser
+        .post(
+            "/project",
+            &[("project", "<i>p</i>&\"q\""), ("csrf_token", &token)],
+        )
+        .await;
+    assert_redirect(&reply, "/");
+}
+
+/// The idle timeout ends a session that is left alone, and every page
+/// pushes it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_is_refreshed_by_each_page_and_ends_idle_sessions() {
+    let settings = DashboardSettings {
+        session_timeout: Duration::from_secs(2),
+        ..settings(1024)
+    };
+    let mut browser = Browser::new(engines::memory(), settings);
+    let overview = browser.log_in("demo", "demo").await;
+    assert_eq!(
+        overview.cookie(COOKIE_NAME).and_then(|c| c.max_age()),
+        Some(2)
+    );
+    // 3 s of activity, one page a second: past the first deadline.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(browser.get("/").await.status, StatusCode::OK);
+    }
+    // Then 3 s idle: the session is over.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_redirect(&browser.get("/").await, "/auth/login");
+}
+
+/// `/health` answers 503 quickly when the session backend is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_a_dead_backend() {
+    // A loopback port that nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let layer = layer(&[("SESSION_CACHE_URL", format!("redis://127.0.0.1:{port}"))]);
+    let mut browser = Browser::new(layer, settings(1024));
+    let started = Instant::now();
+    let reply = browser.get("/health").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let body: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["engine"], "redis");
+    // And the login page, which needs the session, is a 503 too, not a 500.
+    let reply = browser.get("/auth/login").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+}

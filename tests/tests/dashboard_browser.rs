@@ -1,0 +1,209 @@
+//! The example dashboard in a real browser: Debian's Chromium, headless,
+//! driven through the chromedriver that `tests/run` starts
+//! (tests/servers/chromium.sh, `CLOAKROOM_CHROMEDRIVER_URL`), against the
+//! dashboard served in-process on a free loopback port.
+//!
+//! The journey: log in, see the overview, switch project, reload and still
+//! see it, log out, go back and reload and land on the login page. A
+//! screenshot of the overview goes to `tests/output/dashboard-overview.png`.
+//!
+//! Without `CLOAKROOM_CHROMEDRIVER_URL` the test fails: run it through
+//! `bash tests/run`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cloakroom::memory::MemoryStore;
+use cloakroom::{Engine, SessionLayer};
+use cloakroom_tests::required_env;
+use dashboard::{DashboardSettings, DemoUser};
+use fantoccini::wd::Capabilities;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+/// How long any one page may take to show what the test waits for.
+const PAGE_WAIT: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_in_switch_project_reload_log_out_in_chromium() {
+    let webdriver = required_env("CLOAKROOM_CHROMEDRIVER_URL");
+    let binary =
+        std::env::var("CLOAKROOM_CHROMIUM_BINARY").unwrap_or_else(|_| "/usr/bin/chromium".into());
+
+    // The dashboard, on the memory engine, on a free loopback port.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let base = format!("http://{}", listener.local_addr().expect("an address"));
+    let settings = DashboardSettings {
+        users: vec![DemoUser::new("admin", "s3cret-admin")],
+        projects: vec!["admin".into(), "demo".into(), "alt_demo".into()],
+        ..DashboardSettings::default()
+    };
+    let layer = SessionLayer::new(Engine::store(MemoryStore::new(1000)));
+    let server =
+        tokio::spawn(async move { axum::serve(listener, dashboard::app(layer, settings)).await });
+
+    // A fresh profile for this browser, under the run's directory.
+    let profile = std::env::var_os("CLOAKROOM_TEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("chromium-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&profile).expect("a profile directory");
+    let mut capabilities = Capabilities::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": binary,
+            "args": [
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let browser = ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&webdriver)
+        .await
+        .unwrap_or_else(|e| panic!("no browser from chromedriver at {webdriver}: {e}"));
+
+    // The journey runs in a task of its own so that a failed assertion still
+    // lets the browser be closed here, then fails the test.
+    let outcome = tokio::spawn(journey(browser.clone(), base)).await;
+    if let Err(err) = browser.close().await {
+        eprintln!("closing the browser: {err}");
+    }
+    server.abort();
+    if let Err(err) = outcome {
+        std::panic::resume_unwind(err.into_panic());
+    }
+}
+
+async fn journey(b: Client, base: String) {
+    // Not logged in: the overview sends to the login page.
+    b.goto(&format!("{base}/"))
+        .await
+        .expect("open the dashboard");
+    wait_for(&b, "#login-form").await;
+    assert_eq!(path(&b).await, "/auth/login");
+
+    // Log in.
+    find(&b, "#username")
+        .await
+        .send_keys("admin")
+        .await
+        .expect("type");
+    find(&b, "#password")
+        .await
+        .send_keys("s3cret-admin")
+        .await
+        .expect("type");
+    find(&b, "#login-button")
+        .await
+        .click()
+        .await
+        .expect("click");
+    wait_for_text(&b, "#user", "admin").await;
+    assert_eq!(path(&b).await, "/");
+    assert_eq!(text(&b, "#project").await, "admin");
+    assert_eq!(text(&b, "#region").await, "RegionOne");
+    assert_eq!(text(&b, "#engine").await, "memory");
+    let cookies = b.get_all_cookies().await.expect("cookies");
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "sessionid")
+        .expect("a session cookie");
+    assert_eq!(session.http_only(), Some(true));
+
+    // Switch project, then reload: still there.
+    find(&b, "#project-select")
+        .await
+        .select_by_value("demo")
+        .await
+        .expect("pick a project");
+    find(&b, "#project-button")
+        .await
+        .click()
+        .await
+        .expect("click");
+    wait_for_text(&b, "#project", "demo").await;
+    b.refresh().await.expect("reload");
+    wait_for_text(&b, "#project", "demo").await;
+    assert_eq!(text(&b, "#user").await, "admin");
+
+    // A picture of the overview, for people to look at.
+    let png = b.screenshot().await.expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("output");
+    std::fs::create_dir_all(&out).expect("tests/output");
+    std::fs::write(out.join("dashboard-overview.png"), png).expect("write the screenshot");
+
+    // Log out, then back and reload: the login page, not the overview.
+    find(&b, "#logout-button")
+        .await
+        .click()
+        .await
+        .expect("click");
+    wait_for(&b, "#login-form").await;
+    assert_eq!(path(&b).await, "/auth/login");
+    b.back().await.expect("back");
+    b.refresh().await.expect("reload");
+    wait_for(&b, "#login-form").await;
+    assert_eq!(path(&b).await, "/auth/login");
+    assert!(
+        b.find(Locator::Css("#user")).await.is_err(),
+        "the overview is shown after logout"
+    );
+}
+
+async fn find(b: &Client, css: &str) -> fantoccini::elements::Element {
+    b.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+}
+
+async fn text(b: &Client, css: &str) -> String {
+    find(b, css).await.text().await.expect("element text")
+}
+
+async fn path(b: &Client) -> String {
+    b.current_url().await.expect("the URL").path().to_owned()
+}
+
+/// Waits until the page has an element matching `css`.
+async fn wait_for(b: &Client, css: &str) {
+    b.wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} did not appear: {e}"));
+}
+
+/// Waits until the element matching `css` reads `want` (the page before a
+/// navigation may have the same element with the old text).
+async fn wait_for_text(b: &Client, css: &str, want: &str) {
+    let deadline = Instant::now() + PAGE_WAIT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(element) = b.find(Locator::Css(css)).await
+            && let Ok(text) = element.text().await
+        {
+            if text == want {
+                return;
+            }
+            last = text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let source = b.source().await.unwrap_or_default();
+    panic!("{css} reads {last:?}, not {want:?}, after {PAGE_WAIT:?}; page:\n{source}");
+}

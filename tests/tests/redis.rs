@@ -1,0 +1,739 @@
+//! The Redis engine against real servers that `tests/run` starts
+//! (tests/servers/redis.sh):
+//!
+//! * `single`: the conformance suite and the engine's own cases on one
+//!   redis-server (`CLOAKROOM_REDIS_URL`);
+//! * `cluster`: the same on a three-master Redis Cluster
+//!   (`CLOAKROOM_REDIS_CLUSTER_URL`), and that sessions spread over masters;
+//! * `password`: the main server requires one; a wrong one is refused;
+//! * `tls`: the suite over `rediss://` with a private CA
+//!   (`CLOAKROOM_REDIS_TLS_URL`, `CLOAKROOM_REDIS_TLS_CA`);
+//! * `fault`: stopping, hanging and restarting a redis-server of its own
+//!   (`CLOAKROOM_REDIS_FAULT_*`) while requests flow.
+//!
+//! Every engine gets a key prefix of its own, so the cases run in parallel
+//! on the shared servers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cloakroom::Engine;
+use cloakroom_core::record::Data;
+use cloakroom_core::{Id, Record, SessionStore, StoreKey};
+use cloakroom_redis::{RedisOptions, RedisStore};
+use cloakroom_tests::required_env;
+use deadpool_redis::redis::{self, FromRedisValue, aio::MultiplexedConnection};
+use serde_json::json;
+use time::OffsetDateTime;
+
+/// A key prefix no other engine in this run uses.
+fn unique_prefix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "cloakroom-test:{}:{}:",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn store_at(url: &str) -> RedisStore {
+    RedisStore::new(url, options_for(url).with_key_prefix(unique_prefix()))
+        .unwrap_or_else(|e| panic!("a store for {url}: {e}"))
+}
+
+/// The test TLS server's certificate comes from a CA that tests/run makes.
+fn options_for(url: &str) -> RedisOptions {
+    if url.starts_with("rediss://") {
+        RedisOptions::new().with_tls_ca_file(required_env("CLOAKROOM_REDIS_TLS_CA"))
+    } else {
+        RedisOptions::new()
+    }
+}
+
+fn new_key() -> StoreKey {
+    Id::generate().expect("OS randomness").store_key()
+}
+
+fn record(value: &str, ttl: Duration) -> Record {
+    let mut data = Data::new();
+    data.insert("v".into(), json!(value));
+    Record::new(data, OffsetDateTime::now_utc() + ttl)
+}
+
+/// Plain connections for looking at what the store wrote: one routed
+/// connection for single-key commands, and one per node for `SCAN`.
+struct Raw {
+    routed: Routed,
+    nodes: Vec<MultiplexedConnection>,
+}
+
+#[derive(Clone)]
+enum Routed {
+    Single(MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Raw {
+    async fn open(url: &str) -> Self {
+        match url.strip_prefix("redis+cluster://") {
+            Some(hosts) => {
+                let urls: Vec<String> = hosts.split(',').map(|h| format!("redis://{h}")).collect();
+                let client =
+                    redis::cluster::ClusterClient::new(urls.clone()).expect("cluster client");
+                let routed = client
+                    .get_async_connection()
+                    .await
+                    .expect("cluster connection");
+                let mut nodes = Vec::new();
+                for u in &urls {
+                    nodes.push(single(u).await);
+                }
+                Self {
+                    routed: Routed::Cluster(routed),
+                    nodes,
+                }
+            }
+            None => {
+                let conn = single(url).await;
+                Self {
+                    routed: Routed::Single(conn.clone()),
+                    nodes: vec![conn],
+                }
+            }
+        }
+    }
+
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        let result = match self.routed.clone() {
+            Routed::Single(mut c) => cmd.query_async(&mut c).await,
+            Routed::Cluster(mut c) => cmd.query_async(&mut c).await,
+        };
+        result.expect("raw redis command")
+    }
+
+    async fn pttl(&self, key: &str) -> i64 {
+        self.query(redis::cmd("PTTL").arg(key)).await
+    }
+
+    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.query(redis::cmd("GET").arg(key)).await
+    }
+
+    async fn exists(&self, key: &str) -> bool {
+        self.query::<i64>(redis::cmd("EXISTS").arg(key)).await == 1
+    }
+
+    /// Every key matching `pattern`, per node.
+    async fn scan(&self, pattern: &str) -> Vec<Vec<String>> {
+        let mut per_node = Vec::new();
+        for node in &self.nodes {
+            let mut conn = node.clone();
+            let mut cursor = 0u64;
+            let mut keys = Vec::new();
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("SCAN");
+                keys.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            per_node.push(keys);
+        }
+        per_node
+    }
+}
+
+async fn single(url: &str) -> MultiplexedConnection {
+    let client = if url.starts_with("rediss://") {
+        let ca = std::fs::read(required_env("CLOAKROOM_REDIS_TLS_CA")).expect("the test CA");
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca),
+        };
+        redis::Client::build_with_tls(url, certificates).expect("redis URL")
+    } else {
+        redis::Client::open(url).expect("redis URL")
+    };
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+}
+
+/// The engine's own cases, written once for the single server and the cluster.
+mod cases {
+    use super::*;
+
+    /// The Redis TTL is the session deadline, and load reports it.
+    pub(crate) async fn ttl_matches_expiry(url: &str) {
+        let store = store_at(url);
+        let raw = Raw::open(url).await;
+        let key = new_key();
+        let rec = record("a", Duration::from_secs(100));
+        assert!(store.create(&key, &rec).await.expect("create"));
+        let pttl = raw.pttl(&store.redis_key(&key)).await;
+        assert!((98_000..=100_000).contains(&pttl), "PTTL {pttl}");
+        let loaded = store
+            .load(&key)
+            .await
+            .expect("load")
+            .expect("a live record");
+        assert_eq!(loaded.data, rec.data);
+        let drift = (loaded.expires_at - rec.expires_at).abs();
+        assert!(
+            drift < time::Duration::seconds(1),
+            "deadline off by {drift}"
+        );
+
+        // The same after an update with a new deadline.
+        let rec = record("b", Duration::from_secs(300));
+        assert!(store.update(&key, &rec).await.expect("update"));
+        let pttl = raw.pttl(&store.redis_key(&key)).await;
+        assert!((298_000..=300_000).contains(&pttl), "PTTL {pttl}");
+    }
+
+    /// A record past its deadline is gone, from Redis and from load.
+    pub(crate) async fn expired_records_are_gone(url: &str) {
+        let store = store_at(url);
+        let raw = Raw::open(url).await;
+        let key = new_key();
+        assert!(
+            store
+                .create(&key, &record("a", Duration::from_millis(300)))
+                .await
+                .expect("create")
+        );
+        assert!(store.load(&key).await.expect("load").is_some());
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert!(store.load(&key).await.expect("load").is_none());
+        assert!(!raw.exists(&store.redis_key(&key)).await);
+        assert!(
+            !store
+                .touch(&key, OffsetDateTime::now_utc() + Duration::from_secs(60))
+                .await
+                .expect("touch")
+        );
+        assert!(
+            !store
+                .update(&key, &record("b", Duration::from_secs(60)))
+                .await
+                .expect("update")
+        );
+    }
+
+    /// `create` never overwrites.
+    pub(crate) async fn create_does_not_overwrite(url: &str) {
+        let store = store_at(url);
+        let key = new_key();
+        assert!(
+            store
+                .create(&key, &record("first", Duration::from_secs(60)))
+                .await
+                .expect("create")
+        );
+        assert!(
+            !store
+                .create(&key, &record("second", Duration::from_secs(60)))
+                .await
+                .expect("create")
+        );
+        let loaded = store.load(&key).await.expect("load").expect("record");
+        assert_eq!(loaded.data["v"], json!("first"));
+    }
+
+    /// An update after a delete, and updates racing deletes, never bring a
+    /// session back.
+    pub(crate) async fn update_after_delete_does_not_recreate(url: &str) {
+        let store = store_at(url);
+        let raw = Raw::open(url).await;
+        let key = new_key();
+        assert!(
+            !store
+                .update(&key, &record("never", Duration::from_secs(60)))
+                .await
+                .expect("update")
+        );
+        assert!(!raw.exists(&store.redis_key(&key)).await);
+
+        assert!(
+            store
+                .create(&key, &record("a", Duration::from_secs(60)))
+                .await
+                .expect("create")
+        );
+        store.delete(&key).await.expect("delete");
+        store.delete(&key).await.expect("deleting twice is fine");
+        assert!(
+            !store
+                .update(&key, &record("b", Duration::from_secs(60)))
+                .await
+                .expect("update")
+        );
+        assert!(
+            !raw.exists(&store.redis_key(&key)).await,
+            "the deleted session came back"
+        );
+
+        for round in 0..50 {
+            let key = new_key();
+            assert!(
+                store
+                    .create(&key, &record("a", Duration::from_secs(60)))
+                    .await
+                    .expect("create")
+            );
+            let newer = record("b", Duration::from_secs(60));
+            let (updated, deleted) = tokio::join!(store.update(&key, &newer), store.delete(&key),);
+            updated.expect("update");
+            deleted.expect("delete");
+            // Whichever ran first, the delete leaves nothing behind.
+            assert!(
+                !raw.exists(&store.redis_key(&key)).await,
+                "round {round}: recreated"
+            );
+        }
+    }
+
+    /// `touch` moves the TTL and leaves the stored bytes alone; load reports
+    /// the new deadline.
+    pub(crate) async fn touch_changes_ttl_not_value(url: &str) {
+        let store = store_at(url);
+        let raw = Raw::open(url).await;
+        let key = new_key();
+        let redis_key = store.redis_key(&key);
+        assert!(
+            store
+                .create(&key, &record("a", Duration::from_secs(60)))
+                .await
+                .expect("create")
+        );
+        let before = raw.get(&redis_key).await.expect("stored bytes");
+
+        let later = OffsetDateTime::now_utc() + Duration::from_secs(500);
+        assert!(store.touch(&key, later).await.expect("touch"));
+        assert_eq!(raw.get(&redis_key).await.expect("stored bytes"), before);
+        let pttl = raw.pttl(&redis_key).await;
+        assert!((498_000..=500_000).contains(&pttl), "PTTL {pttl}");
+        let loaded = store.load(&key).await.expect("load").expect("record");
+        assert!((loaded.expires_at - later).abs() < time::Duration::seconds(1));
+        assert_eq!(loaded.data["v"], json!("a"));
+
+        // Touching a session that is not there creates nothing.
+        let missing = new_key();
+        assert!(!store.touch(&missing, later).await.expect("touch"));
+        assert!(!raw.exists(&store.redis_key(&missing)).await);
+    }
+
+    /// Keys are the prefix and the SHA-256 of the id; the raw id is in none.
+    pub(crate) async fn keys_hold_the_hash_not_the_id(url: &str) {
+        let store = store_at(url);
+        let raw = Raw::open(url).await;
+        let id = Id::generate().expect("OS randomness");
+        let key = id.store_key();
+        assert!(
+            store
+                .create(&key, &record("a", Duration::from_secs(60)))
+                .await
+                .expect("create")
+        );
+        let all: Vec<String> = raw.scan("*").await.into_iter().flatten().collect();
+        assert!(all.contains(&store.redis_key(&key)));
+        assert!(store.redis_key(&key).ends_with(key.as_str()));
+        assert!(
+            all.iter().all(|k| !k.contains(id.expose())),
+            "the raw id is in a key"
+        );
+    }
+
+    /// Over HTTP: the cookie value (the raw id) is in no key, in no value, and
+    /// the session lives under the hash of it.
+    pub(crate) async fn cookie_value_is_in_no_key(url: &str) {
+        let store = store_at(url);
+        let prefix = store.redis_key(&StoreKey::from_hex(&"0".repeat(64)).expect("hex"));
+        let prefix = prefix.trim_end_matches('0').to_owned();
+        let raw = Raw::open(url).await;
+        let (mut client, _, _) = cloakroom_tests::cases::setup(Engine::store(store), |l| l);
+        let reply = client.get("/set/user/ada").await;
+        assert_eq!(reply.status, http::StatusCode::OK);
+        let cookie = reply
+            .cookie("sessionid")
+            .expect("a session cookie")
+            .value
+            .clone();
+        let id = Id::parse(&cookie).expect("the cookie holds an id");
+
+        let all: Vec<String> = raw.scan("*").await.into_iter().flatten().collect();
+        assert!(
+            all.iter().all(|k| !k.contains(&cookie)),
+            "the cookie value is in a key"
+        );
+        let ours: Vec<&String> = all.iter().filter(|k| k.starts_with(&prefix)).collect();
+        assert_eq!(ours, vec![&format!("{prefix}{}", id.store_key().as_str())]);
+        let value = raw.get(ours[0]).await.expect("the record");
+        assert!(
+            !String::from_utf8_lossy(&value).contains(&cookie),
+            "the cookie value is in the record"
+        );
+    }
+
+    /// `SessionLayer::from_settings` picks this engine for a redis URL and
+    /// reads the `SESSION_REDIS_*` tuning.
+    pub(crate) async fn chosen_by_settings(url: &str) {
+        let prefix = unique_prefix();
+        let mut settings = cloakroom_core::config::from_pairs([
+            ("SESSION_ENGINE", "django.contrib.sessions.backends.cache"),
+            ("SESSION_CACHE_URL", url),
+            ("SESSION_REDIS_KEY_PREFIX", prefix.as_str()),
+            ("SESSION_REDIS_POOL_SIZE", "4"),
+        ]);
+        if let Some(ca) = options_for(url).tls_ca_file() {
+            settings.insert("SESSION_REDIS_TLS_CA_FILE".into(), ca.display().to_string());
+        }
+        let layer = cloakroom::SessionLayer::from_settings(&settings).expect("valid settings");
+        let mut client = cloakroom_tests::client::Client::new(layer, Default::default());
+        assert_eq!(client.get("/set/a/1").await.status, http::StatusCode::OK);
+        assert_eq!(client.get("/get/a").await.body, "1");
+        let raw = Raw::open(url).await;
+        let ours: usize = raw
+            .scan(&format!("{prefix}*"))
+            .await
+            .iter()
+            .map(Vec::len)
+            .sum();
+        assert_eq!(ours, 1);
+    }
+}
+
+/// One `#[tokio::test]` per engine case, on the server in `$var`.
+macro_rules! redis_cases {
+    ($var:literal; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                crate::cases::$case(&cloakroom_tests::required_env($var)).await;
+            }
+        )*
+    };
+}
+
+mod single {
+    use super::*;
+
+    async fn engine() -> Engine {
+        Engine::store(store_at(&required_env("CLOAKROOM_REDIS_URL")))
+    }
+
+    cloakroom_tests::conformance_suite!(engine);
+
+    redis_cases!("CLOAKROOM_REDIS_URL";
+        ttl_matches_expiry,
+        expired_records_are_gone,
+        create_does_not_overwrite,
+        update_after_delete_does_not_recreate,
+        touch_changes_ttl_not_value,
+        keys_hold_the_hash_not_the_id,
+        cookie_value_is_in_no_key,
+        chosen_by_settings,
+    );
+}
+
+mod password {
+    use super::*;
+
+    /// The main server needs the password in its URL (every case in
+    /// `single` uses it); a wrong one is a quick backend error, and the
+    /// password shows neither in `Debug` nor in the error.
+    #[tokio::test]
+    async fn wrong_password_is_a_backend_error_that_hides_it() {
+        let url = required_env("CLOAKROOM_REDIS_URL");
+        let (userinfo, host) = url
+            .strip_prefix("redis://")
+            .and_then(|rest| rest.split_once('@'))
+            .expect("tests/run gives the main server a password");
+        let password = userinfo.trim_start_matches(':');
+        let good = store_at(&url);
+        assert!(!format!("{good:?}").contains(password), "{good:?}");
+
+        let wrong = format!("redis://:not-{password}@{host}");
+        let store = store_at(&wrong);
+        let started = std::time::Instant::now();
+        let err = store.load(&new_key()).await.expect_err("a wrong password");
+        assert!(started.elapsed() < Duration::from_millis(1500));
+        assert!(err.is_unavailable(), "{err:?}");
+        let shown = format!("{err} {err:?} {store:?}");
+        assert!(!shown.contains(password), "{shown}");
+
+        let nopass = store_at(&format!("redis://{host}"));
+        assert!(
+            nopass
+                .load(&new_key())
+                .await
+                .expect_err("no password")
+                .is_unavailable()
+        );
+    }
+}
+
+mod tls {
+    use super::*;
+
+    async fn engine() -> Engine {
+        Engine::store(store_at(&required_env("CLOAKROOM_REDIS_TLS_URL")))
+    }
+
+    cloakroom_tests::conformance_suite!(engine);
+
+    redis_cases!("CLOAKROOM_REDIS_TLS_URL";
+        ttl_matches_expiry,
+        touch_changes_ttl_not_value,
+        update_after_delete_does_not_recreate,
+        chosen_by_settings,
+    );
+
+    /// Without the CA, the server's certificate is not trusted.
+    #[tokio::test]
+    async fn an_unknown_ca_is_refused() {
+        let url = required_env("CLOAKROOM_REDIS_TLS_URL");
+        let store = RedisStore::new(&url, RedisOptions::new()).expect("a store");
+        assert!(
+            store
+                .load(&new_key())
+                .await
+                .expect_err("untrusted")
+                .is_unavailable()
+        );
+    }
+}
+
+mod cluster {
+    use super::*;
+
+    async fn engine() -> Engine {
+        Engine::store(store_at(&required_env("CLOAKROOM_REDIS_CLUSTER_URL")))
+    }
+
+    cloakroom_tests::conformance_suite!(engine);
+
+    redis_cases!("CLOAKROOM_REDIS_CLUSTER_URL";
+        ttl_matches_expiry,
+        expired_records_are_gone,
+        create_does_not_overwrite,
+        update_after_delete_does_not_recreate,
+        touch_changes_ttl_not_value,
+        keys_hold_the_hash_not_the_id,
+        cookie_value_is_in_no_key,
+        chosen_by_settings,
+    );
+
+    /// Sessions land on more than one master.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_spread_over_masters() {
+        let url = required_env("CLOAKROOM_REDIS_CLUSTER_URL");
+        let store = store_at(&url);
+        assert!(store.is_cluster());
+        let raw = Raw::open(&url).await;
+        assert_eq!(raw.nodes.len(), 3);
+        for _ in 0..60 {
+            assert!(
+                store
+                    .create(&new_key(), &record("a", Duration::from_secs(60)))
+                    .await
+                    .expect("create")
+            );
+        }
+        let prefix = store
+            .redis_key(&StoreKey::from_hex(&"0".repeat(64)).expect("hex"))
+            .trim_end_matches('0')
+            .to_owned();
+        let per_node: Vec<usize> = raw
+            .scan(&format!("{prefix}*"))
+            .await
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(per_node.iter().sum::<usize>(), 60, "{per_node:?}");
+        let used = per_node.iter().filter(|n| **n > 0).count();
+        assert!(used >= 2, "all sessions on one master: {per_node:?}");
+    }
+}
+
+mod fault {
+    use super::*;
+    use std::process::Command;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+
+    use cloakroom_tests::client::Client;
+    use http::StatusCode;
+
+    fn pid() -> String {
+        let file = required_env("CLOAKROOM_REDIS_FAULT_PIDFILE");
+        std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("read {file}: {e}"))
+            .trim()
+            .to_owned()
+    }
+
+    fn signal(sig: &str, pid: &str) -> bool {
+        Command::new("kill")
+            .args([sig, pid])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run kill")
+            .success()
+    }
+
+    /// Continues a stopped (SIGSTOP) server even when the test fails, so the
+    /// run's cleanup can stop it.
+    struct Continue(String);
+    impl Drop for Continue {
+        fn drop(&mut self) {
+            signal("-CONT", &self.0);
+        }
+    }
+
+    /// Sends `/get/a` from several clients at once for `for_how_long`; every
+    /// answer must come within 2 s. Returns the statuses seen.
+    async fn flood(client: &Client, for_how_long: Duration) -> Vec<StatusCode> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let mut client = client.replay();
+            let stop = Arc::clone(&stop);
+            tasks.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut slowest = Duration::ZERO;
+                while !stop.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let reply = client.get("/get/a").await;
+                    let took = started.elapsed();
+                    assert!(
+                        took < Duration::from_secs(2),
+                        "an answer took {took:?}: {reply:?}"
+                    );
+                    slowest = slowest.max(took);
+                    seen.push(reply.status);
+                }
+                (seen, slowest)
+            }));
+        }
+        tokio::time::sleep(for_how_long).await;
+        stop.store(true, Ordering::SeqCst);
+        let mut all = Vec::new();
+        let mut slowest = Duration::ZERO;
+        for t in tasks {
+            let (seen, slow) = t.await.expect("a flooding client panicked");
+            all.extend(seen);
+            slowest = slowest.max(slow);
+        }
+        eprintln!("{} answers, the slowest in {slowest:?}", all.len());
+        all
+    }
+
+    /// Waits until `/get/a` answers 200 again, at most `limit`, and checks
+    /// that it answers `expected`: the value from before the outage.
+    async fn recovers_within(client: &mut Client, limit: Duration, expected: &str) {
+        let started = Instant::now();
+        loop {
+            let reply = client.get("/get/a").await;
+            if reply.status == StatusCode::OK {
+                assert_eq!(
+                    reply.body, expected,
+                    "a write from before the outage was lost"
+                );
+                break;
+            }
+            assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+            assert!(started.elapsed() < limit, "no recovery within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("recovered after {:?}", started.elapsed());
+        assert_eq!(client.get("/set/a/again").await.status, StatusCode::OK);
+        assert_eq!(client.get("/get/a").await.body, "again");
+    }
+
+    /// One test, because all of it stops the same server:
+    ///
+    /// 1. the project's outage drill (clean stop, 503s within 2 s, back
+    ///    within 5 s of the restart, and nothing acknowledged is lost: the
+    ///    fault server fsyncs its append-only file on every write);
+    /// 2. a server killed (SIGKILL) while several clients send requests:
+    ///    every answer within 2 s, all 503 once it is gone, service again
+    ///    within 5 s of the restart, in the same process;
+    /// 3. a server that hangs (SIGSTOP) instead of refusing: the same, where
+    ///    only the store's timeouts bound the answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn stopped_killed_and_hung_redis_give_503_then_recover() {
+        let url = required_env("CLOAKROOM_REDIS_FAULT_URL");
+        let start = required_env("CLOAKROOM_REDIS_FAULT_START");
+        let server = cloakroom_tests::fault::Server::from_env("REDIS_FAULT");
+        let _restart = cloakroom_tests::fault::Restart(&server);
+        let store = store_at(&url);
+        let (mut client, _, _) = cloakroom_tests::cases::setup(Engine::store(store), |l| l);
+
+        let outage =
+            cloakroom_tests::fault::drill(&mut client, &server, Duration::from_secs(3), true).await;
+        assert!(outage.requests > 0);
+
+        assert_eq!(client.get("/set/a/1").await.status, StatusCode::OK);
+        assert_eq!(client.get("/get/a").await.body, "1");
+
+        // Requests are in flight when the server dies.
+        let before = pid();
+        let flooding = {
+            let client = client.replay();
+            tokio::spawn(async move { flood(&client, Duration::from_millis(1500)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(signal("-KILL", &before), "kill redis {before}");
+        while signal("-0", &before) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        flooding.await.expect("flood during the kill");
+        // Now it is certainly down: every answer is a 503.
+        let statuses = flood(&client, Duration::from_millis(1500)).await;
+        assert!(!statuses.is_empty());
+        assert!(
+            statuses
+                .iter()
+                .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+            "{statuses:?}"
+        );
+
+        let restarted = Instant::now();
+        let ok = Command::new(&start).status().expect("run the start script");
+        assert!(ok.success(), "{start} failed");
+        // SIGKILL after an fsync'ed write: the session is still there.
+        recovers_within(
+            &mut client,
+            Duration::from_secs(5).saturating_sub(restarted.elapsed()),
+            "1",
+        )
+        .await;
+
+        // A server that hangs instead of refusing: only timeouts bound this.
+        let hung = pid();
+        assert!(signal("-STOP", &hung));
+        let guard = Continue(hung);
+        let statuses = flood(&client, Duration::from_millis(2500)).await;
+        assert!(!statuses.is_empty());
+        assert!(
+            statuses
+                .iter()
+                .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+            "{statuses:?}"
+        );
+        drop(guard);
+        recovers_within(&mut client, Duration::from_secs(5), "again").await;
+    }
+}
