@@ -8,13 +8,13 @@
 #                                              CLOAKROOM_REDIS_FAULT_PIDFILE,
 #                                              CLOAKROOM_REDIS_FAULT_START
 #   * a Redis Cluster of three masters:        CLOAKROOM_REDIS_CLUSTER_URL
-#                                              (redis+cluster://h:p,h:p,h:p)
+#                                              (redis+cluster://:pw@h:p,h:p,h:p)
 #   * a redis-server that also speaks TLS, with a certificate from a private
 #     CA made here:                            CLOAKROOM_REDIS_TLS_URL (rediss://),
 #                                              CLOAKROOM_REDIS_TLS_CA (PEM file)
 #
-# The main server requires a password (it is in its URL), so every test on it
-# also checks authentication.
+# The main server and the cluster require a password (it is in their URLs),
+# so every test on them also checks authentication.
 #
 # Nothing is persisted (--save '' --appendonly no): every run starts empty.
 
@@ -65,6 +65,9 @@ export CLOAKROOM_REDIS_FAULT_START="$CLOAKROOM_TEST_DIR/redis-fault/start"
 
 redis_cluster_nodes=()
 redis_cluster_url=""
+# REDISCLI_AUTH keeps the password off redis-cli's command line.
+export REDISCLI_AUTH
+REDISCLI_AUTH=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
 for n in 1 2 3; do
   p=$(free_port)
   # The bus port defaults to port + 10000, which overflows for the high ports
@@ -72,7 +75,7 @@ for n in 1 2 3; do
   redis_instance "redis-cluster-$n" "$p" \
     --cluster-enabled yes --cluster-port "$(free_port)" \
     --cluster-config-file "$CLOAKROOM_TEST_DIR/redis-cluster-$n/nodes.conf" \
-    --cluster-node-timeout 5000
+    --cluster-node-timeout 5000 --requirepass "$REDISCLI_AUTH" --masterauth "$REDISCLI_AUTH"
   redis_cluster_nodes+=("127.0.0.1:$p")
   redis_cluster_url="${redis_cluster_url:+$redis_cluster_url,}127.0.0.1:$p"
 done
@@ -88,7 +91,9 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 [ "$ok" -eq 3 ] || { log "the redis cluster did not reach cluster_state:ok"; return 1; }
-export CLOAKROOM_REDIS_CLUSTER_URL="redis+cluster://$redis_cluster_url"
+export CLOAKROOM_REDIS_CLUSTER_URL="redis+cluster://:$REDISCLI_AUTH@$redis_cluster_url"
+export -n REDISCLI_AUTH
+unset REDISCLI_AUTH
 
 # TLS: a private CA and a certificate for 127.0.0.1 signed by it.
 redis_tls_dir="$CLOAKROOM_TEST_DIR/redis-tls"

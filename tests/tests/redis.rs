@@ -76,8 +76,15 @@ enum Routed {
 impl Raw {
     async fn open(url: &str) -> Self {
         match url.strip_prefix("redis+cluster://") {
-            Some(hosts) => {
-                let urls: Vec<String> = hosts.split(',').map(|h| format!("redis://{h}")).collect();
+            Some(rest) => {
+                let (auth, hosts) = match rest.rsplit_once('@') {
+                    Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+                    None => (String::new(), rest),
+                };
+                let urls: Vec<String> = hosts
+                    .split(',')
+                    .map(|h| format!("redis://{auth}{h}"))
+                    .collect();
                 let client =
                     redis::cluster::ClusterClient::new(urls.clone()).expect("cluster client");
                 let routed = client
@@ -228,6 +235,24 @@ mod cases {
                 .await
                 .expect("update")
         );
+    }
+
+    /// Something that is not a session record under the prefix counts as no
+    /// session (a fresh one is issued), not as an error on every request.
+    pub(crate) async fn unreadable_record_is_no_session(url: &str) {
+        let store = store_at(url);
+        let raw = Raw::open(url).await;
+        let key = new_key();
+        let _: () = raw
+            .query(
+                redis::cmd("SET")
+                    .arg(store.redis_key(&key))
+                    .arg("not json")
+                    .arg("EX")
+                    .arg(60),
+            )
+            .await;
+        assert!(store.load(&key).await.expect("load").is_none());
     }
 
     /// `create` never overwrites.
@@ -437,6 +462,7 @@ mod single {
     redis_cases!("CLOAKROOM_REDIS_URL";
         ttl_matches_expiry,
         expired_records_are_gone,
+        unreadable_record_is_no_session,
         create_does_not_overwrite,
         update_after_delete_does_not_recreate,
         touch_changes_ttl_not_value,
@@ -526,6 +552,7 @@ mod cluster {
     redis_cases!("CLOAKROOM_REDIS_CLUSTER_URL";
         ttl_matches_expiry,
         expired_records_are_gone,
+        unreadable_record_is_no_session,
         create_does_not_overwrite,
         update_after_delete_does_not_recreate,
         touch_changes_ttl_not_value,
@@ -664,6 +691,7 @@ mod fault {
 
     /// One test, because all of it stops the same server:
     ///
+    /// 0. a server that is down when the store is built;
     /// 1. the project's outage drill (clean stop, 503s within 2 s, back
     ///    within 5 s of the restart, and nothing acknowledged is lost: the
     ///    fault server fsyncs its append-only file on every write);
@@ -678,6 +706,18 @@ mod fault {
         let start = required_env("CLOAKROOM_REDIS_FAULT_START");
         let server = cloakroom_tests::fault::Server::from_env("REDIS_FAULT");
         let _restart = cloakroom_tests::fault::Restart(&server);
+
+        // 0. Down when the app starts: not a config error, 503s, then service
+        //    once Redis is up, without rebuilding anything.
+        server.stop();
+        let store = store_at(&url);
+        let (mut client, _, _) = cloakroom_tests::cases::setup(Engine::store(store), |l| l);
+        let reply = client.get("/set/a/early").await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        server.start();
+        assert_eq!(client.get("/set/a/early").await.status, StatusCode::OK);
+        assert_eq!(client.get("/get/a").await.body, "early");
+
         let store = store_at(&url);
         let (mut client, _, _) = cloakroom_tests::cases::setup(Engine::store(store), |l| l);
 

@@ -101,7 +101,6 @@ impl From<SqlError> for cloakroom_core::Error {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
 

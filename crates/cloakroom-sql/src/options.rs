@@ -390,7 +390,6 @@ impl Connect {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
     use cloakroom_core::config::from_pairs;
@@ -401,7 +400,7 @@ mod tests {
             redact_url("postgres://u:p%40ss@h:5432/db?sslmode=require&password=x"),
             "postgres://u:****@h:5432/db?sslmode=require&password=****"
         );
-        assert_eq!(redact_url("mysql://u@h/db"), "mysql://u@h/db");
+        assert_eq!(redact_url("mysql://u@h/db"), "mysql://****@h/db");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
         let o = SqlOptions::new("mysql://u:hunter2@h/db");
         assert!(!format!("{o:?}").contains("hunter2"));

@@ -99,7 +99,6 @@ impl Statements {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
 

@@ -260,6 +260,11 @@ impl SqlStore {
         &self.inner.table
     }
 
+    /// The database URL with its password masked, for logs and messages.
+    pub fn redacted_url(&self) -> &str {
+        &self.inner.redacted_url
+    }
+
     /// The bound on each store call.
     pub fn timeout(&self) -> Duration {
         self.inner.timeout

@@ -62,10 +62,10 @@
 //! accepted; `from_env()` panics with it, `try_from_env()` returns it.
 
 mod config;
-mod cookies;
 mod env;
 mod error;
 mod extract;
+mod jar;
 mod layer;
 mod service;
 mod session;
@@ -87,6 +87,22 @@ pub use session::Session;
 pub mod memory {
     pub use cloakroom_memory::*;
 }
+
+/// The Redis engine (feature `redis`).
+#[cfg(feature = "redis")]
+pub use cloakroom_redis as redis;
+
+/// The Memcached engine (feature `memcached`).
+#[cfg(feature = "memcached")]
+pub use cloakroom_memcached as memcached;
+
+/// The SQL engine (features `mysql`, `postgres`, `sqlite`).
+#[cfg(any(feature = "mysql", feature = "postgres", feature = "sqlite"))]
+pub use cloakroom_sql as sql;
+
+/// The cookie engines (feature `cookie`).
+#[cfg(feature = "cookie")]
+pub use cloakroom_cookie as cookies;
 
 /// The crate every engine is written against, for engine authors.
 pub use cloakroom_core as core;

@@ -17,7 +17,7 @@ use tower::Service;
 
 use crate::Engine;
 use crate::config::SessionConfig;
-use crate::cookies::{self, RequestCookies};
+use crate::jar::{self, RequestCookies};
 use crate::session::{Incoming, Session, State, browser_close, expiry_age};
 
 /// How many fresh ids `create` is tried with before giving up; a collision
@@ -103,7 +103,7 @@ async fn finish(session: &Session, mut response: Response<Body>) -> Response<Bod
     }
     let result = match &session.shared.engine {
         Engine::Store(_) => save_to_store(session, &mut state, &mut response).await,
-        Engine::Cookie(codec) => save_to_cookie(session, codec.as_ref(), &state, &mut response),
+        Engine::Cookie(codec) => save_to_cookie(session, codec.as_ref(), &mut state, &mut response),
     };
     match result {
         Ok(()) => response,
@@ -113,9 +113,9 @@ async fn finish(session: &Session, mut response: Response<Body>) -> Response<Bod
                 // back, and tell the browser to drop the cookie.
                 let mut response = error_response(err.kind());
                 let config = &session.shared.config;
-                cookies::append(
+                jar::append(
                     response.headers_mut(),
-                    &cookies::removal(config, config.cookie_name.clone()),
+                    &jar::removal(config, config.cookie_name.clone()),
                 );
                 response
             } else {
@@ -152,9 +152,9 @@ async fn save_to_store(
                 .await?;
         }
         if had_cookie {
-            cookies::append(
+            jar::append(
                 response.headers_mut(),
-                &cookies::removal(config, config.cookie_name.clone()),
+                &jar::removal(config, config.cookie_name.clone()),
             );
         }
         return Ok(());
@@ -163,23 +163,10 @@ async fn save_to_store(
     let now = OffsetDateTime::now_utc();
     let age = expiry_age(state.expiry, config, now);
     let id = if state.modified || state.id.is_none() {
-        let record = state.record(config, now);
-        let id = match state.id.clone() {
-            Some(id) => {
-                let key = id.store_key();
-                let record = &record;
-                let updated = session
-                    .run(state, "update", |store| async move {
-                        store.update(&key, record).await
-                    })
-                    .await?;
-                if !updated {
-                    return Err(Error::new(ErrorKind::Interrupted, ""));
-                }
-                id
-            }
-            None => create(session, state, &record).await?,
-        };
+        let record = state.take_record(config, now);
+        let written = write(session, state, &record).await;
+        state.restore(record);
+        let id = written?;
         if let Some(old) = state.retired.take() {
             let key = old.store_key();
             session
@@ -210,9 +197,9 @@ async fn save_to_store(
         return Ok(());
     };
     let max_age = (!browser_close(state.expiry, config)).then_some(age);
-    cookies::append(
+    jar::append(
         response.headers_mut(),
-        &cookies::build(
+        &jar::build(
             config,
             config.cookie_name.clone(),
             id.expose().to_owned(),
@@ -220,6 +207,28 @@ async fn save_to_store(
         ),
     );
     Ok(())
+}
+
+/// Writes the record: an update of the live session, or a new session.
+async fn write(
+    session: &Session,
+    state: &mut State,
+    record: &cloakroom_core::Record,
+) -> Result<Id, Error> {
+    let Some(id) = state.id.clone() else {
+        return create(session, state, record).await;
+    };
+    let key = id.store_key();
+    let updated = session
+        .run(state, "update", |store| async move {
+            store.update(&key, record).await
+        })
+        .await?;
+    if updated {
+        Ok(id)
+    } else {
+        Err(Error::new(ErrorKind::Interrupted, ""))
+    }
 }
 
 /// Stores a new session under a fresh id and returns the id.
@@ -250,7 +259,7 @@ async fn create(
 fn save_to_cookie(
     session: &Session,
     codec: &dyn cloakroom_core::CookieCodec,
-    state: &State,
+    state: &mut State,
     response: &mut Response<Body>,
 ) -> Result<(), Error> {
     let shared = &session.shared;
@@ -259,10 +268,10 @@ fn save_to_cookie(
     let headers = response.headers_mut();
     if state.is_blank() {
         if !matches!(shared.incoming, Incoming::Absent) {
-            cookies::append(headers, &cookies::removal(config, name.clone()));
+            jar::append(headers, &jar::removal(config, name.clone()));
         }
         for n in &shared.chunk_numbers {
-            cookies::append(headers, &cookies::removal(config, format!("{name}.{n}")));
+            jar::append(headers, &jar::removal(config, format!("{name}.{n}")));
         }
         return Ok(());
     }
@@ -270,11 +279,13 @@ fn save_to_cookie(
         return Ok(());
     }
     let now = OffsetDateTime::now_utc();
-    let record = state.record(config, now);
-    let value = codec.seal(name, &record).inspect_err(|err| {
+    let record = state.take_record(config, now);
+    let sealed = codec.seal(name, &record);
+    state.restore(record);
+    let value = sealed.inspect_err(|err| {
         tracing::error!(engine = codec.engine(), operation = "seal", error = %err, "session cookie not written");
     })?;
-    let Some(parts) = cookies::split(name, &value, config.cookie_max_bytes) else {
+    let Some(parts) = jar::split(name, &value, config.cookie_max_bytes) else {
         let err = Error::new(
             ErrorKind::TooLarge,
             format!(
@@ -291,14 +302,14 @@ fn save_to_cookie(
         (!browser_close(state.expiry, config)).then(|| expiry_age(state.expiry, config, now));
     let pieces = parts.len() - 1;
     for (cookie_name, cookie_value) in parts {
-        cookies::append(
+        jar::append(
             headers,
-            &cookies::build(config, cookie_name, cookie_value, max_age),
+            &jar::build(config, cookie_name, cookie_value, max_age),
         );
     }
     // Pieces of an earlier, longer value would otherwise linger.
     for n in shared.chunk_numbers.iter().filter(|n| **n > pieces) {
-        cookies::append(headers, &cookies::removal(config, format!("{name}.{n}")));
+        jar::append(headers, &jar::removal(config, format!("{name}.{n}")));
     }
     Ok(())
 }

@@ -407,12 +407,20 @@ impl State {
         self.data.is_empty() && self.expiry.is_none()
     }
 
-    /// The record to store for a save at `now`.
-    pub(crate) fn record(&self, config: &SessionConfig, now: OffsetDateTime) -> Record {
+    /// The record to store for a save at `now`. It takes the data out of
+    /// the state (a save is the end of the request, and copying a 40 KB
+    /// service catalog on every save would be waste); [`State::restore`]
+    /// puts it back.
+    pub(crate) fn take_record(&mut self, config: &SessionConfig, now: OffsetDateTime) -> Record {
         Record {
-            data: self.data.clone(),
+            data: std::mem::take(&mut self.data),
             expiry: self.expiry,
             expires_at: now + expiry_age(self.expiry, config, now),
         }
+    }
+
+    /// Puts back the data that [`State::take_record`] took out.
+    pub(crate) fn restore(&mut self, record: Record) {
+        self.data = record.data;
     }
 }

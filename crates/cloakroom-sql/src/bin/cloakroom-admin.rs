@@ -86,11 +86,18 @@ fn main() -> ExitCode {
             let mut text = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
+                // sqlx repeats its cause in its own message; say it once.
+                let cause = s.to_string();
+                if !text.contains(&cause) {
+                    text.push_str(": ");
+                    text.push_str(&cause);
+                }
                 source = s.source();
             }
-            eprintln!("cloakroom-admin {command}: {text}");
+            eprintln!(
+                "cloakroom-admin {command} ({}): {text}",
+                store.redacted_url()
+            );
             ExitCode::FAILURE
         }
     }
