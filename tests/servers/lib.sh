@@ -59,15 +59,14 @@ on_stop() { CLOAKROOM_STOP_HOOKS+=("$1"); }
 stop_servers() {
   local rc=$?
   for hook in "${CLOAKROOM_STOP_HOOKS[@]}"; do eval "$hook" >/dev/null 2>&1 || true; done
+  # A server may remove its pid file as it exits, so every read may fail.
+  local pids=()
   for f in "${CLOAKROOM_PIDFILES[@]}"; do
-    [ -s "$f" ] || continue
-    local pid; pid=$(cat "$f")
-    kill "$pid" 2>/dev/null || true
+    local pid; pid=$(cat "$f" 2>/dev/null) || continue
+    [ -n "$pid" ] && pids+=("$pid") && kill "$pid" 2>/dev/null || true
   done
   # Give servers a moment to exit before their files go.
-  for f in "${CLOAKROOM_PIDFILES[@]}"; do
-    [ -s "$f" ] || continue
-    local pid; pid=$(cat "$f")
+  for pid in "${pids[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   done

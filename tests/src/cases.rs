@@ -298,8 +298,9 @@ pub async fn browser_close_sessions_have_no_max_age(engine: Engine) {
     assert_eq!(session_cookie(&reply).max_age(), Some(100));
 }
 
-/// Garbage, over-long, wrong-alphabet and non-UTF-8 cookies start a fresh
-/// session, never a 5xx, and never reach the store.
+/// Garbage, empty, 1-byte, 4 KB, 64 KB, wrong-alphabet, non-UTF-8, repeated
+/// and truncated-chunk cookies, and oversized headers start a fresh session,
+/// never a 5xx, never another session's data, and never reach the store.
 pub async fn malformed_cookies_start_fresh_without_store(engine: Engine) {
     let (client, counts, _) = setup(engine, |l| l);
     let long = format!("{NAME}={}", "A".repeat(20_000));
@@ -314,7 +315,15 @@ pub async fn malformed_cookies_start_fresh_without_store(engine: Engine) {
         format!("{NAME}=\u{e9}t\u{e9}").into_bytes(),
         [format!("{NAME}=").as_bytes(), &[0xff, 0xfe, 0x80]].concat(),
         format!("{NAME}=chunks-3; {NAME}.1=abc").into_bytes(),
+        format!("{NAME}=chunks-2; {NAME}.1={}", "A".repeat(4000)).into_bytes(),
         b";;;=;=".to_vec(),
+        format!("{NAME}=A").into_bytes(),
+        format!("{NAME}={}", "A".repeat(4096)).into_bytes(),
+        format!("{NAME}={}", "x".repeat(64 * 1024)).into_bytes(),
+        // Many cookies of the session's name, none valid.
+        vec![format!("{NAME}=junk"); 200].join("; ").into_bytes(),
+        // Past what common servers accept in one header.
+        format!("other={}; {NAME}=junk", "y".repeat(100 * 1024)).into_bytes(),
     ];
     for input in inputs {
         let reply = client.get_with_raw_cookie("/get/a", &input).await;
@@ -430,4 +439,44 @@ pub async fn expiry_at_datetime(engine: Engine) {
     let age: i64 = client.get("/age").await.body.parse().expect("seconds");
     assert!((97..=100).contains(&age));
     assert_eq!(client.get("/get/a").await.body, "1");
+}
+
+/// Fifty requests race on one session while one of them logs out: once the
+/// logout has answered, no request that starts later sees the session, and
+/// the old cookie opens nothing at the end (no write resurrects it).
+pub async fn concurrent_requests_never_resurrect_a_logout(engine: Engine) {
+    let (mut client, _, _) = setup(engine, |l| l);
+    ok(&client.get("/set/user/ada").await);
+    let flushed_at = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let mut c = client.replay();
+        let flushed_at = Arc::clone(&flushed_at);
+        tasks.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let path = match i {
+                25 => "/flush".to_owned(),
+                i if i % 2 == 0 => "/get/user".to_owned(),
+                i => format!("/set/k{i}/v"),
+            };
+            let reply = c.get(&path).await;
+            if i == 25 {
+                ok(&reply);
+                *flushed_at.lock().expect("lock") = Some(std::time::Instant::now());
+            }
+            (path, started, reply)
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("request task"));
+    }
+    let flushed_at = flushed_at.lock().expect("lock").expect("the logout answered");
+    for (path, started, reply) in &results {
+        assert!(!reply.status.is_server_error(), "{path}: {reply:?}");
+        if path == "/get/user" && *started > flushed_at {
+            assert_eq!(reply.body, "none", "{path} started after the logout saw the session");
+        }
+    }
+    assert_eq!(client.get("/get/user").await.body, "none", "the logout was undone");
 }

@@ -64,6 +64,7 @@ macro_rules! conformance_suite {
             vary_cookie_when_read,
             store_failure_gives_503,
             concurrent_logout_is_not_undone,
+            concurrent_requests_never_resurrect_a_logout,
             expiry_at_datetime,
         );
     };
