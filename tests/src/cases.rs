@@ -471,12 +471,22 @@ pub async fn concurrent_requests_never_resurrect_a_logout(engine: Engine) {
     for task in tasks {
         results.push(task.await.expect("request task"));
     }
-    let flushed_at = flushed_at.lock().expect("lock").expect("the logout answered");
+    let flushed_at = flushed_at
+        .lock()
+        .expect("lock")
+        .expect("the logout answered");
     for (path, started, reply) in &results {
         assert!(!reply.status.is_server_error(), "{path}: {reply:?}");
         if path == "/get/user" && *started > flushed_at {
-            assert_eq!(reply.body, "none", "{path} started after the logout saw the session");
+            assert_eq!(
+                reply.body, "none",
+                "{path} started after the logout saw the session"
+            );
         }
     }
-    assert_eq!(client.get("/get/user").await.body, "none", "the logout was undone");
+    assert_eq!(
+        client.get("/get/user").await.body,
+        "none",
+        "the logout was undone"
+    );
 }

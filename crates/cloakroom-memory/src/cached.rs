@@ -44,6 +44,10 @@ pub const DEFAULT_LOCAL_TTL: Duration = Duration::from_secs(5);
 pub struct CachedStore {
     inner: Arc<dyn SessionStore>,
     cache: Cache<StoreKey, Arc<Record>>,
+    /// Keys deleted in the last local TTL. A read that fetched a session
+    /// from the inner store just before it was deleted must not put it back
+    /// into the cache after the delete evicted it.
+    gone: Cache<StoreKey, ()>,
     ttl: Duration,
 }
 
@@ -66,6 +70,10 @@ impl CachedStore {
             cache: Cache::builder()
                 .max_capacity(max_entries)
                 .expire_after(UntilDeadline { cap: Some(ttl) })
+                .build(),
+            gone: Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_live(ttl)
                 .build(),
             ttl,
         }
@@ -93,6 +101,28 @@ impl CachedStore {
         self.cache.insert(key.clone(), Arc::new(record)).await;
     }
 
+    /// Caches what a read fetched, unless something fresher got there first
+    /// (a write that finished meanwhile) or the session was deleted meanwhile.
+    async fn fill(&self, key: &StoreKey, record: Record) {
+        let _ = self
+            .cache
+            .entry_by_ref(key)
+            .or_insert(Arc::new(record))
+            .await;
+        // Checked after the insert: a delete marks the key before it evicts,
+        // so either its eviction comes after this insert, or this check sees
+        // the mark.
+        if self.gone.contains_key(key) {
+            self.cache.invalidate(key).await;
+        }
+    }
+
+    /// Forgets the session here and stops reads in flight from caching it.
+    async fn forget(&self, key: &StoreKey) {
+        self.gone.insert(key.clone(), ()).await;
+        self.cache.invalidate(key).await;
+    }
+
     /// Runs a write on the inner store; on `Ok(true)` keeps `fresh` in the
     /// cache, on anything else drops the local copy, since it may no longer
     /// match the database.
@@ -104,6 +134,8 @@ impl CachedStore {
     ) -> Result<bool, Error> {
         match (&result, fresh()) {
             (Ok(true), Some(record)) => self.keep(key, record).await,
+            // The session is gone from the inner store.
+            (Ok(false), _) => self.forget(key).await,
             _ => self.cache.invalidate(key).await,
         }
         result
@@ -124,7 +156,7 @@ impl SessionStore for CachedStore {
         }
         let found = self.inner.load(key).await?;
         if let Some(record) = &found {
-            self.keep(key, record.clone()).await;
+            self.fill(key, record.clone()).await;
         }
         Ok(found)
     }
@@ -162,7 +194,7 @@ impl SessionStore for CachedStore {
     async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
         // Evict first: even if the database is down, this process stops
         // serving the session at once.
-        self.cache.invalidate(key).await;
+        self.forget(key).await;
         self.inner.delete(key).await
     }
 }
@@ -290,6 +322,28 @@ mod tests {
         assert!(cached.touch(&key, later).await.unwrap());
         assert_eq!(cached.load(&key).await.unwrap().unwrap().expires_at, later);
         assert_eq!(db.loads.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_read_racing_a_delete_does_not_cache_the_session_again() {
+        let (db, cached, key) = setup(Duration::from_secs(60));
+        assert!(cached.create(&key, &record("a")).await.unwrap());
+        // A read fetched the session from the database just before the
+        // delete; it reaches the cache only after the delete is done.
+        let fetched = db.inner.load(&key).await.unwrap().unwrap();
+        cached.delete(&key).await.unwrap();
+        cached.fill(&key, fetched).await;
+        assert!(cached.load(&key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_read_does_not_overwrite_a_fresher_write() {
+        let (db, cached, key) = setup(Duration::from_secs(60));
+        assert!(cached.create(&key, &record("a")).await.unwrap());
+        let stale = db.inner.load(&key).await.unwrap().unwrap();
+        assert!(cached.update(&key, &record("b")).await.unwrap());
+        cached.fill(&key, stale).await;
+        assert_eq!(cached.load(&key).await.unwrap().unwrap().data["v"], "b");
     }
 
     #[tokio::test]

@@ -9,8 +9,8 @@
 //!   in front of the SQL store it is the `cached_db` engine. Its docs state
 //!   how stale a copy can be across processes.
 //!
-//! It is a cache, not a database: when it is full, moka evicts entries by its
-//! policy (TinyLFU admission, LRU eviction), which logs those users out, and a
+//! It is a cache, not a database: when it is full, moka evicts the session
+//! that was used the longest ago (LRU), which logs that user out, and a
 //! restart of the process loses every session. Sessions are not shared
 //! between processes, so it suits one process, development and tests.
 //!

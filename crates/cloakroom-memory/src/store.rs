@@ -84,6 +84,10 @@ impl MemoryStore {
         Self {
             cache: Cache::builder()
                 .max_capacity(max_entries)
+                // LRU, not moka's default TinyLFU admission: when full, the
+                // session idle the longest goes, and a fresh login is always
+                // kept (TinyLFU may refuse a new, not yet popular key).
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .expire_after(UntilDeadline { cap: None })
                 .build(),
             max_entries,

@@ -28,10 +28,20 @@ pub enum SqlError {
     /// connection is closed rather than reused.
     #[error("the database did not answer within {0:?}")]
     StatementTimeout(Duration),
-    /// The session does not fit: the data column or the server's
-    /// `max_allowed_packet` is smaller than the record.
+    /// The session does not fit: the database refused it as larger than
+    /// its column or its packet limit.
     #[error("the session record is too large for the database ({0})")]
     TooLarge(#[source] sqlx::Error),
+    /// The session is larger than the database accepts, found before
+    /// sending it: MySQL's `MEDIUMBLOB` holds 16 MiB, and its server closes
+    /// the connection on a packet above `max_allowed_packet`.
+    #[error("the session record has {size} bytes; this database accepts at most {limit}")]
+    RecordTooLarge {
+        /// Bytes in the record.
+        size: usize,
+        /// The most the database accepts.
+        limit: u64,
+    },
     /// The database reported an error, or the connection to it failed.
     #[error("database error")]
     Database(#[source] sqlx::Error),
@@ -62,7 +72,7 @@ impl SqlError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::PoolTimeout(_) | Self::StatementTimeout(_) => ErrorKind::Timeout,
-            Self::TooLarge(_) => ErrorKind::TooLarge,
+            Self::TooLarge(_) | Self::RecordTooLarge { .. } => ErrorKind::TooLarge,
             Self::Corrupt(_) => ErrorKind::Serialization,
             Self::Database(_) | Self::Schema(_) => ErrorKind::Backend,
         }

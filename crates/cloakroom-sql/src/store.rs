@@ -111,6 +111,14 @@ macro_rules! each_pool {
 /// off by the limit leaves its connection mid-protocol, so that connection
 /// is closed instead of going back to the pool, where a later request would
 /// inherit it.
+///
+/// A body that fails because the database chose it as a deadlock victim is
+/// run again (a few times, within the same limit): each statement runs on
+/// its own (autocommit), so the victim was rolled back whole and running it
+/// again is exactly what the database asks for. InnoDB does pick victims
+/// among single-row statements: seen in the tests, an `UPDATE` that reached
+/// the row through the expiry index racing a `DELETE` that came through the
+/// primary key, each holding one of the two locks the other needed.
 macro_rules! bounded {
     ($inner:expr, $pool:expr, $limit:expr, |$conn:ident| $body:expr) => {{
         let limit: Duration = $limit;
@@ -120,8 +128,23 @@ macro_rules! bounded {
             .await
             .map_err(|e| SqlError::from_sqlx(e, $inner.timeout))?;
         let outcome = tokio::time::timeout_at(deadline, async {
-            let $conn = &mut *pooled;
-            $body
+            let mut attempt = 0u32;
+            loop {
+                let $conn = &mut *pooled;
+                let result = async { $body }.await;
+                match result {
+                    Err(SqlError::Database(e)) if is_deadlock(&e) && attempt < DEADLOCK_RETRIES => {
+                        attempt += 1;
+                        tracing::debug!(
+                            engine = "db",
+                            attempt,
+                            "deadlock victim; running the statement again"
+                        );
+                        tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2)).await;
+                    }
+                    other => break other,
+                }
+            }
         })
         .await;
         match outcome {
@@ -168,6 +191,17 @@ fn db(e: sqlx::Error) -> SqlError {
 
 fn is_duplicate(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// How often a deadlock victim is run again before the error is returned.
+const DEADLOCK_RETRIES: u32 = 3;
+
+/// SQLSTATE 40001 (MySQL's deadlock error 1213; PostgreSQL's serialization
+/// failure) and 40P01 (PostgreSQL's deadlock): the statement was rolled back
+/// and may simply run again.
+fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d)
+        if matches!(d.code().as_deref(), Some("40001" | "40P01")))
 }
 
 fn now_ms() -> i64 {
@@ -327,9 +361,24 @@ impl SqlStore {
         let table = self.inner.table.as_str();
         match self.pools() {
             #[cfg(feature = "mysql")]
-            Pools::MySql(pool) => bounded!(self.inner, pool, MAINTENANCE_TIMEOUT, |conn| {
-                crate::schema::migrate_mysql(conn, table).await
-            }),
+            Pools::MySql(pool) => {
+                let mut conn = pool
+                    .acquire()
+                    .await
+                    .map_err(|e| SqlError::from_sqlx(e, self.inner.timeout))?;
+                // MySQL's named lock belongs to the connection. Should this
+                // future be dropped between GET_LOCK and RELEASE_LOCK (a
+                // request timing out during a first-use migration), closing
+                // the connection frees the lock; back in the pool it would
+                // hold it for other processes' migrations until idle-closed.
+                conn.close_on_drop();
+                tokio::time::timeout(
+                    MAINTENANCE_TIMEOUT,
+                    crate::schema::migrate_mysql(&mut conn, table),
+                )
+                .await
+                .map_err(|_| SqlError::StatementTimeout(MAINTENANCE_TIMEOUT))?
+            }
             #[cfg(feature = "postgres")]
             Pools::Postgres(pool) => bounded!(self.inner, pool, MAINTENANCE_TIMEOUT, |conn| {
                 crate::schema::migrate_postgres(conn, table).await
