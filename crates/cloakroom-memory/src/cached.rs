@@ -97,21 +97,30 @@ impl CachedStore {
         self.ttl
     }
 
+    /// Caches what a write stored.
     async fn keep(&self, key: &StoreKey, record: Record) {
         self.cache.insert(key.clone(), Arc::new(record)).await;
+        self.unless_gone(key).await;
     }
 
     /// Caches what a read fetched, unless something fresher got there first
-    /// (a write that finished meanwhile) or the session was deleted meanwhile.
+    /// (a write that finished meanwhile).
     async fn fill(&self, key: &StoreKey, record: Record) {
         let _ = self
             .cache
             .entry_by_ref(key)
             .or_insert(Arc::new(record))
             .await;
-        // Checked after the insert: a delete marks the key before it evicts,
-        // so either its eviction comes after this insert, or this check sees
-        // the mark.
+        self.unless_gone(key).await;
+    }
+
+    /// Drops what was just cached if the session was deleted meanwhile: a
+    /// read or write that finished in the inner store before a delete may
+    /// reach the cache after it. Checked after the insert: a delete marks the
+    /// key before it evicts, so either its eviction comes after the insert,
+    /// or this check sees the mark. Ids are never reused, so a marked key
+    /// never holds a live session again.
+    async fn unless_gone(&self, key: &StoreKey) {
         if self.gone.contains_key(key) {
             self.cache.invalidate(key).await;
         }
@@ -333,6 +342,17 @@ mod tests {
         let fetched = db.inner.load(&key).await.unwrap().unwrap();
         cached.delete(&key).await.unwrap();
         cached.fill(&key, fetched).await;
+        assert!(cached.load(&key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_write_racing_a_delete_does_not_cache_the_session_again() {
+        let (_db, cached, key) = setup(Duration::from_secs(60));
+        assert!(cached.create(&key, &record("a")).await.unwrap());
+        // An update that the database took just before the delete reaches
+        // the cache only after the delete is done.
+        cached.delete(&key).await.unwrap();
+        cached.keep(&key, record("b")).await;
         assert!(cached.load(&key).await.unwrap().is_none());
     }
 

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -78,6 +79,9 @@ pub(crate) struct Inner {
     /// with the last clone of the store.
     auto_cleanup: OnceLock<CleanupGuard>,
     redacted_url: String,
+    /// MySQL: the server's `max_allowed_packet`, read by each new connection
+    /// (0 until one has connected).
+    max_packet: Arc<AtomicU64>,
 }
 
 /// One pool per driver; the store code is the same text for each (see
@@ -280,6 +284,7 @@ impl SqlStore {
                 cleanup_every: options.cleanup_every,
                 auto_cleanup: OnceLock::new(),
                 redacted_url: redact_url(&options.url),
+                max_packet: Arc::new(AtomicU64::new(0)),
             }),
         })
     }
@@ -311,7 +316,22 @@ impl SqlStore {
             match &self.inner.connect {
                 #[cfg(feature = "mysql")]
                 Connect::MySql(o) => {
-                    Pools::MySql(pool_options(size, timeout).connect_lazy_with(o.clone()))
+                    let max_packet = Arc::clone(&self.inner.max_packet);
+                    let po = pool_options(size, timeout).after_connect(
+                        move |conn: &mut sqlx::MySqlConnection, _| {
+                            let max_packet = Arc::clone(&max_packet);
+                            Box::pin(async move {
+                                let max: i64 = sqlx::query_scalar(
+                                    "SELECT CAST(@@max_allowed_packet AS SIGNED)",
+                                )
+                                .fetch_one(conn)
+                                .await?;
+                                max_packet.store(max.unsigned_abs(), Ordering::Relaxed);
+                                Ok(())
+                            })
+                        },
+                    );
+                    Pools::MySql(po.connect_lazy_with(o.clone()))
                 }
                 #[cfg(feature = "postgres")]
                 Connect::Postgres(o) => {
@@ -465,6 +485,27 @@ impl SqlStore {
         }))
     }
 
+    /// MySQL: refuses a record that the server would refuse. Above
+    /// `max_allowed_packet` the server answers by closing the connection,
+    /// which would look like an outage (503) rather than a too-large
+    /// session; and a `MEDIUMBLOB` holds 16 MiB.
+    fn check_size(&self, size: usize) -> Result<(), SqlError> {
+        if self.inner.backend != Backend::MySql {
+            return Ok(());
+        }
+        // The statement around the data: the other parameters and headers.
+        const OVERHEAD: u64 = 1024;
+        const MEDIUMBLOB: u64 = (1 << 24) - 1;
+        let limit = match self.inner.max_packet.load(Ordering::Relaxed) {
+            0 => MEDIUMBLOB,
+            packet => MEDIUMBLOB.min(packet.saturating_sub(OVERHEAD)),
+        };
+        if size as u64 > limit {
+            return Err(SqlError::RecordTooLarge { size, limit });
+        }
+        Ok(())
+    }
+
     async fn create_row(
         &self,
         key: &StoreKey,
@@ -474,7 +515,9 @@ impl SqlStore {
         let sql = &self.inner.sql;
         let mysql = self.inner.backend == Backend::MySql;
         let now = now_ms();
-        each_pool!(self.ready().await?, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
+        let pools = self.ready().await?;
+        self.check_size(data.len())?;
+        each_pool!(pools, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
             if !mysql {
                 // One statement: insert, or take over a row past its
                 // deadline; a live holder makes it change nothing.
@@ -531,7 +574,9 @@ impl SqlStore {
     ) -> Result<bool, SqlError> {
         let sql = &self.inner.sql.update;
         let now = now_ms();
-        each_pool!(self.ready().await?, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
+        let pools = self.ready().await?;
+        self.check_size(data.len())?;
+        each_pool!(pools, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
             // Never an upsert: a row deleted meanwhile (logout in another
             // request) or past its deadline matches nothing and stays gone.
             sqlx::query(sql.clone())
