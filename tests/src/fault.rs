@@ -21,17 +21,21 @@ pub struct Server {
     name: String,
     pidfile: PathBuf,
     start: PathBuf,
+    signal: String,
 }
 
 impl Server {
     /// The server `tests/run` exported as `CLOAKROOM_<NAME>_PIDFILE` and
     /// `CLOAKROOM_<NAME>_START` (`name` is the part between, e.g.
-    /// `MARIADB_FAULT`).
+    /// `MARIADB_FAULT`), and optionally `CLOAKROOM_<NAME>_STOP_SIGNAL` (the
+    /// signal of a clean, prompt shutdown; `TERM` when unset).
     pub fn from_env(name: &str) -> Self {
         Self {
             name: name.to_owned(),
             pidfile: required_env(&format!("CLOAKROOM_{name}_PIDFILE")).into(),
             start: required_env(&format!("CLOAKROOM_{name}_START")).into(),
+            signal: std::env::var(format!("CLOAKROOM_{name}_STOP_SIGNAL"))
+                .unwrap_or_else(|_| "TERM".to_owned()),
         }
     }
 
@@ -50,14 +54,14 @@ impl Server {
             .is_ok_and(|s| s.success())
     }
 
-    /// Stops the server (SIGTERM: a clean shutdown, which keeps what the
-    /// server had acknowledged if it persists at all) and waits until its
+    /// Stops the server with its clean-shutdown signal (which keeps what the
+    /// server had acknowledged, if it persists at all) and waits until its
     /// process is gone.
     pub fn stop(&self) {
         let pid = self
             .pid()
             .unwrap_or_else(|| panic!("{}: no pid in {}", self.name, self.pidfile.display()));
-        let killed = Command::new("kill").args(["-TERM", &pid]).status();
+        let killed = Command::new("kill").args([format!("-{}", self.signal).as_str(), &pid]).status();
         assert!(
             killed.is_ok_and(|s| s.success()),
             "{}: kill {pid} failed",

@@ -236,6 +236,24 @@ async fn stopped_and_hung_mariadb_give_503_then_recover() {
     drop(restart);
 }
 
+/// PostgreSQL through the common drill: stopped (fast shutdown) while
+/// requests flow, every answer a 503 within 2 s, back within 5 s of the
+/// restart, and the write acknowledged before the outage kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopped_postgres_gives_503_then_recovers() {
+    let url = required_env("CLOAKROOM_POSTGRES_FAULT_URL");
+    let store = SqlStore::builder(url.as_str())
+        .table(format!("fault_{}", std::process::id()))
+        .pool_size(4)
+        .build()
+        .expect("store");
+    store.migrate().await.expect("migrate");
+    let (mut client, _, _) = cloakroom_tests::cases::setup(Engine::store(store), |l| l);
+    let server = Server::from_env("POSTGRES_FAULT");
+    let report = drill(&mut client, &server, Duration::from_secs(3), true).await;
+    assert!(report.requests > 0);
+}
+
 /// Rows in the table, counted over a connection of its own.
 async fn count_rows(url: &str, table: &str) -> i64 {
     let pool = sqlx::MySqlPool::connect(url).await.expect("raw connection");
