@@ -491,36 +491,8 @@ async fn sessions_land_on_both_servers() {
 
 mod fault {
     use super::*;
-    use std::process::Command;
 
     use cloakroom_tests::fault::{Restart, Server, drill};
-
-    fn victim_pid() -> String {
-        let file = required_env("CLOAKROOM_MEMCACHED_FAULT_PIDFILE");
-        std::fs::read_to_string(&file)
-            .unwrap_or_else(|e| panic!("read {file}: {e}"))
-            .trim()
-            .to_owned()
-    }
-
-    /// Sends `signal` to the victim server, which the test run started.
-    fn signal(signal: &str, pid: &str) -> bool {
-        Command::new("kill")
-            .args([signal, pid])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("run kill")
-            .success()
-    }
-
-    /// Resumes a hung (SIGSTOP) server even if the test fails, so the run can
-    /// stop it.
-    struct Resume(String);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            signal("-CONT", &self.0);
-        }
-    }
 
     /// A fresh browser whose new session lives on `server` (or, with
     /// `on: false`, anywhere else).
@@ -680,11 +652,9 @@ mod fault {
 
         // Hung: connections open (the kernel accepts them) but nothing
         // answers; only the store's own timeouts bound the wait.
-        let pid = victim_pid();
-        assert!(signal("-STOP", &pid), "stop memcached {pid}");
-        let resume = Resume(pid);
+        let paused = server.pause().await;
         only_the_victims_share_fails(&mut victim, &mut survivor, "hung").await;
-        drop(resume);
+        drop(paused);
         recovers_within(&mut victim, Duration::from_secs(5), "resumed").await;
     }
 }

@@ -595,99 +595,10 @@ mod cluster {
 
 mod fault {
     use super::*;
-    use std::process::Command;
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
     use std::time::Instant;
 
-    use cloakroom_tests::client::Client;
+    use cloakroom_tests::fault::{all_unavailable, flood, recovers_within};
     use http::StatusCode;
-
-    fn pid() -> String {
-        let file = required_env("CLOAKROOM_REDIS_FAULT_PIDFILE");
-        std::fs::read_to_string(&file)
-            .unwrap_or_else(|e| panic!("read {file}: {e}"))
-            .trim()
-            .to_owned()
-    }
-
-    fn signal(sig: &str, pid: &str) -> bool {
-        Command::new("kill")
-            .args([sig, pid])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("run kill")
-            .success()
-    }
-
-    /// Continues a stopped (SIGSTOP) server even when the test fails, so the
-    /// run's cleanup can stop it.
-    struct Continue(String);
-    impl Drop for Continue {
-        fn drop(&mut self) {
-            signal("-CONT", &self.0);
-        }
-    }
-
-    /// Sends `/get/a` from several clients at once for `for_how_long`; every
-    /// answer must come within 2 s. Returns the statuses seen.
-    async fn flood(client: &Client, for_how_long: Duration) -> Vec<StatusCode> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut tasks = Vec::new();
-        for _ in 0..4 {
-            let mut client = client.replay();
-            let stop = Arc::clone(&stop);
-            tasks.push(tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut slowest = Duration::ZERO;
-                while !stop.load(Ordering::SeqCst) {
-                    let started = Instant::now();
-                    let reply = client.get("/get/a").await;
-                    let took = started.elapsed();
-                    assert!(
-                        took < Duration::from_secs(2),
-                        "an answer took {took:?}: {reply:?}"
-                    );
-                    slowest = slowest.max(took);
-                    seen.push(reply.status);
-                }
-                (seen, slowest)
-            }));
-        }
-        tokio::time::sleep(for_how_long).await;
-        stop.store(true, Ordering::SeqCst);
-        let mut all = Vec::new();
-        let mut slowest = Duration::ZERO;
-        for t in tasks {
-            let (seen, slow) = t.await.expect("a flooding client panicked");
-            all.extend(seen);
-            slowest = slowest.max(slow);
-        }
-        eprintln!("{} answers, the slowest in {slowest:?}", all.len());
-        all
-    }
-
-    /// Waits until `/get/a` answers 200 again, at most `limit`, and checks
-    /// that it answers `expected`: the value from before the outage.
-    async fn recovers_within(client: &mut Client, limit: Duration, expected: &str) {
-        let started = Instant::now();
-        loop {
-            let reply = client.get("/get/a").await;
-            if reply.status == StatusCode::OK {
-                assert_eq!(
-                    reply.body, expected,
-                    "a write from before the outage was lost"
-                );
-                break;
-            }
-            assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
-            assert!(started.elapsed() < limit, "no recovery within {limit:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        eprintln!("recovered after {:?}", started.elapsed());
-        assert_eq!(client.get("/set/a/again").await.status, StatusCode::OK);
-        assert_eq!(client.get("/get/a").await.body, "again");
-    }
 
     /// One test, because all of it stops the same server:
     ///
@@ -703,7 +614,6 @@ mod fault {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn stopped_killed_and_hung_redis_give_503_then_recover() {
         let url = required_env("CLOAKROOM_REDIS_FAULT_URL");
-        let start = required_env("CLOAKROOM_REDIS_FAULT_START");
         let server = cloakroom_tests::fault::Server::from_env("REDIS_FAULT");
         let _restart = cloakroom_tests::fault::Restart(&server);
 
@@ -729,51 +639,27 @@ mod fault {
         assert_eq!(client.get("/get/a").await.body, "1");
 
         // Requests are in flight when the server dies.
-        let before = pid();
         let flooding = {
             let client = client.replay();
-            tokio::spawn(async move { flood(&client, Duration::from_millis(1500)).await })
+            tokio::spawn(async move { flood(&client, "/get/a", Duration::from_millis(1500)).await })
         };
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(signal("-KILL", &before), "kill redis {before}");
-        while signal("-0", &before) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        server.kill().await;
         flooding.await.expect("flood during the kill");
         // Now it is certainly down: every answer is a 503.
-        let statuses = flood(&client, Duration::from_millis(1500)).await;
-        assert!(!statuses.is_empty());
-        assert!(
-            statuses
-                .iter()
-                .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
-            "{statuses:?}"
-        );
+        all_unavailable(&flood(&client, "/get/a", Duration::from_millis(1500)).await);
 
         let restarted = Instant::now();
-        let ok = Command::new(&start).status().expect("run the start script");
-        assert!(ok.success(), "{start} failed");
+        server.start();
         // SIGKILL after an fsync'ed write: the session is still there.
-        recovers_within(
-            &mut client,
-            Duration::from_secs(5).saturating_sub(restarted.elapsed()),
-            "1",
-        )
-        .await;
+        let limit = Duration::from_secs(5).saturating_sub(restarted.elapsed());
+        recovers_within(&mut client, "/get/a", limit, Some("1")).await;
+        assert_eq!(client.get("/set/a/again").await.status, StatusCode::OK);
 
         // A server that hangs instead of refusing: only timeouts bound this.
-        let hung = pid();
-        assert!(signal("-STOP", &hung));
-        let guard = Continue(hung);
-        let statuses = flood(&client, Duration::from_millis(2500)).await;
-        assert!(!statuses.is_empty());
-        assert!(
-            statuses
-                .iter()
-                .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
-            "{statuses:?}"
-        );
-        drop(guard);
-        recovers_within(&mut client, Duration::from_secs(5), "again").await;
+        let paused = server.pause().await;
+        all_unavailable(&flood(&client, "/get/a", Duration::from_millis(2500)).await);
+        drop(paused);
+        recovers_within(&mut client, "/get/a", Duration::from_secs(5), Some("again")).await;
     }
 }

@@ -9,7 +9,7 @@ use crate::Error;
 /// The session data: JSON values by key.
 pub type Data = Map<String, Value>;
 
-/// How a session expires, as set by [`Session::set_expiry`] in the layer.
+/// How a session expires, as set by `Session::set_expiry` in the `cloakroom` crate.
 ///
 /// A session with no explicit expiry follows the layer's settings
 /// (`SESSION_COOKIE_AGE`, `SESSION_EXPIRE_AT_BROWSER_CLOSE`), as in Django.
