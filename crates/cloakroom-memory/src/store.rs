@@ -100,17 +100,7 @@ impl MemoryStore {
     /// # Errors
     /// When the setting is not a whole number above zero.
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
-        const NAME: &str = "SESSION_CACHE_MAX_ENTRIES";
-        let max: u64 = parse_or(
-            settings,
-            NAME,
-            DEFAULT_MAX_ENTRIES,
-            "a whole number above 0",
-        )?;
-        if max == 0 {
-            return Err(ConfigError::new(NAME, "0", "a whole number above 0"));
-        }
-        Ok(Self::new(max))
+        Ok(Self::new(max_entries(settings)?))
     }
 
     /// The bound on the number of sessions.

@@ -142,14 +142,7 @@ async fn save_to_store(
             .chain(state.retired.take())
             .collect();
         for id in doomed {
-            let key = id.store_key();
-            session
-                .run(
-                    state,
-                    "delete",
-                    |store| async move { store.delete(&key).await },
-                )
-                .await?;
+            session.delete_record(state, &id).await?;
         }
         if had_cookie {
             jar::append(
@@ -168,14 +161,7 @@ async fn save_to_store(
         state.restore(record);
         let id = written?;
         if let Some(old) = state.retired.take() {
-            let key = old.store_key();
-            session
-                .run(
-                    state,
-                    "delete",
-                    |store| async move { store.delete(&key).await },
-                )
-                .await?;
+            session.delete_record(state, &old).await?;
         }
         id
     } else if config.save_every_request || state.touch {

@@ -207,11 +207,7 @@ impl Session {
             doomed.push(id.clone());
         }
         for id in doomed {
-            let key = id.store_key();
-            self.run(&mut state, "delete", |store| async move {
-                store.delete(&key).await
-            })
-            .await?;
+            self.delete_record(&mut state, &id).await?;
         }
         Ok(())
     }
@@ -340,6 +336,17 @@ impl Session {
         }
         state.loaded = true;
         Ok(state)
+    }
+
+    /// Deletes the record of `id` (a logout, a retired id, an emptied session).
+    pub(crate) async fn delete_record(&self, state: &mut State, id: &Id) -> Result<(), StoreError> {
+        let key = id.store_key();
+        self.run(
+            state,
+            "delete",
+            |store| async move { store.delete(&key).await },
+        )
+        .await
     }
 
     /// Runs one store operation under the layer's timeout; on failure logs it
