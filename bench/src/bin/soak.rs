@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use cloakroom::SessionLayer;
-use cloakroom_bench::{Workload, cloakroom_app};
 use http::Request;
 use http::header::{COOKIE, SET_COOKIE};
 use http_body_util::BodyExt;
@@ -69,7 +68,7 @@ async fn serve() -> i32 {
         Ok(addr) => println!("{addr}"),
         Err(err) => fail(&format!("address: {err}")),
     }
-    match axum::serve(listener, cloakroom_app(layer, Workload::Write)).await {
+    match axum::serve(listener, cloakroom_bench::apps::cloakroom(layer)).await {
         Ok(()) => 0,
         Err(err) => fail(&format!("serve: {err}")),
     }
@@ -141,7 +140,7 @@ async fn drive() -> i32 {
                     cookie = None;
                     expected = 0;
                 }
-                let mut request = Request::get(format!("http://{addr}/"));
+                let mut request = Request::get(format!("http://{addr}/write"));
                 if let Some(c) = &cookie {
                     request = request.header(COOKIE, c.as_str());
                 }

@@ -108,6 +108,18 @@ impl MemoryStore {
         self.max_entries
     }
 
+    /// How many sessions the cache holds, as of its last bookkeeping (see
+    /// [`MemoryStore::run_pending_tasks`]).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Does the cache's pending bookkeeping now (evictions, expiries, entry
+    /// counts) instead of on later calls; for tests and measurements.
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
     /// Replaces the live record under `key` with `make(old)`, atomically;
     /// false when there is no live record.
     async fn replace_live(

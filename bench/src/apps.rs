@@ -1,0 +1,242 @@
+//! The same four routes served by each variant:
+//!
+//! * `/login` starts a session holding a [`TOKEN_BYTES`] token and a counter
+//!   `n = 0` (the benchmark calls it once per simulated user, before timing);
+//! * `/nosession`: the session layer is present, the handler ignores it;
+//! * `/read`: reads the counter;
+//! * `/write`: increments the counter, so the session is saved.
+//!
+//! `/read` and `/write` answer with the counter, `/login` and `/nosession`
+//! with `ok`; any other status is an error the benchmark counts.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{AppendHeaders, IntoResponse, Response};
+use axum::routing::get;
+use axum_extra::extract::cookie::{Cookie, Key, SignedCookieJar};
+use cloakroom_core::Id;
+use serde::{Deserialize, Serialize};
+
+/// Size of the token each session holds, in bytes.
+pub const TOKEN_BYTES: usize = 2048;
+
+/// How long sessions of the hand-written and cookie-jar variants live.
+const AGE_SECONDS: u64 = 14 * 24 * 3600;
+
+/// A fresh random token of [`TOKEN_BYTES`] URL-safe characters.
+pub fn token() -> String {
+    let mut token = String::with_capacity(TOKEN_BYTES + 43);
+    while token.len() < TOKEN_BYTES {
+        match Id::generate() {
+            Ok(id) => token.push_str(id.expose()),
+            // No OS random source: any filler keeps the size right.
+            Err(_) => token.push_str(&"x".repeat(43)),
+        }
+    }
+    token.truncate(TOKEN_BYTES);
+    token
+}
+
+fn counter(n: u64) -> String {
+    n.to_string()
+}
+
+/// Plain axum: no session layer at all. `/login` still hands out a cookie
+/// shaped like a session id, so every variant is sent the same kind of
+/// request.
+pub fn plain() -> Router {
+    async fn login() -> impl IntoResponse {
+        let id = Id::generate().map(|id| id.expose().to_owned()).unwrap_or_default();
+        (
+            AppendHeaders([(header::SET_COOKIE, format!("sessionid={id}; Path=/"))]),
+            "ok",
+        )
+    }
+    Router::new()
+        .route("/login", get(login))
+        .route("/nosession", get(|| async { "ok" }))
+        .route("/read", get(|| async { "0" }))
+        .route("/write", get(|| async { "1" }))
+}
+
+/// cloakroom behind `layer`.
+pub fn cloakroom(layer: cloakroom::SessionLayer) -> Router {
+    use cloakroom::{Error, Session};
+    async fn login(s: Session) -> Result<&'static str, Error> {
+        s.insert("token", token()).await?;
+        s.insert("n", 0u64).await?;
+        Ok("ok")
+    }
+    async fn read(s: Session) -> Result<String, Error> {
+        Ok(counter(s.get("n").await?.unwrap_or(0)))
+    }
+    async fn write(s: Session) -> Result<String, Error> {
+        let n = s.get::<u64>("n").await?.unwrap_or(0) + 1;
+        s.insert("n", n).await?;
+        Ok(counter(n))
+    }
+    Router::new()
+        .route("/login", get(login))
+        .route("/nosession", get(|| async { "ok" }))
+        .route("/read", get(read))
+        .route("/write", get(write))
+        .layer(layer)
+}
+
+fn unavailable<E: std::fmt::Display>(err: E) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response()
+}
+
+/// tower-sessions 0.14 on `store`.
+pub fn tower_sessions<S>(store: S) -> Router
+where
+    S: tower_sessions::SessionStore + Clone,
+{
+    use tower_sessions::Session;
+    async fn login(s: Session) -> Result<&'static str, Response> {
+        s.insert("token", token()).await.map_err(unavailable)?;
+        s.insert("n", 0u64).await.map_err(unavailable)?;
+        Ok("ok")
+    }
+    async fn read(s: Session) -> Result<String, Response> {
+        let n: Option<u64> = s.get("n").await.map_err(unavailable)?;
+        Ok(counter(n.unwrap_or(0)))
+    }
+    async fn write(s: Session) -> Result<String, Response> {
+        let n = s.get::<u64>("n").await.map_err(unavailable)?.unwrap_or(0) + 1;
+        s.insert("n", n).await.map_err(unavailable)?;
+        Ok(counter(n))
+    }
+    let layer = tower_sessions::SessionManagerLayer::new(store).with_secure(false);
+    Router::new()
+        .route("/login", get(login))
+        .route("/nosession", get(|| async { "ok" }))
+        .route("/read", get(read))
+        .route("/write", get(write))
+        .layer(layer)
+}
+
+/// What the cookie-jar and hand-written Redis variants keep per session.
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    token: String,
+    n: u64,
+}
+
+fn encode(payload: &Payload) -> Result<String, Response> {
+    serde_json::to_string(payload).map_err(|e| unavailable(e))
+}
+
+fn decode(bytes: &[u8]) -> Result<Payload, Response> {
+    serde_json::from_slice(bytes).map_err(|_| StatusCode::BAD_REQUEST.into_response())
+}
+
+/// axum-extra's `SignedCookieJar` holding the session as JSON in the cookie.
+pub fn signed_cookie_jar(key: Key) -> Router {
+    const NAME: &str = "session";
+    fn cookie(value: String) -> Cookie<'static> {
+        Cookie::build((NAME, value))
+            .path("/")
+            .http_only(true)
+            .same_site(axum_extra::extract::cookie::SameSite::Lax)
+            .max_age(time_seconds(AGE_SECONDS))
+            .build()
+    }
+    fn payload(jar: &SignedCookieJar) -> Result<Payload, Response> {
+        let cookie = jar
+            .get(NAME)
+            .ok_or_else(|| StatusCode::BAD_REQUEST.into_response())?;
+        decode(cookie.value().as_bytes())
+    }
+    async fn login(jar: SignedCookieJar) -> Result<(SignedCookieJar, &'static str), Response> {
+        let value = encode(&Payload { token: token(), n: 0 })?;
+        Ok((jar.add(cookie(value)), "ok"))
+    }
+    async fn read(jar: SignedCookieJar) -> Result<String, Response> {
+        Ok(counter(payload(&jar)?.n))
+    }
+    async fn write(jar: SignedCookieJar) -> Result<(SignedCookieJar, String), Response> {
+        let mut p = payload(&jar)?;
+        p.n += 1;
+        let n = p.n;
+        let value = encode(&p)?;
+        Ok((jar.add(cookie(value)), counter(n)))
+    }
+    Router::new()
+        .route("/login", get(login))
+        .route("/nosession", get(|| async { "ok" }))
+        .route("/read", get(read))
+        .route("/write", get(write))
+        .with_state(key)
+}
+
+fn time_seconds(seconds: u64) -> time::Duration {
+    time::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX))
+}
+
+/// The least a Redis-backed session can cost: one `GET` per request (and a
+/// `SET .. EX` when it changed) on one shared multiplexed connection, the
+/// session id in a plain cookie, no layer.
+pub fn redis_by_hand(connection: redis::aio::MultiplexedConnection) -> Router {
+    type Conn = State<redis::aio::MultiplexedConnection>;
+    fn key_of(headers: &HeaderMap) -> Result<String, Response> {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix("sid="))
+            .map(|id| format!("by-hand:{id}"))
+            .ok_or_else(|| StatusCode::BAD_REQUEST.into_response())
+    }
+    async fn load(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Result<Payload, Response> {
+        let bytes: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(key)
+            .query_async(conn)
+            .await
+            .map_err(unavailable)?;
+        decode(&bytes.ok_or_else(|| StatusCode::BAD_REQUEST.into_response())?)
+    }
+    async fn save(
+        conn: &mut redis::aio::MultiplexedConnection,
+        key: &str,
+        payload: &Payload,
+    ) -> Result<(), Response> {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(encode(payload)?)
+            .arg("EX")
+            .arg(AGE_SECONDS)
+            .query_async::<()>(conn)
+            .await
+            .map_err(unavailable)
+    }
+    async fn login(State(mut conn): Conn) -> Result<Response, Response> {
+        let id = Id::generate().map_err(unavailable)?;
+        let key = format!("by-hand:{}", id.expose());
+        save(&mut conn, &key, &Payload { token: token(), n: 0 }).await?;
+        let cookie = format!(
+            "sid={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={AGE_SECONDS}",
+            id.expose()
+        );
+        Ok((AppendHeaders([(header::SET_COOKIE, cookie)]), "ok").into_response())
+    }
+    async fn read(State(mut conn): Conn, headers: HeaderMap) -> Result<String, Response> {
+        let key = key_of(&headers)?;
+        Ok(counter(load(&mut conn, &key).await?.n))
+    }
+    async fn write(State(mut conn): Conn, headers: HeaderMap) -> Result<String, Response> {
+        let key = key_of(&headers)?;
+        let mut payload = load(&mut conn, &key).await?;
+        payload.n += 1;
+        save(&mut conn, &key, &payload).await?;
+        Ok(counter(payload.n))
+    }
+    Router::new()
+        .route("/login", get(login))
+        .route("/nosession", get(|| async { "ok" }))
+        .route("/read", get(read))
+        .route("/write", get(write))
+        .with_state(connection)
+}
