@@ -11,7 +11,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
@@ -154,8 +154,37 @@ impl Options {
     }
 }
 
-/// Results of one round: variant name → one measurement per route.
-type Round = HashMap<&'static str, Vec<Measurement>>;
+/// One route of one variant, measured right after plain axum on the same
+/// route, so that a ratio never compares moments far apart on a noisy host.
+#[derive(Debug, Clone, Copy)]
+struct Pair {
+    ours: Measurement,
+    plain: Measurement,
+}
+
+impl Pair {
+    fn vs_plain(&self) -> Option<f64> {
+        (self.plain.rate > 0.0).then(|| self.ours.rate / self.plain.rate)
+    }
+}
+
+/// Results of one round: variant name → one pair per route.
+type Round = HashMap<&'static str, Vec<Pair>>;
+
+/// A variant's server, logged in and ready to load.
+struct Ready {
+    server: Server,
+    files: (PathBuf, PathBuf),
+}
+
+fn ready(exe: &Path, plan: &Plan, variant: &Variant) -> Result<Ready, String> {
+    let server = Server::start(exe, variant.name, plan.server_core)?;
+    let cookies = load::log_in(server.addr(), plan.sessions)?;
+    let first = cookies.first().map_or("", String::as_str);
+    load::check(server.addr(), first)?;
+    let files = load::prepare(plan, variant.name, &cookies)?;
+    Ok(Ready { server, files })
+}
 
 fn run(options: &Options) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
@@ -171,21 +200,23 @@ fn run(options: &Options) -> Result<(), String> {
         Vec::new()
     };
 
+    let plain_variant = variants::find(PLAIN).ok_or("no plain variant")?;
     let mut rounds: Vec<Round> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     for round in 1..=options.rounds {
+        let plain = ready(&exe, plan, &plain_variant)?;
         let mut results = Round::new();
-        for variant in &selected {
-            match run_variant(&exe, plan, variant, round) {
-                Ok(measured) => {
-                    let errors: u64 = measured.iter().map(|m| m.errors).sum();
+        for variant in selected.iter().filter(|v| v.name != PLAIN) {
+            match run_variant(&exe, plan, &plain, variant, round) {
+                Ok(pairs) => {
+                    let errors: u64 = pairs.iter().map(|p| p.ours.errors + p.plain.errors).sum();
                     if errors > 0 {
                         failures.push(format!(
                             "{} (round {round}): {errors} failed requests",
                             variant.label
                         ));
                     }
-                    results.insert(variant.name, measured);
+                    results.insert(variant.name, pairs);
                 }
                 Err(err) => failures.push(format!("{} (round {round}): {err}", variant.label)),
             }
@@ -227,32 +258,31 @@ fn measure_footprint(exe: &Path, engine: &str, sessions: usize) -> Result<Footpr
 fn run_variant(
     exe: &Path,
     plan: &Plan,
+    plain: &Ready,
     variant: &Variant,
     round: usize,
-) -> Result<Vec<Measurement>, String> {
-    let server = Server::start(exe, variant.name, plan.server_core)?;
-    let cookies = load::log_in(server.addr(), plan.sessions)?;
-    let first = cookies.first().map_or("", String::as_str);
-    load::check(server.addr(), first)?;
-    let files = load::prepare(plan, variant.name, &cookies)?;
-    let mut measured = Vec::with_capacity(ROUTES.len());
+) -> Result<Vec<Pair>, String> {
+    let ours = ready(exe, plan, variant)?;
+    let mut pairs = Vec::with_capacity(ROUTES.len());
     for route in ROUTES {
-        let m = load::measure(plan, server.addr(), route, &files)?;
+        let plain = load::measure(plan, plain.server.addr(), route, &plain.files)?;
+        let m = load::measure(plan, ours.server.addr(), route, &ours.files)?;
         eprintln!(
-            "round {round}: {:<40} {:<10} {:>8.0} req/s  p99 {:>6.2} ms{}",
+            "round {round}: {:<40} {:<10} {:>8.0} req/s  p99 {:>6.2} ms  (plain axum just before: {:>8.0} req/s){}",
             variant.label,
             route,
             m.rate,
             m.p99_us / 1000.0,
-            if m.errors > 0 {
-                format!("  {} ERRORS", m.errors)
+            plain.rate,
+            if m.errors + plain.errors > 0 {
+                format!("  {} ERRORS", m.errors + plain.errors)
             } else {
                 String::new()
             }
         );
-        measured.push(m);
+        pairs.push(Pair { ours: m, plain });
     }
-    Ok(measured)
+    Ok(pairs)
 }
 
 fn median(mut values: Vec<f64>) -> Option<f64> {
@@ -268,15 +298,44 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     })
 }
 
-/// Median over the rounds of what `f` reads from each.
-fn across(rounds: &[Round], f: impl Fn(&Round) -> Option<f64>) -> Option<f64> {
-    median(rounds.iter().filter_map(f).collect())
+/// The pair of `name` on route `i` in one round.
+fn pair(round: &Round, name: &str, i: usize) -> Option<Pair> {
+    round.get(name)?.get(i).copied()
 }
 
-fn ratio(round: &Round, name: &str, other: &str, i: usize) -> Option<f64> {
-    let ours = round.get(name)?.get(i)?.rate;
-    let theirs = round.get(other)?.get(i)?.rate;
-    (theirs > 0.0).then(|| ours / theirs)
+/// One table cell group: requests/s, p99 in ms, ratio to plain axum and to
+/// the rival, each the median over the rounds.
+fn cells(rounds: &[Round], variant: &Variant, i: usize) -> [Option<f64>; 4] {
+    let across = |f: &dyn Fn(&Round) -> Vec<f64>| median(rounds.iter().flat_map(f).collect());
+    if variant.name == PLAIN {
+        // Every plain measurement of the round, and by definition 1.
+        let all = |f: fn(&Pair) -> f64| {
+            across(&|r: &Round| r.values().filter_map(|p| p.get(i)).map(f).collect())
+        };
+        return [
+            all(|p| p.plain.rate),
+            all(|p| p.plain.p99_us / 1000.0),
+            Some(1.0),
+            None,
+        ];
+    }
+    let ours = |f: fn(&Pair) -> Option<f64>| {
+        across(&|r: &Round| pair(r, variant.name, i).and_then(|p| f(&p)).into_iter().collect())
+    };
+    // Against the rival through each one's own plain measurement.
+    let vs_rival = variant.rival.and_then(|rival| {
+        across(&|r: &Round| {
+            let ours = pair(r, variant.name, i).and_then(|p| p.vs_plain());
+            let theirs = pair(r, rival, i).and_then(|p| p.vs_plain());
+            ours.zip(theirs).map(|(a, b)| a / b).into_iter().collect()
+        })
+    });
+    [
+        ours(|p| Some(p.ours.rate)),
+        ours(|p| Some(p.ours.p99_us / 1000.0)),
+        ours(Pair::vs_plain),
+        vs_rival,
+    ]
 }
 
 fn print_header(options: &Options) {
@@ -307,7 +366,10 @@ fn print_header(options: &Options) {
         plan.warmup.as_secs(),
         options.rounds
     );
-    println!("x axum: ratio to plain axum; x rival: ratio to the variant named in brackets");
+    println!(
+        "x axum: ratio to plain axum measured just before on the same route; \
+         x rival: the same ratio divided by the bracketed variant's"
+    );
     println!();
 }
 
@@ -332,12 +394,7 @@ fn print_table(selected: &[Variant], rounds: &[Round]) {
         };
         print!("{label:<44}");
         for i in 0..ROUTES.len() {
-            let rate = across(rounds, |r| Some(r.get(variant.name)?.get(i)?.rate));
-            let p99 = across(rounds, |r| Some(r.get(variant.name)?.get(i)?.p99_us / 1000.0));
-            let vs_plain = across(rounds, |r| ratio(r, variant.name, PLAIN, i));
-            let vs_rival = variant
-                .rival
-                .and_then(|rival| across(rounds, |r| ratio(r, variant.name, rival, i)));
+            let [rate, p99, vs_plain, vs_rival] = cells(rounds, variant, i);
             print!(
                 " | {:>8} {:>7} {:>7} {:>8}",
                 fmt(rate, 0),

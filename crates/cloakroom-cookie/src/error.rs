@@ -27,10 +27,7 @@ pub enum CookieError {
     /// The record could not be serialized.
     #[error("the session could not be serialized")]
     Serialize(#[source] Error),
-    /// Compressing the payload failed.
-    #[error("the session could not be compressed")]
-    Compress(#[source] std::io::Error),
-    /// The sealed value (or the JSON inside it) exceeds what
+    /// The sealed value (or the record inside it) exceeds what
     /// [`open`](cloakroom_core::CookieCodec::open) accepts, so sealing it
     /// would make a cookie that could never be read back.
     #[error("the sealed session is {len} bytes; at most {max} bytes can be read back")]
@@ -49,7 +46,7 @@ impl From<CookieError> for Error {
             // Without randomness no value can be sealed right now: the same
             // "unavailable" answer (503) as a backend that is down.
             CookieError::Random | CookieError::Crypto(_) => ErrorKind::Backend,
-            CookieError::Serialize(_) | CookieError::Compress(_) => ErrorKind::Serialization,
+            CookieError::Serialize(_) => ErrorKind::Serialization,
             CookieError::TooLarge { .. } => ErrorKind::TooLarge,
         };
         match e {

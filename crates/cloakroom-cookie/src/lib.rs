@@ -77,7 +77,7 @@ mod test_rng;
 pub use encrypted::EncryptedCookies;
 pub use error::CookieError;
 pub use keys::{MIN_SECRET_LEN, Secret};
-pub use payload::{MAX_PLAINTEXT_LEN, MAX_VALUE_LEN};
+pub use payload::{COMPRESS_ABOVE, MAX_PLAINTEXT_LEN, MAX_VALUE_LEN};
 pub use signed::SignedCookies;
 
 /// The post-authentication decoder, for the cargo-fuzz target in `fuzz/`

@@ -1,7 +1,10 @@
 //! The bytes inside the seal, and the text of the cookie value.
 //!
-//! The payload is [`Record::to_bytes`] (compact JSON), deflated when that makes
-//! it shorter; a flag byte says which. The cookie value is the sealed envelope
+//! The payload is [`Record::to_bytes`] (MessagePack), deflated when the
+//! record is over [`COMPRESS_ABOVE`] bytes and deflating makes it shorter; a
+//! flag byte says which. Deflate runs at its fastest level on a per-thread
+//! compressor and decompressor that are reset, not rebuilt, for each cookie:
+//! setting one up costs far more than compressing a few kilobytes. The cookie value is the sealed envelope
 //! in unpadded base64url, whose alphabet (`A-Z a-z 0-9 - _`) needs no quoting
 //! or escaping in a `Set-Cookie` header.
 //!
@@ -12,14 +15,12 @@
 //! so only a holder of the key could make such a stream, but a bound costs
 //! nothing.)
 
-use std::io::{Read, Write};
+use std::cell::RefCell;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloakroom_core::Record;
-use flate2::Compression;
-use flate2::read::DeflateDecoder;
-use flate2::write::DeflateEncoder;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use crate::CookieError;
 
@@ -30,35 +31,91 @@ use crate::CookieError;
 /// (a few KB) is far lower.
 pub const MAX_VALUE_LEN: usize = 64 * 1024;
 
-/// The largest JSON payload accepted, in bytes (1 MiB), before compression on
+/// The largest payload accepted, in bytes (1 MiB), before compression on
 /// sealing and after decompression on opening.
 pub const MAX_PLAINTEXT_LEN: usize = 1024 * 1024;
 
-/// Flag byte: the body is the JSON itself.
+/// Records up to this many bytes are not compressed. They fit one cookie as
+/// they are (4000 characters of base64url carry 3000 bytes, less the
+/// envelope), and deflating them would save some bytes per request at the
+/// price of a deflate on every save and an inflate on every request.
+pub const COMPRESS_ABOVE: usize = 2900;
+
+/// Flag byte: the body is the record's bytes themselves.
 pub(crate) const FLAG_PLAIN: u8 = 0;
-/// Flag byte: the body is a raw deflate stream of the JSON.
+/// Flag byte: the body is a raw deflate stream of the record's bytes.
 pub(crate) const FLAG_DEFLATE: u8 = 1;
 
-/// Serializes `record` and picks the shorter of plain and deflated JSON.
+thread_local! {
+    static DEFLATE: RefCell<Option<Compress>> = const { RefCell::new(None) };
+    static INFLATE: RefCell<Option<Decompress>> = const { RefCell::new(None) };
+}
+
+/// `input` as a raw deflate stream, if that is shorter than `input`.
+fn deflate(input: &[u8]) -> Option<Vec<u8>> {
+    DEFLATE.with(|cell| {
+        let mut cell = cell.try_borrow_mut().ok()?;
+        let compressor = cell.get_or_insert_with(|| Compress::new(Compression::fast(), false));
+        compressor.reset();
+        // Room for the worst case (stored blocks), so the stream always ends;
+        // it is kept only if shorter than the input.
+        let mut out = Vec::with_capacity(input.len() + input.len() / 64 + 64);
+        match compressor.compress_vec(input, &mut out, FlushCompress::Finish) {
+            Ok(Status::StreamEnd) if out.len() < input.len() => Some(out),
+            _ => None,
+        }
+    })
+}
+
+/// Inflates a raw deflate stream of at most `limit` bytes; `None` when the
+/// stream is broken, unfinished or longer.
+fn inflate(body: &[u8], limit: usize) -> Option<Vec<u8>> {
+    INFLATE.with(|cell| {
+        let mut cell = cell.try_borrow_mut().ok()?;
+        let decompressor = cell.get_or_insert_with(|| Decompress::new(false));
+        decompressor.reset(false);
+        let mut out = Vec::with_capacity((body.len() * 4).clamp(1024, limit));
+        loop {
+            let (read, written) = (decompressor.total_in(), decompressor.total_out());
+            let rest = body.get(usize::try_from(read).ok()?..)?;
+            let status = decompressor
+                .decompress_vec(rest, &mut out, FlushDecompress::None)
+                .ok()?;
+            if status == Status::StreamEnd {
+                return Some(out);
+            }
+            if out.len() == out.capacity() {
+                // Out of room: grow within the limit, or give up.
+                if out.capacity() >= limit {
+                    return None;
+                }
+                out.reserve_exact((out.capacity() * 2).min(limit) - out.len());
+            } else if (read, written) == (decompressor.total_in(), decompressor.total_out()) {
+                // Room left but no progress: the stream is cut short.
+                return None;
+            }
+        }
+    })
+}
+
+/// Serializes `record` and, when `compress` is on and the record is over
+/// [`COMPRESS_ABOVE`] bytes, picks the shorter of plain and deflated bytes.
 /// Returns the flag byte and the body.
 pub(crate) fn encode(record: &Record, compress: bool) -> Result<(u8, Vec<u8>), CookieError> {
-    let json = record.to_bytes().map_err(CookieError::Serialize)?;
-    if json.len() > MAX_PLAINTEXT_LEN {
+    let bytes = record.to_bytes().map_err(CookieError::Serialize)?;
+    if bytes.len() > MAX_PLAINTEXT_LEN {
         return Err(CookieError::TooLarge {
-            len: json.len(),
+            len: bytes.len(),
             max: MAX_PLAINTEXT_LEN,
         });
     }
-    if compress {
-        let mut encoder =
-            DeflateEncoder::new(Vec::with_capacity(json.len() / 2), Compression::default());
-        encoder.write_all(&json).map_err(CookieError::Compress)?;
-        let deflated = encoder.finish().map_err(CookieError::Compress)?;
-        if deflated.len() < json.len() {
-            return Ok((FLAG_DEFLATE, deflated));
-        }
+    if compress
+        && bytes.len() > COMPRESS_ABOVE
+        && let Some(deflated) = deflate(&bytes)
+    {
+        return Ok((FLAG_DEFLATE, deflated));
     }
-    Ok((FLAG_PLAIN, json))
+    Ok((FLAG_PLAIN, bytes))
 }
 
 /// Reads an authenticated payload back into a record, which must carry the
@@ -66,19 +123,7 @@ pub(crate) fn encode(record: &Record, compress: bool) -> Result<(u8, Vec<u8>), C
 pub(crate) fn decode(flag: u8, body: &[u8], deadline_ms: i64) -> Option<Record> {
     let record = match flag {
         FLAG_PLAIN if body.len() <= MAX_PLAINTEXT_LEN => Record::from_bytes(body).ok()?,
-        FLAG_DEFLATE => {
-            let mut json = Vec::new();
-            // One byte past the bound tells "exactly at the bound" from "over".
-            let limit = u64::try_from(MAX_PLAINTEXT_LEN).ok()? + 1;
-            DeflateDecoder::new(body)
-                .take(limit)
-                .read_to_end(&mut json)
-                .ok()?;
-            if json.len() > MAX_PLAINTEXT_LEN {
-                return None;
-            }
-            Record::from_bytes(&json).ok()?
-        }
+        FLAG_DEFLATE => Record::from_bytes(&inflate(body, MAX_PLAINTEXT_LEN)?).ok()?,
         _ => return None,
     };
     // The envelope's deadline is the one the MAC covers; the record's own copy
@@ -126,6 +171,8 @@ pub(crate) fn push_name(out: &mut Vec<u8>, name: &str) {
 mod tests {
     use super::*;
     use cloakroom_core::record::Data;
+    use flate2::write::DeflateEncoder;
+    use std::io::Write;
     use serde_json::json;
     use time::OffsetDateTime;
 
@@ -141,13 +188,17 @@ mod tests {
 
     #[test]
     fn compresses_only_when_shorter() {
-        // A token of random base64 does not deflate: the plain JSON is kept.
+        // A short token of random base64 does not deflate: the plain bytes
+        // are kept.
         let token = "Qx7-vR2kLm9_ZpW4tYb8NcE1uJ6hDf3sGa0oIeXq5Kw";
         let small = record(json!({ "t": token }));
         let (flag, body) = encode(&small, true).unwrap();
         assert_eq!(flag, FLAG_PLAIN);
         assert_eq!(body, small.to_bytes().unwrap());
-        let big = record(json!({"catalog": "endpoint ".repeat(200)}));
+        // Compressible but small enough for one cookie: kept plain.
+        let medium = record(json!({"catalog": "endpoint ".repeat(200)}));
+        assert_eq!(encode(&medium, true).unwrap().0, FLAG_PLAIN);
+        let big = record(json!({"catalog": "endpoint ".repeat(400)}));
         let (flag, body) = encode(&big, true).unwrap();
         assert_eq!(flag, FLAG_DEFLATE);
         assert!(body.len() < big.to_bytes().unwrap().len() / 10);

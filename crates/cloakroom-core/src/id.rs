@@ -22,7 +22,7 @@ pub const ID_LEN: usize = 43;
 /// layer when it writes the cookie. Stores never see it: they get the
 /// [`StoreKey`] (SHA-256 of the id).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Id(String);
+pub struct Id([u8; ID_LEN]);
 
 impl Id {
     /// Draws a fresh id from the OS random number generator.
@@ -34,7 +34,11 @@ impl Id {
         SystemRandom::new()
             .fill(&mut bytes)
             .map_err(|_| Error::new(ErrorKind::Backend, "the OS random number generator failed"))?;
-        Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
+        let mut text = [0u8; ID_LEN];
+        match URL_SAFE_NO_PAD.encode_slice(bytes, &mut text) {
+            Ok(ID_LEN) => Ok(Self(text)),
+            _ => Err(Error::new(ErrorKind::Backend, "an id did not encode to 43 characters")),
+        }
     }
 
     /// Parses a cookie value, accepting it only if it has the exact form of an
@@ -50,31 +54,38 @@ impl Id {
             return None;
         }
         // The decoder rejects non-canonical trailing bits, so each 32-byte id
-        // has exactly one accepted spelling.
-        match URL_SAFE_NO_PAD.decode(value) {
-            Ok(bytes) if bytes.len() == ID_BYTES => Some(Self(value.to_owned())),
+        // has exactly one accepted spelling. The buffer leaves room for the
+        // decoder's size estimate; a valid id fills exactly 32 bytes.
+        let mut bytes = [0u8; ID_BYTES + 3];
+        match URL_SAFE_NO_PAD.decode_slice(value, &mut bytes) {
+            Ok(ID_BYTES) => value.as_bytes().try_into().ok().map(Self),
             _ => None,
         }
     }
 
     /// The id as it goes into the cookie. Do not log it.
     pub fn expose(&self) -> &str {
-        &self.0
+        ascii(&self.0)
     }
 
     /// The key under which stores keep this session: the SHA-256 of the id.
     pub fn store_key(&self) -> StoreKey {
-        let digest = ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes());
-        let mut hex = String::with_capacity(64);
-        for b in digest.as_ref() {
-            hex.push(char::from(HEX[usize::from(b >> 4)]));
-            hex.push(char::from(HEX[usize::from(b & 0x0f)]));
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.0);
+        let mut hex = [0u8; 64];
+        for (pair, b) in hex.chunks_exact_mut(2).zip(digest.as_ref()) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0x0f)];
         }
         StoreKey(hex)
     }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Text known to be ASCII (ids and keys are built from ASCII alphabets only).
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
 
 impl fmt::Debug for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -87,32 +98,45 @@ impl fmt::Debug for Id {
 ///
 /// A dump of the store therefore does not contain any cookie value that would
 /// let someone log in.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StoreKey(String);
+///
+/// It is held inline (no allocation), so deriving one per request is cheap.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreKey([u8; 64]);
 
 impl StoreKey {
     /// The 64 hex characters.
     pub fn as_str(&self) -> &str {
-        &self.0
+        ascii(&self.0)
+    }
+
+    /// The 32 bytes of the digest, for in-process stores that key by them.
+    pub fn digest(&self) -> [u8; 32] {
+        let nibble = |c: u8| if c.is_ascii_digit() { c - b'0' } else { c - b'a' + 10 };
+        let mut out = [0u8; 32];
+        for (b, pair) in out.iter_mut().zip(self.0.chunks_exact(2)) {
+            *b = (nibble(pair[0]) << 4) | nibble(pair[1]);
+        }
+        out
     }
 
     /// Builds a key from 64 lowercase hex characters, for stores that list
     /// their keys back (tests, maintenance tools).
     pub fn from_hex(hex: &str) -> Option<Self> {
-        (hex.len() == 64 && hex.bytes().all(|b| HEX.contains(&b))).then(|| Self(hex.to_owned()))
+        let bytes: [u8; 64] = hex.as_bytes().try_into().ok()?;
+        bytes.iter().all(|b| HEX.contains(b)).then_some(Self(bytes))
     }
 }
 
 impl fmt::Debug for StoreKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A hash is not a secret; a prefix is enough to correlate log lines.
-        write!(f, "StoreKey({}…)", &self.0[..8])
+        write!(f, "StoreKey({}…)", &self.as_str()[..8])
     }
 }
 
 impl fmt::Display for StoreKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -161,6 +185,9 @@ mod tests {
         assert!(!key.as_str().contains(id.expose()));
         assert_eq!(key, id.store_key());
         assert_eq!(StoreKey::from_hex(key.as_str()), Some(key));
+        let digest = ring::digest::digest(&ring::digest::SHA256, id.expose().as_bytes());
+        assert_eq!(key.digest().as_slice(), digest.as_ref());
+        assert!(StoreKey::from_hex(&key.as_str().to_uppercase()).is_none());
         assert!(format!("{id:?}").contains("REDACTED"));
     }
 }

@@ -2,17 +2,45 @@
 //! `cached_db` engine).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cloakroom_core::config::{ConfigError, Settings, millis_or};
 use cloakroom_core::{Error, Record, SessionStore, StoreKey, async_trait};
 use moka::future::Cache;
 use time::OffsetDateTime;
 
-use crate::store::{UntilDeadline, max_entries};
+use crate::store::max_entries;
 
 /// Default local time-to-live of a cached copy (`SESSION_CACHED_DB_TTL_MS`).
 pub const DEFAULT_LOCAL_TTL: Duration = Duration::from_secs(5);
+
+/// Lets every local copy live until its session's deadline, and at most
+/// `cap` (the local TTL).
+struct UntilDeadline {
+    cap: Duration,
+}
+
+impl UntilDeadline {
+    fn ttl(&self, record: &Record) -> Duration {
+        record.remaining().unwrap_or(Duration::ZERO).min(self.cap)
+    }
+}
+
+impl moka::Expiry<StoreKey, Arc<Record>> for UntilDeadline {
+    fn expire_after_create(&self, _: &StoreKey, value: &Arc<Record>, _: Instant) -> Option<Duration> {
+        Some(self.ttl(value))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &StoreKey,
+        value: &Arc<Record>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.ttl(value))
+    }
+}
 
 /// A store (the database, for `cached_db`) behind a write-through cache in
 /// this process.
@@ -69,7 +97,7 @@ impl CachedStore {
             inner,
             cache: Cache::builder()
                 .max_capacity(max_entries)
-                .expire_after(UntilDeadline { cap: Some(ttl) })
+                .expire_after(UntilDeadline { cap: ttl })
                 .build(),
             gone: Cache::builder()
                 .max_capacity(max_entries)

@@ -1,10 +1,9 @@
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use cloakroom_core::config::{ConfigError, Settings, parse_or};
 use cloakroom_core::{Error, Record, SessionStore, StoreKey, async_trait};
 use moka::future::Cache;
-use moka::ops::compute::{CompResult, Op};
 use time::OffsetDateTime;
 
 /// Default bound on the number of sessions kept (`SESSION_CACHE_MAX_ENTRIES`).
@@ -12,11 +11,14 @@ pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 
 /// A session store in this process's memory, on a moka cache.
 ///
-/// Created, updated and touched atomically per key (moka's entry API), so a
+/// Each session is one cache entry keyed by the 32 bytes of its store key,
+/// holding the record's bytes (MessagePack: compact, and quick to decode)
+/// and its deadline. Updates and touches change an entry in place
+/// and never insert one, and a delete removes the entry and empties it, so a
 /// concurrent delete is never undone by an update.
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<StoreKey, Arc<Record>>,
+    cache: Cache<[u8; 32], Arc<Slot>>,
     max_entries: u64,
 }
 
@@ -29,37 +31,83 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-/// Lets every entry live until its own session deadline, or for at most
-/// `cap` when one is given (the cached_db local TTL).
-pub(crate) struct UntilDeadline {
-    pub(crate) cap: Option<Duration>,
+/// A session as the memory engine keeps it: the record's bytes
+/// ([`Record::to_bytes`]) and its deadline, which a touch moves without
+/// rewriting the bytes.
+struct Stored {
+    bytes: Box<[u8]>,
+    expires_at: OffsetDateTime,
 }
 
-impl UntilDeadline {
-    fn ttl(&self, record: &Record) -> Duration {
-        let left = record.remaining().unwrap_or(Duration::ZERO);
-        self.cap.map_or(left, |cap| left.min(cap))
+impl Stored {
+    fn encode(record: &Record) -> Result<Self, Error> {
+        Ok(Self {
+            bytes: record.to_bytes()?.into_boxed_slice(),
+            expires_at: record.expires_at,
+        })
+    }
+
+    fn decode(&self) -> Result<Record, Error> {
+        let mut record = Record::from_bytes(&self.bytes)?;
+        record.expires_at = self.expires_at;
+        Ok(record)
+    }
+
+    fn is_live(&self, now: OffsetDateTime) -> bool {
+        now < self.expires_at
     }
 }
 
-impl moka::Expiry<StoreKey, Arc<Record>> for UntilDeadline {
-    fn expire_after_create(
+/// One cache entry: the session, or nothing once it was deleted (a request
+/// that fetched the entry just before the delete then finds it empty).
+struct Slot(Mutex<Option<Stored>>);
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, Option<Stored>> {
+        // Nothing panics while holding the lock; if something did, the data
+        // is still a whole value.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Time left until the session's deadline (zero once deleted).
+    fn remaining(&self) -> Duration {
+        match &*self.lock() {
+            Some(stored) => (stored.expires_at - OffsetDateTime::now_utc())
+                .try_into()
+                .unwrap_or(Duration::ZERO),
+            None => Duration::ZERO,
+        }
+    }
+}
+
+/// moka's per-entry expiry: each entry lives until its session's deadline,
+/// worked out again on every access because updates move it in place.
+struct UntilSlotDeadline;
+
+impl moka::Expiry<[u8; 32], Arc<Slot>> for UntilSlotDeadline {
+    fn expire_after_create(&self, _: &[u8; 32], slot: &Arc<Slot>, _: Instant) -> Option<Duration> {
+        Some(slot.remaining())
+    }
+
+    fn expire_after_read(
         &self,
-        _key: &StoreKey,
-        value: &Arc<Record>,
-        _created_at: Instant,
+        _: &[u8; 32],
+        slot: &Arc<Slot>,
+        _: Instant,
+        _: Option<Duration>,
+        _: Instant,
     ) -> Option<Duration> {
-        Some(self.ttl(value))
+        Some(slot.remaining())
     }
 
     fn expire_after_update(
         &self,
-        _key: &StoreKey,
-        value: &Arc<Record>,
-        _updated_at: Instant,
-        _duration_until_expiry: Option<Duration>,
+        _: &[u8; 32],
+        slot: &Arc<Slot>,
+        _: Instant,
+        _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(self.ttl(value))
+        Some(slot.remaining())
     }
 }
 
@@ -88,7 +136,7 @@ impl MemoryStore {
                 // session idle the longest goes, and a fresh login is always
                 // kept (TinyLFU may refuse a new, not yet popular key).
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .expire_after(UntilDeadline { cap: None })
+                .expire_after(UntilSlotDeadline)
                 .build(),
             max_entries,
         }
@@ -120,27 +168,24 @@ impl MemoryStore {
         self.cache.run_pending_tasks().await;
     }
 
-    /// Replaces the live record under `key` with `make(old)`, atomically;
-    /// false when there is no live record.
-    async fn replace_live(
-        &self,
-        key: &StoreKey,
-        make: impl FnOnce(&Record) -> Record + Send,
-    ) -> bool {
-        let result = self
-            .cache
-            .entry_by_ref(key)
-            .and_compute_with(|current| {
-                let op = match current {
-                    Some(entry) if !entry.value().is_expired() => {
-                        Op::Put(Arc::new(make(entry.value())))
-                    }
-                    _ => Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
-        matches!(result, CompResult::ReplacedWith(_))
+    /// Changes the live session under `key` in place; false when there is
+    /// none (never stored, expired or deleted).
+    async fn change_live(&self, key: &StoreKey, change: impl FnOnce(&mut Stored)) -> bool {
+        let digest = key.digest();
+        let Some(slot) = self.cache.get(&digest).await else {
+            return false;
+        };
+        {
+            let mut current = slot.lock();
+            match current.as_mut() {
+                Some(stored) if stored.is_live(OffsetDateTime::now_utc()) => change(stored),
+                _ => return false,
+            }
+        }
+        // moka worked out this entry's expiry from the old deadline when it
+        // was read above; one more read makes it take the new one.
+        let _ = self.cache.get(&digest).await;
+        true
     }
 }
 
@@ -151,47 +196,65 @@ impl SessionStore for MemoryStore {
     }
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
-        Ok(self
-            .cache
-            .get(key)
-            .await
-            .filter(|r| !r.is_expired())
-            .map(|r| Record::clone(&r)))
+        let Some(slot) = self.cache.get(&key.digest()).await else {
+            return Ok(None);
+        };
+        let current = slot.lock();
+        match current.as_ref() {
+            Some(stored) if stored.is_live(OffsetDateTime::now_utc()) => stored.decode().map(Some),
+            _ => Ok(None),
+        }
     }
 
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-        let result = self
+        let digest = key.digest();
+        let mut pending = Some(Stored::encode(record)?);
+        let entry = self
             .cache
-            .entry_by_ref(key)
-            .and_compute_with(|current| {
-                let op = match current {
-                    Some(entry) if !entry.value().is_expired() => Op::Nop,
-                    _ => Op::Put(Arc::new(record.clone())),
-                };
-                std::future::ready(op)
-            })
+            .entry(digest)
+            .or_insert_with(async { Arc::new(Slot(Mutex::new(pending.take()))) })
             .await;
-        Ok(matches!(
-            result,
-            CompResult::Inserted(_) | CompResult::ReplacedWith(_)
-        ))
+        if entry.is_fresh() {
+            return Ok(true);
+        }
+        let slot = entry.into_value();
+        let emptied = {
+            let mut current = slot.lock();
+            match current.as_ref() {
+                Some(stored) if stored.is_live(OffsetDateTime::now_utc()) => return Ok(false),
+                // An expired session moka has not dropped yet: take its place.
+                Some(_) => {
+                    *current = pending.take();
+                    false
+                }
+                // Emptied by a delete that is removing it.
+                None => true,
+            }
+        };
+        if emptied {
+            let fresh = Arc::new(Slot(Mutex::new(pending.take())));
+            self.cache.insert(digest, fresh).await;
+        } else {
+            let _ = self.cache.get(&digest).await;
+        }
+        Ok(true)
     }
 
     async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-        Ok(self.replace_live(key, |_| record.clone()).await)
+        let encoded = Stored::encode(record)?;
+        Ok(self.change_live(key, |stored| *stored = encoded).await)
     }
 
     async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error> {
         Ok(self
-            .replace_live(key, |old| Record {
-                expires_at,
-                ..old.clone()
-            })
+            .change_live(key, |stored| stored.expires_at = expires_at)
             .await)
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
-        self.cache.invalidate(key).await;
+        if let Some(slot) = self.cache.remove(&key.digest()).await {
+            *slot.lock() = None;
+        }
         Ok(())
     }
 }
@@ -199,8 +262,8 @@ impl SessionStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloakroom_core::Id;
     use cloakroom_core::record::Data;
+    use cloakroom_core::{Expiry, Id};
     use serde_json::json;
     use time::Duration as TimeDuration;
 
@@ -264,6 +327,66 @@ mod tests {
         assert!(store.load(&k).await.unwrap().is_none());
         // An expired record does not block a new one under the same key.
         assert!(store.create(&k, &record(60)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn updates_and_touches_move_the_cache_deadline() {
+        let store = MemoryStore::new(10);
+        let (a, b) = (key(), key());
+        let mut short = record(60);
+        short.expires_at = OffsetDateTime::now_utc() + TimeDuration::milliseconds(300);
+        store.create(&a, &short).await.unwrap();
+        store.create(&b, &short).await.unwrap();
+        assert!(store.update(&a, &record(60)).await.unwrap());
+        let later = OffsetDateTime::now_utc() + TimeDuration::minutes(1);
+        assert!(store.touch(&b, later).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        store.run_pending_tasks().await;
+        // Still there after the first deadline: moka took the new one.
+        assert!(store.load(&a).await.unwrap().is_some());
+        assert!(store.load(&b).await.unwrap().is_some());
+        assert_eq!(store.entry_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_value_comes_back_as_it_went_in() {
+        let store = MemoryStore::new(10);
+        let k = key();
+        let mut r = record(60);
+        r.expiry = Some(Expiry::OnInactivity(TimeDuration::seconds(90)));
+        for (name, value) in [
+            ("null", json!(null)),
+            ("bool", json!(true)),
+            ("big", json!(u64::MAX)),
+            ("negative", json!(-42)),
+            ("float", json!(0.1)),
+            ("text", json!("ünïcødé \"quoted\"")),
+            ("nested", json!({"list": [1, "two", [3.5]], "empty": {}})),
+        ] {
+            r.data.insert(name.into(), value);
+        }
+        store.create(&k, &r).await.unwrap();
+        assert_eq!(store.load(&k).await.unwrap().unwrap(), r);
+        r.expiry = Some(Expiry::AtDateTime(
+            OffsetDateTime::from_unix_timestamp(2_000_000_000).unwrap(),
+        ));
+        store.update(&k, &r).await.unwrap();
+        assert_eq!(store.load(&k).await.unwrap().unwrap(), r);
+        r.expiry = Some(Expiry::OnBrowserClose);
+        store.update(&k, &r).await.unwrap();
+        assert_eq!(store.load(&k).await.unwrap().unwrap(), r);
+    }
+
+    #[tokio::test]
+    async fn a_load_that_raced_a_delete_finds_nothing() {
+        let store = MemoryStore::new(10);
+        let k = key();
+        store.create(&k, &record(60)).await.unwrap();
+        let slot = store.cache.get(&k.digest()).await.unwrap();
+        store.delete(&k).await.unwrap();
+        assert!(slot.lock().is_none());
+        assert!(!store.update(&k, &record(60)).await.unwrap());
+        assert!(store.load(&k).await.unwrap().is_none());
     }
 
     #[test]

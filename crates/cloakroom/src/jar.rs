@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use cookie::{Cookie, SameSite};
-use http::HeaderMap;
-use http::header::{COOKIE, SET_COOKIE};
+use http::header::SET_COOKIE;
+use http::{HeaderMap, HeaderValue};
 
 use crate::config::SessionConfig;
 
@@ -33,16 +33,16 @@ pub(crate) struct RequestCookies {
 }
 
 impl RequestCookies {
-    /// Collects `NAME` and `NAME.N` from every `Cookie` header. Headers that
-    /// are not valid UTF-8 or not parseable are skipped, never an error.
-    pub(crate) fn read(headers: &HeaderMap, name: &str) -> Self {
+    /// Collects `NAME` and `NAME.N` from `Cookie` header values. Values that
+    /// are not visible ASCII and pairs without `=` are skipped, never an
+    /// error.
+    pub(crate) fn read<'a>(headers: impl IntoIterator<Item = &'a HeaderValue>, name: &str) -> Self {
         let mut found = Self::default();
-        for header in headers.get_all(COOKIE) {
+        for header in headers {
             let Ok(text) = header.to_str() else { continue };
-            for cookie in Cookie::split_parse(text).flatten() {
-                let cookie_name = cookie.name();
+            for (cookie_name, value) in pairs(text) {
                 if cookie_name == name {
-                    found.main.get_or_insert_with(|| cookie.value().to_owned());
+                    found.main.get_or_insert_with(|| value.to_owned());
                 } else if let Some(n) = cookie_name
                     .strip_prefix(name)
                     .and_then(|rest| rest.strip_prefix('.'))
@@ -50,7 +50,7 @@ impl RequestCookies {
                     .filter(|n| (1..=MAX_CHUNKS).contains(n) && !found.chunk_numbers.contains(n))
                 {
                     found.chunk_numbers.push(n);
-                    found.pieces.push((n, cookie.value().to_owned()));
+                    found.pieces.push((n, value.to_owned()));
                 }
             }
         }
@@ -75,6 +75,21 @@ impl RequestCookies {
         }
         Some(value)
     }
+}
+
+/// The `name=value` pairs of one `Cookie` header (RFC 6265, section 5.4),
+/// names and values trimmed and a value's surrounding double quotes removed.
+fn pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    header.split(';').filter_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        let name = name.trim();
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        (!name.is_empty()).then_some((name, value))
+    })
 }
 
 /// Builds the `Set-Cookie` for `name` with the configured attributes.
@@ -160,7 +175,7 @@ pub(crate) fn split(name: &str, value: &str, max_bytes: usize) -> Option<Vec<(St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::header::COOKIE;
 
     fn headers(cookies: &[(String, String)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -174,7 +189,7 @@ mod tests {
         let parts = split("s", "abc", 7168).unwrap();
         assert_eq!(parts, vec![("s".to_owned(), "abc".to_owned())]);
         assert_eq!(
-            RequestCookies::read(&headers(&parts), "s")
+            RequestCookies::read(headers(&parts).get_all(COOKIE), "s")
                 .joined()
                 .unwrap(),
             "abc"
@@ -187,14 +202,14 @@ mod tests {
         let parts = split("s", &value, 100_000).unwrap();
         assert_eq!(parts.len(), 4);
         assert_eq!(parts[0].1, "chunks-3");
-        let read = RequestCookies::read(&headers(&parts), "s");
+        let read = RequestCookies::read(headers(&parts).get_all(COOKIE), "s");
         assert_eq!(read.joined().unwrap(), value);
         assert_eq!(read.chunk_numbers.len(), 3);
         // A missing piece makes the value unreadable.
         let mut missing = parts.clone();
         missing.remove(2);
         assert!(
-            RequestCookies::read(&headers(&missing), "s")
+            RequestCookies::read(headers(&missing).get_all(COOKIE), "s")
                 .joined()
                 .is_none()
         );
@@ -215,9 +230,9 @@ mod tests {
             COOKIE,
             HeaderValue::from_static("other=1; s=good; s=second"),
         );
-        let read = RequestCookies::read(&h, "s");
+        let read = RequestCookies::read(h.get_all(COOKIE), "s");
         assert_eq!(read.main.as_deref(), Some("good"));
         let h = headers(&[("s".into(), "chunks-99999".into())]);
-        assert!(RequestCookies::read(&h, "s").joined().is_none());
+        assert!(RequestCookies::read(h.get_all(COOKIE), "s").joined().is_none());
     }
 }

@@ -17,8 +17,8 @@ use tower::Service;
 
 use crate::Engine;
 use crate::config::SessionConfig;
-use crate::jar::{self, RequestCookies};
-use crate::session::{Incoming, Session, State, browser_close, expiry_age};
+use crate::jar;
+use crate::session::{CookieHeaders, Incoming, Session, State, browser_close, expiry_age};
 
 /// How many fresh ids `create` is tried with before giving up; a collision
 /// of 256-bit random ids means a broken random source, not bad luck.
@@ -58,21 +58,10 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let found = RequestCookies::read(request.headers(), &self.config.cookie_name);
-        let incoming = match (&self.engine, found.main.as_deref()) {
-            (_, None) => Incoming::Absent,
-            (Engine::Store(_), Some(value)) => {
-                Id::parse(value).map_or(Incoming::Malformed, Incoming::Id)
-            }
-            (Engine::Cookie(_), Some(_)) => {
-                found.joined().map_or(Incoming::Malformed, Incoming::Sealed)
-            }
-        };
         let session = Session::new(
             self.engine.clone(),
             Arc::clone(&self.config),
-            incoming,
-            found.chunk_numbers,
+            CookieHeaders::from_headers(request.headers()),
         );
         request.extensions_mut().insert(session.clone());
 
@@ -131,7 +120,7 @@ async fn save_to_store(
     response: &mut Response<Body>,
 ) -> Result<(), Error> {
     let config = &session.shared.config;
-    let had_cookie = !matches!(session.shared.incoming, Incoming::Absent);
+    let had_cookie = !matches!(session.shared.incoming(), Incoming::Absent);
     if state.is_blank() {
         // An emptied session is gone: its record (and one retired by
         // cycle_id) is deleted and the cookie removed.
@@ -253,10 +242,10 @@ fn save_to_cookie(
     let name = &config.cookie_name;
     let headers = response.headers_mut();
     if state.is_blank() {
-        if !matches!(shared.incoming, Incoming::Absent) {
+        if !matches!(shared.incoming(), Incoming::Absent) {
             jar::append(headers, &jar::removal(config, name.clone()));
         }
-        for n in &shared.chunk_numbers {
+        for n in shared.chunk_numbers() {
             jar::append(headers, &jar::removal(config, format!("{name}.{n}")));
         }
         return Ok(());
@@ -294,7 +283,7 @@ fn save_to_cookie(
         );
     }
     // Pieces of an earlier, longer value would otherwise linger.
-    for n in shared.chunk_numbers.iter().filter(|n| **n > pieces) {
+    for n in shared.chunk_numbers().iter().filter(|n| **n > pieces) {
         jar::append(headers, &jar::removal(config, format!("{name}.{n}")));
     }
     Ok(())

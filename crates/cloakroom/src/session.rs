@@ -1,7 +1,7 @@
 //! The per-request [`Session`] handle.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cloakroom_core::record::Data;
@@ -17,6 +17,8 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::Engine;
 use crate::config::SessionConfig;
+use crate::jar::RequestCookies;
+use http::HeaderValue;
 
 /// What the request's cookie said, checked for form before any store is asked.
 #[derive(Debug)]
@@ -65,10 +67,72 @@ impl std::fmt::Debug for Session {
 pub(crate) struct Shared {
     pub(crate) engine: Engine,
     pub(crate) config: Arc<SessionConfig>,
-    pub(crate) incoming: Incoming,
-    /// Numbers of the `NAME.N` chunk cookies the request carried.
-    pub(crate) chunk_numbers: Vec<usize>,
+    /// The request's `Cookie` headers, read only when the session is used
+    /// (a handler that ignores the session costs no parsing).
+    cookie_headers: CookieHeaders,
+    parsed: OnceLock<Parsed>,
     pub(crate) state: Mutex<State>,
+}
+
+/// The `Cookie` header values of a request; one is the common case and
+/// needs no allocation.
+#[derive(Debug, Default)]
+pub(crate) struct CookieHeaders {
+    first: Option<HeaderValue>,
+    rest: Vec<HeaderValue>,
+}
+
+impl CookieHeaders {
+    /// Takes the values of every `Cookie` header.
+    pub(crate) fn from_headers(headers: &http::HeaderMap) -> Self {
+        let mut values = headers.get_all(http::header::COOKIE).iter();
+        Self {
+            first: values.next().cloned(),
+            rest: values.cloned().collect(),
+        }
+    }
+}
+
+/// What the cookies said, worked out on first use.
+struct Parsed {
+    incoming: Incoming,
+    /// Numbers of the `NAME.N` chunk cookies the request carried.
+    chunk_numbers: Vec<usize>,
+}
+
+impl Shared {
+    fn parsed(&self) -> &Parsed {
+        self.parsed.get_or_init(|| {
+            let headers = &self.cookie_headers;
+            let found = RequestCookies::read(
+                headers.first.iter().chain(&headers.rest),
+                &self.config.cookie_name,
+            );
+            let incoming = match (&self.engine, found.main.as_deref()) {
+                (_, None) => Incoming::Absent,
+                (Engine::Store(_), Some(value)) => {
+                    Id::parse(value).map_or(Incoming::Malformed, Incoming::Id)
+                }
+                (Engine::Cookie(_), Some(_)) => {
+                    found.joined().map_or(Incoming::Malformed, Incoming::Sealed)
+                }
+            };
+            Parsed {
+                incoming,
+                chunk_numbers: found.chunk_numbers,
+            }
+        })
+    }
+
+    /// What the request's session cookie holds.
+    pub(crate) fn incoming(&self) -> &Incoming {
+        &self.parsed().incoming
+    }
+
+    /// Numbers of the `NAME.N` chunk cookies the request carried.
+    pub(crate) fn chunk_numbers(&self) -> &[usize] {
+        &self.parsed().chunk_numbers
+    }
 }
 
 #[derive(Default)]
@@ -101,15 +165,14 @@ impl Session {
     pub(crate) fn new(
         engine: Engine,
         config: Arc<SessionConfig>,
-        incoming: Incoming,
-        chunk_numbers: Vec<usize>,
+        cookie_headers: CookieHeaders,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 engine,
                 config,
-                incoming,
-                chunk_numbers,
+                cookie_headers,
+                parsed: OnceLock::new(),
                 state: Mutex::new(State::default()),
             }),
         }
@@ -201,7 +264,7 @@ impl Session {
             .into_iter()
             .chain(state.retired.take())
             .collect();
-        if let Incoming::Id(id) = &self.shared.incoming
+        if let Incoming::Id(id) = self.shared.incoming()
             && !doomed.contains(id)
         {
             doomed.push(id.clone());
@@ -300,7 +363,7 @@ impl Session {
             return Ok(state);
         }
         let now = OffsetDateTime::now_utc();
-        let record = match (&self.shared.incoming, &self.shared.engine) {
+        let record = match (self.shared.incoming(), &self.shared.engine) {
             (Incoming::Id(id), Engine::Store(_)) => {
                 let key = id.store_key();
                 let found = self
