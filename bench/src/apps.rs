@@ -47,7 +47,9 @@ fn counter(n: u64) -> String {
 /// request.
 pub fn plain() -> Router {
     async fn login() -> impl IntoResponse {
-        let id = Id::generate().map(|id| id.expose().to_owned()).unwrap_or_default();
+        let id = Id::generate()
+            .map(|id| id.expose().to_owned())
+            .unwrap_or_default();
         (
             AppendHeaders([(header::SET_COOKIE, format!("sessionid={id}; Path=/"))]),
             "ok",
@@ -84,8 +86,15 @@ pub fn cloakroom(layer: cloakroom::SessionLayer) -> Router {
         .layer(layer)
 }
 
-fn unavailable<E: std::fmt::Display>(err: E) -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response()
+/// A failed request of the benchmark's own handlers: a status and a reason.
+type Failure = (StatusCode, String);
+
+fn unavailable<E: std::fmt::Display>(err: E) -> Failure {
+    (StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+}
+
+fn bad_request() -> Failure {
+    (StatusCode::BAD_REQUEST, String::new())
 }
 
 /// tower-sessions 0.14 on `store`.
@@ -94,16 +103,16 @@ where
     S: tower_sessions::SessionStore + Clone,
 {
     use tower_sessions::Session;
-    async fn login(s: Session) -> Result<&'static str, Response> {
+    async fn login(s: Session) -> Result<&'static str, Failure> {
         s.insert("token", token()).await.map_err(unavailable)?;
         s.insert("n", 0u64).await.map_err(unavailable)?;
         Ok("ok")
     }
-    async fn read(s: Session) -> Result<String, Response> {
+    async fn read(s: Session) -> Result<String, Failure> {
         let n: Option<u64> = s.get("n").await.map_err(unavailable)?;
         Ok(counter(n.unwrap_or(0)))
     }
-    async fn write(s: Session) -> Result<String, Response> {
+    async fn write(s: Session) -> Result<String, Failure> {
         let n = s.get::<u64>("n").await.map_err(unavailable)?.unwrap_or(0) + 1;
         s.insert("n", n).await.map_err(unavailable)?;
         Ok(counter(n))
@@ -124,12 +133,12 @@ struct Payload {
     n: u64,
 }
 
-fn encode(payload: &Payload) -> Result<String, Response> {
-    serde_json::to_string(payload).map_err(|e| unavailable(e))
+fn encode(payload: &Payload) -> Result<String, Failure> {
+    serde_json::to_string(payload).map_err(unavailable)
 }
 
-fn decode(bytes: &[u8]) -> Result<Payload, Response> {
-    serde_json::from_slice(bytes).map_err(|_| StatusCode::BAD_REQUEST.into_response())
+fn decode(bytes: &[u8]) -> Result<Payload, Failure> {
+    serde_json::from_slice(bytes).map_err(|_| bad_request())
 }
 
 /// axum-extra's `SignedCookieJar` holding the session as JSON in the cookie.
@@ -143,20 +152,23 @@ pub fn signed_cookie_jar(key: Key) -> Router {
             .max_age(time_seconds(AGE_SECONDS))
             .build()
     }
-    fn payload(jar: &SignedCookieJar) -> Result<Payload, Response> {
+    fn payload(jar: &SignedCookieJar) -> Result<Payload, Failure> {
         let cookie = jar
             .get(NAME)
-            .ok_or_else(|| StatusCode::BAD_REQUEST.into_response())?;
+            .ok_or_else(bad_request)?;
         decode(cookie.value().as_bytes())
     }
-    async fn login(jar: SignedCookieJar) -> Result<(SignedCookieJar, &'static str), Response> {
-        let value = encode(&Payload { token: token(), n: 0 })?;
+    async fn login(jar: SignedCookieJar) -> Result<(SignedCookieJar, &'static str), Failure> {
+        let value = encode(&Payload {
+            token: token(),
+            n: 0,
+        })?;
         Ok((jar.add(cookie(value)), "ok"))
     }
-    async fn read(jar: SignedCookieJar) -> Result<String, Response> {
+    async fn read(jar: SignedCookieJar) -> Result<String, Failure> {
         Ok(counter(payload(&jar)?.n))
     }
-    async fn write(jar: SignedCookieJar) -> Result<(SignedCookieJar, String), Response> {
+    async fn write(jar: SignedCookieJar) -> Result<(SignedCookieJar, String), Failure> {
         let mut p = payload(&jar)?;
         p.n += 1;
         let n = p.n;
@@ -180,7 +192,7 @@ fn time_seconds(seconds: u64) -> time::Duration {
 /// session id in a plain cookie, no layer.
 pub fn redis_by_hand(connection: redis::aio::MultiplexedConnection) -> Router {
     type Conn = State<redis::aio::MultiplexedConnection>;
-    fn key_of(headers: &HeaderMap) -> Result<String, Response> {
+    fn key_of(headers: &HeaderMap) -> Result<String, Failure> {
         headers
             .get_all(header::COOKIE)
             .iter()
@@ -188,21 +200,24 @@ pub fn redis_by_hand(connection: redis::aio::MultiplexedConnection) -> Router {
             .flat_map(|v| v.split(';'))
             .find_map(|pair| pair.trim().strip_prefix("sid="))
             .map(|id| format!("by-hand:{id}"))
-            .ok_or_else(|| StatusCode::BAD_REQUEST.into_response())
+            .ok_or_else(bad_request)
     }
-    async fn load(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Result<Payload, Response> {
+    async fn load(
+        conn: &mut redis::aio::MultiplexedConnection,
+        key: &str,
+    ) -> Result<Payload, Failure> {
         let bytes: Option<Vec<u8>> = redis::cmd("GET")
             .arg(key)
             .query_async(conn)
             .await
             .map_err(unavailable)?;
-        decode(&bytes.ok_or_else(|| StatusCode::BAD_REQUEST.into_response())?)
+        decode(&bytes.ok_or_else(bad_request)?)
     }
     async fn save(
         conn: &mut redis::aio::MultiplexedConnection,
         key: &str,
         payload: &Payload,
-    ) -> Result<(), Response> {
+    ) -> Result<(), Failure> {
         redis::cmd("SET")
             .arg(key)
             .arg(encode(payload)?)
@@ -212,21 +227,29 @@ pub fn redis_by_hand(connection: redis::aio::MultiplexedConnection) -> Router {
             .await
             .map_err(unavailable)
     }
-    async fn login(State(mut conn): Conn) -> Result<Response, Response> {
+    async fn login(State(mut conn): Conn) -> Result<Response, Failure> {
         let id = Id::generate().map_err(unavailable)?;
         let key = format!("by-hand:{}", id.expose());
-        save(&mut conn, &key, &Payload { token: token(), n: 0 }).await?;
+        save(
+            &mut conn,
+            &key,
+            &Payload {
+                token: token(),
+                n: 0,
+            },
+        )
+        .await?;
         let cookie = format!(
             "sid={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={AGE_SECONDS}",
             id.expose()
         );
         Ok((AppendHeaders([(header::SET_COOKIE, cookie)]), "ok").into_response())
     }
-    async fn read(State(mut conn): Conn, headers: HeaderMap) -> Result<String, Response> {
+    async fn read(State(mut conn): Conn, headers: HeaderMap) -> Result<String, Failure> {
         let key = key_of(&headers)?;
         Ok(counter(load(&mut conn, &key).await?.n))
     }
-    async fn write(State(mut conn): Conn, headers: HeaderMap) -> Result<String, Response> {
+    async fn write(State(mut conn): Conn, headers: HeaderMap) -> Result<String, Failure> {
         let key = key_of(&headers)?;
         let mut payload = load(&mut conn, &key).await?;
         payload.n += 1;

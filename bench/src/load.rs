@@ -150,7 +150,11 @@ pub fn log_in(addr: &str, sessions: usize) -> Result<Vec<String>, String> {
             .collect();
         let mut all = Vec::with_capacity(sessions);
         for handle in handles {
-            all.extend(handle.join().map_err(|_| "a login thread panicked".to_owned())??);
+            all.extend(
+                handle
+                    .join()
+                    .map_err(|_| "a login thread panicked".to_owned())??,
+            );
         }
         Ok(all)
     })
@@ -165,7 +169,9 @@ pub fn check(addr: &str, cookie: &str) -> Result<(), String> {
     for (path, want) in [("/nosession", "ok"), ("/read", "0"), ("/write", "1")] {
         let (status, _, body) = get(addr, path, cookie)?;
         if status != 200 || body != want {
-            return Err(format!("{path} answered {status} {body:?}, expected 200 {want:?}"));
+            return Err(format!(
+                "{path} answered {status} {body:?}, expected 200 {want:?}"
+            ));
         }
     }
     Ok(())
@@ -196,7 +202,11 @@ end
 ///
 /// # Errors
 /// When a file cannot be written.
-pub fn prepare(plan: &Plan, variant: &str, cookies: &[String]) -> Result<(PathBuf, PathBuf), String> {
+pub fn prepare(
+    plan: &Plan,
+    variant: &str,
+    cookies: &[String],
+) -> Result<(PathBuf, PathBuf), String> {
     let script = plan.work_dir.join("bench.lua");
     std::fs::write(&script, SCRIPT).map_err(|e| format!("{}: {e}", script.display()))?;
     let list = plan.work_dir.join(format!("{variant}.cookies"));

@@ -58,10 +58,7 @@ fn serve(variant: &str) -> Result<(), String> {
 
 /// Measures one in-process store and prints its footprint line.
 fn footprint(engine: &str, rest: &[String]) -> Result<(), String> {
-    let sessions = rest
-        .first()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100_000);
+    let sessions = rest.first().and_then(|n| n.parse().ok()).unwrap_or(100_000);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -81,8 +78,8 @@ struct Options {
 
 impl Options {
     fn parse(args: &[String]) -> Result<Self, String> {
-        let work_dir = std::env::var_os("CLOAKROOM_TEST_DIR")
-            .map_or_else(std::env::temp_dir, Into::into);
+        let work_dir =
+            std::env::var_os("CLOAKROOM_TEST_DIR").map_or_else(std::env::temp_dir, Into::into);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let mut options = Self {
             plan: Plan {
@@ -194,7 +191,12 @@ fn run(options: &Options) -> Result<(), String> {
     let footprints = if options.memory_sessions > 0 {
         memory::ENGINES
             .iter()
-            .map(|engine| (*engine, measure_footprint(&exe, engine, options.memory_sessions)))
+            .map(|engine| {
+                (
+                    *engine,
+                    measure_footprint(&exe, engine, options.memory_sessions),
+                )
+            })
             .collect()
     } else {
         Vec::new()
@@ -320,7 +322,12 @@ fn cells(rounds: &[Round], variant: &Variant, i: usize) -> [Option<f64>; 4] {
         ];
     }
     let ours = |f: fn(&Pair) -> Option<f64>| {
-        across(&|r: &Round| pair(r, variant.name, i).and_then(|p| f(&p)).into_iter().collect())
+        across(&|r: &Round| {
+            pair(r, variant.name, i)
+                .and_then(|p| f(&p))
+                .into_iter()
+                .collect()
+        })
     };
     // Against the rival through each one's own plain measurement.
     let vs_rival = variant.rival.and_then(|rival| {
@@ -384,7 +391,10 @@ fn print_table(selected: &[Variant], rounds: &[Round]) {
     println!();
     print!("{:<44}", "");
     for _ in ROUTES {
-        print!(" | {:>8} {:>7} {:>7} {:>8}", "req/s", "p99 ms", "x axum", "x rival");
+        print!(
+            " | {:>8} {:>7} {:>7} {:>8}",
+            "req/s", "p99 ms", "x axum", "x rival"
+        );
     }
     println!();
     for variant in selected {

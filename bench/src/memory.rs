@@ -8,8 +8,25 @@ use time::OffsetDateTime;
 
 use crate::apps::token;
 
-/// The stores this module can measure.
-pub const ENGINES: [&str; 2] = ["cloakroom", "tower-sessions"];
+/// The stores this module can measure: cloakroom's memory engine,
+/// tower-sessions' `MemoryStore`, and a bare moka cache set up as the memory
+/// engine sets up its own (per-entry expiry, LRU, 32-byte keys) holding
+/// only each record's bytes: the floor of any moka-based store.
+pub const ENGINES: [&str; 3] = ["cloakroom", "tower-sessions", "moka"];
+
+/// Per-entry expiry for the bare moka measurement.
+struct Fixed;
+
+impl moka::Expiry<[u8; 32], std::sync::Arc<Box<[u8]>>> for Fixed {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        _: &std::sync::Arc<Box<[u8]>>,
+        _: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(3600))
+    }
+}
 
 /// What one measurement found.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +89,9 @@ fn data() -> Map<String, Value> {
 /// For an unknown engine, or when a store call fails.
 pub async fn measure(engine: &str, sessions: usize) -> Result<Footprint, String> {
     let expires = OffsetDateTime::now_utc() + time::Duration::days(14);
-    let data_bytes = serde_json::to_vec(&data()).map_err(|e| e.to_string())?.len();
+    let data_bytes = serde_json::to_vec(&data())
+        .map_err(|e| e.to_string())?
+        .len();
     let count = u64::try_from(sessions).map_err(|e| e.to_string())?;
     let before;
     let after;
@@ -83,12 +102,18 @@ pub async fn measure(engine: &str, sessions: usize) -> Result<Footprint, String>
             for _ in 0..sessions {
                 let key = Id::generate().map_err(|e| e.to_string())?.store_key();
                 let record = cloakroom_core::Record::new(data(), expires);
-                store.create(&key, &record).await.map_err(|e| e.to_string())?;
+                store
+                    .create(&key, &record)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             store.run_pending_tasks().await;
             after = resident()?;
             if store.entry_count() != count {
-                return Err(format!("stored {} of {sessions} sessions", store.entry_count()));
+                return Err(format!(
+                    "stored {} of {sessions} sessions",
+                    store.entry_count()
+                ));
             }
         }
         "tower-sessions" => {
@@ -103,6 +128,25 @@ pub async fn measure(engine: &str, sessions: usize) -> Result<Footprint, String>
                 };
                 store.create(&mut record).await.map_err(|e| e.to_string())?;
             }
+            after = resident()?;
+        }
+        "moka" => {
+            let cache: moka::future::Cache<[u8; 32], std::sync::Arc<Box<[u8]>>> =
+                moka::future::Cache::builder()
+                    .max_capacity(count * 2)
+                    .eviction_policy(moka::policy::EvictionPolicy::lru())
+                    .expire_after(Fixed)
+                    .build();
+            before = resident()?;
+            for _ in 0..sessions {
+                let key = Id::generate().map_err(|e| e.to_string())?.store_key();
+                let record = cloakroom_core::Record::new(data(), expires);
+                let bytes = record.to_bytes().map_err(|e| e.to_string())?;
+                cache
+                    .insert(key.digest(), std::sync::Arc::new(bytes.into_boxed_slice()))
+                    .await;
+            }
+            cache.run_pending_tasks().await;
             after = resident()?;
         }
         other => return Err(format!("no in-process store called {other}")),

@@ -34,17 +34,37 @@ pub const ALL: &[Variant] = &[
     variant("ts-memory", "tower-sessions MemoryStore", None),
     variant("redis", "cloakroom redis", Some("ts-redis")),
     variant("ts-redis", "tower-sessions RedisStore (fred)", None),
-    variant("redis-by-hand", "hand-written GET (+SET EX), redis-rs", None),
+    variant(
+        "redis-by-hand",
+        "hand-written GET (+SET EX), redis-rs",
+        None,
+    ),
     variant("memcached", "cloakroom memcached", None),
     variant("db-mariadb", "cloakroom db, MariaDB", Some("ts-mysql")),
     variant("ts-mysql", "tower-sessions MySqlStore, MariaDB", None),
-    variant("db-postgres", "cloakroom db, PostgreSQL", Some("ts-postgres")),
+    variant(
+        "db-postgres",
+        "cloakroom db, PostgreSQL",
+        Some("ts-postgres"),
+    ),
     variant("ts-postgres", "tower-sessions PostgresStore", None),
     variant("db-sqlite", "cloakroom db, SQLite", None),
-    variant("cached_db", "cloakroom cached_db, MariaDB", Some("ts-moka-mysql")),
+    variant(
+        "cached_db",
+        "cloakroom cached_db, MariaDB",
+        Some("ts-moka-mysql"),
+    ),
     variant("ts-moka-mysql", "tower-sessions moka over MySqlStore", None),
-    variant("signed_cookies", "cloakroom signed_cookies", Some("jar-signed")),
-    variant("encrypted_cookies", "cloakroom encrypted_cookies", Some("jar-signed")),
+    variant(
+        "signed_cookies",
+        "cloakroom signed_cookies",
+        Some("jar-signed"),
+    ),
+    variant(
+        "encrypted_cookies",
+        "cloakroom encrypted_cookies",
+        Some("jar-signed"),
+    ),
     variant("jar-signed", "axum-extra SignedCookieJar", None),
 ];
 
@@ -61,7 +81,9 @@ const SECRET: &str = "cloakroom-bench: a fixed secret for signed and encrypted c
 
 fn url(variable: &str) -> Result<String, String> {
     std::env::var(variable).map_err(|_| {
-        format!("{variable} is not set: run the benchmark with bash bench/run, which starts the servers")
+        format!(
+            "{variable} is not set: run the benchmark with bash bench/run, which starts the servers"
+        )
     })
 }
 

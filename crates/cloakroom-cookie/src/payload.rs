@@ -2,9 +2,10 @@
 //!
 //! The payload is [`Record::to_bytes`] (MessagePack), deflated when the
 //! record is over [`COMPRESS_ABOVE`] bytes and deflating makes it shorter; a
-//! flag byte says which. Deflate runs at its fastest level on a per-thread
-//! compressor and decompressor that are reset, not rebuilt, for each cookie:
-//! setting one up costs far more than compressing a few kilobytes. The cookie value is the sealed envelope
+//! flag byte says which. Deflate (zlib-rs, default level: a large session
+//! must fit the cookie bound) runs on a per-thread compressor and
+//! decompressor that are reset, not rebuilt, for each cookie: setting one up
+//! costs far more than compressing a few kilobytes. The cookie value is the sealed envelope
 //! in unpadded base64url, whose alphabet (`A-Z a-z 0-9 - _`) needs no quoting
 //! or escaping in a `Set-Cookie` header.
 //!
@@ -55,7 +56,7 @@ thread_local! {
 fn deflate(input: &[u8]) -> Option<Vec<u8>> {
     DEFLATE.with(|cell| {
         let mut cell = cell.try_borrow_mut().ok()?;
-        let compressor = cell.get_or_insert_with(|| Compress::new(Compression::fast(), false));
+        let compressor = cell.get_or_insert_with(|| Compress::new(Compression::default(), false));
         compressor.reset();
         // Room for the worst case (stored blocks), so the stream always ends;
         // it is kept only if shorter than the input.
@@ -172,8 +173,8 @@ mod tests {
     use super::*;
     use cloakroom_core::record::Data;
     use flate2::write::DeflateEncoder;
-    use std::io::Write;
     use serde_json::json;
+    use std::io::Write;
     use time::OffsetDateTime;
 
     fn record(data: serde_json::Value) -> Record {

@@ -415,7 +415,10 @@ fn horizon_sized_sessions_round_trip() {
         let r = record(catalog(target), Duration::hours(1));
         let encoded_len = r.to_bytes().expect("encode").len();
         // The catalog is `target` bytes as JSON; MessagePack is a little smaller.
-        assert!((target * 3 / 4..target + 1024).contains(&encoded_len), "{encoded_len}");
+        assert!(
+            (target * 3 / 4..target + 1024).contains(&encoded_len),
+            "{encoded_len}"
+        );
         for codec in codecs(NEW) {
             let value = codec.seal(NAME, &r).expect("seal");
             assert!(is_cookie_safe(&value));

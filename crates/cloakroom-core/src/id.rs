@@ -37,7 +37,10 @@ impl Id {
         let mut text = [0u8; ID_LEN];
         match URL_SAFE_NO_PAD.encode_slice(bytes, &mut text) {
             Ok(ID_LEN) => Ok(Self(text)),
-            _ => Err(Error::new(ErrorKind::Backend, "an id did not encode to 43 characters")),
+            _ => Err(Error::new(
+                ErrorKind::Backend,
+                "an id did not encode to 43 characters",
+            )),
         }
     }
 
@@ -111,7 +114,13 @@ impl StoreKey {
 
     /// The 32 bytes of the digest, for in-process stores that key by them.
     pub fn digest(&self) -> [u8; 32] {
-        let nibble = |c: u8| if c.is_ascii_digit() { c - b'0' } else { c - b'a' + 10 };
+        let nibble = |c: u8| {
+            if c.is_ascii_digit() {
+                c - b'0'
+            } else {
+                c - b'a' + 10
+            }
+        };
         let mut out = [0u8; 32];
         for (b, pair) in out.iter_mut().zip(self.0.chunks_exact(2)) {
             *b = (nibble(pair[0]) << 4) | nibble(pair[1]);

@@ -158,8 +158,8 @@ impl Record {
         } else {
             let (version, data, expiry, expires_at_ms): WireV2<'_> = rmp_serde::from_slice(bytes)
                 .map_err(|e| {
-                    Error::with_source(crate::ErrorKind::Serialization, "decode the session", e)
-                })?;
+                Error::with_source(crate::ErrorKind::Serialization, "decode the session", e)
+            })?;
             if version != WIRE_VERSION {
                 return Err(unknown_version(version));
             }
@@ -240,11 +240,15 @@ mod tests {
 
     #[test]
     fn records_of_the_json_format_are_still_read() {
-        let old = br#"{"v":1,"d":{"user":"ada","n":3},"e":{"on_inactivity":300},"x":1800000001234}"#;
+        let old =
+            br#"{"v":1,"d":{"user":"ada","n":3},"e":{"on_inactivity":300},"x":1800000001234}"#;
         let record = Record::from_bytes(old).unwrap();
         assert_eq!(record.data["user"], json!("ada"));
         assert_eq!(record.data["n"], json!(3));
-        assert_eq!(record.expiry, Some(Expiry::OnInactivity(Duration::seconds(300))));
+        assert_eq!(
+            record.expiry,
+            Some(Expiry::OnInactivity(Duration::seconds(300)))
+        );
         assert_eq!(record.expires_at_millis(), 1_800_000_001_234);
         let without_expiry = br#"{"v":1,"d":{},"x":5}"#;
         assert_eq!(Record::from_bytes(without_expiry).unwrap().expiry, None);
@@ -264,7 +268,10 @@ mod tests {
         ] {
             data.insert(name.into(), value);
         }
-        let record = Record::new(data, OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap());
+        let record = Record::new(
+            data,
+            OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+        );
         let bytes = record.to_bytes().unwrap();
         assert_ne!(bytes.first(), Some(&b'{'));
         assert_eq!(Record::from_bytes(&bytes).unwrap(), record);

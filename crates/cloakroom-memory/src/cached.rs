@@ -27,7 +27,12 @@ impl UntilDeadline {
 }
 
 impl moka::Expiry<StoreKey, Arc<Record>> for UntilDeadline {
-    fn expire_after_create(&self, _: &StoreKey, value: &Arc<Record>, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &StoreKey,
+        value: &Arc<Record>,
+        _: Instant,
+    ) -> Option<Duration> {
         Some(self.ttl(value))
     }
 
@@ -127,7 +132,7 @@ impl CachedStore {
 
     /// Caches what a write stored.
     async fn keep(&self, key: &StoreKey, record: Record) {
-        self.cache.insert(key.clone(), Arc::new(record)).await;
+        self.cache.insert(*key, Arc::new(record)).await;
         self.unless_gone(key).await;
     }
 
@@ -156,7 +161,7 @@ impl CachedStore {
 
     /// Forgets the session here and stops reads in flight from caching it.
     async fn forget(&self, key: &StoreKey) {
-        self.gone.insert(key.clone(), ()).await;
+        self.gone.insert(*key, ()).await;
         self.cache.invalidate(key).await;
     }
 

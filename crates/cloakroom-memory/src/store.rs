@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -60,13 +61,24 @@ impl Stored {
 
 /// One cache entry: the session, or nothing once it was deleted (a request
 /// that fetched the entry just before the delete then finds it empty).
-struct Slot(Mutex<Option<Stored>>);
+struct Slot {
+    current: Mutex<Option<Stored>>,
+    /// Set when the deadline moved in place, until moka has read it again.
+    moved: AtomicBool,
+}
 
 impl Slot {
+    fn new(stored: Option<Stored>) -> Arc<Self> {
+        Arc::new(Self {
+            current: Mutex::new(stored),
+            moved: AtomicBool::new(false),
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, Option<Stored>> {
         // Nothing panics while holding the lock; if something did, the data
         // is still a whole value.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Time left until the session's deadline (zero once deleted).
@@ -81,7 +93,8 @@ impl Slot {
 }
 
 /// moka's per-entry expiry: each entry lives until its session's deadline,
-/// worked out again on every access because updates move it in place.
+/// worked out again on the first read after an update or touch moved it in
+/// place (other reads leave moka's figure as it is).
 struct UntilSlotDeadline;
 
 impl moka::Expiry<[u8; 32], Arc<Slot>> for UntilSlotDeadline {
@@ -94,10 +107,14 @@ impl moka::Expiry<[u8; 32], Arc<Slot>> for UntilSlotDeadline {
         _: &[u8; 32],
         slot: &Arc<Slot>,
         _: Instant,
-        _: Option<Duration>,
+        until_now: Option<Duration>,
         _: Instant,
     ) -> Option<Duration> {
-        Some(slot.remaining())
+        if slot.moved.load(Ordering::Relaxed) && slot.moved.swap(false, Ordering::Relaxed) {
+            Some(slot.remaining())
+        } else {
+            until_now
+        }
     }
 
     fn expire_after_update(
@@ -181,6 +198,7 @@ impl MemoryStore {
                 Some(stored) if stored.is_live(OffsetDateTime::now_utc()) => change(stored),
                 _ => return false,
             }
+            slot.moved.store(true, Ordering::Relaxed);
         }
         // moka worked out this entry's expiry from the old deadline when it
         // was read above; one more read makes it take the new one.
@@ -212,7 +230,7 @@ impl SessionStore for MemoryStore {
         let entry = self
             .cache
             .entry(digest)
-            .or_insert_with(async { Arc::new(Slot(Mutex::new(pending.take()))) })
+            .or_insert_with(async { Slot::new(pending.take()) })
             .await;
         if entry.is_fresh() {
             return Ok(true);
@@ -225,6 +243,7 @@ impl SessionStore for MemoryStore {
                 // An expired session moka has not dropped yet: take its place.
                 Some(_) => {
                     *current = pending.take();
+                    slot.moved.store(true, Ordering::Relaxed);
                     false
                 }
                 // Emptied by a delete that is removing it.
@@ -232,8 +251,7 @@ impl SessionStore for MemoryStore {
             }
         };
         if emptied {
-            let fresh = Arc::new(Slot(Mutex::new(pending.take())));
-            self.cache.insert(digest, fresh).await;
+            self.cache.insert(digest, Slot::new(pending.take())).await;
         } else {
             let _ = self.cache.get(&digest).await;
         }

@@ -233,6 +233,10 @@ mod tests {
         let read = RequestCookies::read(h.get_all(COOKIE), "s");
         assert_eq!(read.main.as_deref(), Some("good"));
         let h = headers(&[("s".into(), "chunks-99999".into())]);
-        assert!(RequestCookies::read(h.get_all(COOKIE), "s").joined().is_none());
+        assert!(
+            RequestCookies::read(h.get_all(COOKIE), "s")
+                .joined()
+                .is_none()
+        );
     }
 }
