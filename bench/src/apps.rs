@@ -153,9 +153,7 @@ pub fn signed_cookie_jar(key: Key) -> Router {
             .build()
     }
     fn payload(jar: &SignedCookieJar) -> Result<Payload, Failure> {
-        let cookie = jar
-            .get(NAME)
-            .ok_or_else(bad_request)?;
+        let cookie = jar.get(NAME).ok_or_else(bad_request)?;
         decode(cookie.value().as_bytes())
     }
     async fn login(jar: SignedCookieJar) -> Result<(SignedCookieJar, &'static str), Failure> {
