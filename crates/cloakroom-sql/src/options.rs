@@ -12,8 +12,14 @@ use crate::SqlStore;
 
 /// The table name used when none is configured.
 pub const DEFAULT_TABLE: &str = "cloakroom_session";
-/// Connections in the pool when none is configured.
+/// Connections in the pool when none is configured (MySQL, PostgreSQL).
 pub const DEFAULT_POOL_SIZE: u32 = 10;
+/// Connections in the pool when none is configured, for SQLite. SQLite lets
+/// one connection write at a time; other writers wait for its lock by
+/// sleeping and retrying, which under concurrent saves stretches some of
+/// them past the store timeout. With one connection, calls queue in order
+/// for it instead, and in-process queries are short enough for that.
+pub const DEFAULT_SQLITE_POOL_SIZE: u32 = 1;
 /// The bound on each store call when none is configured.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -104,7 +110,8 @@ pub struct SqlOptions {
     /// Which setting the URL came from, for error messages.
     pub(crate) url_variable: &'static str,
     pub(crate) table: String,
-    pub(crate) pool_size: u32,
+    /// `None`: the backend's default.
+    pub(crate) pool_size: Option<u32>,
     pub(crate) timeout: Duration,
     pub(crate) migrate_on_first_use: bool,
     pub(crate) cleanup_every: Option<Duration>,
@@ -118,7 +125,7 @@ impl SqlOptions {
             url: url.into(),
             url_variable: URL,
             table: DEFAULT_TABLE.to_owned(),
-            pool_size: DEFAULT_POOL_SIZE,
+            pool_size: None,
             timeout: DEFAULT_TIMEOUT,
             migrate_on_first_use: false,
             cleanup_every: None,
@@ -141,18 +148,21 @@ impl SqlOptions {
         if let Some(table) = settings.get(TABLE) {
             options.table = table.trim().to_owned();
         }
-        options.pool_size = config::parse_or(
-            settings,
-            POOL_SIZE,
-            DEFAULT_POOL_SIZE,
-            "a whole number of connections from 1 to 1000",
-        )?;
-        if !(1..=1000).contains(&options.pool_size) {
-            return Err(ConfigError::new(
+        if settings.get(POOL_SIZE).is_some() {
+            let size = config::parse_or(
+                settings,
                 POOL_SIZE,
-                options.pool_size.to_string(),
+                DEFAULT_POOL_SIZE,
                 "a whole number of connections from 1 to 1000",
-            ));
+            )?;
+            if !(1..=1000).contains(&size) {
+                return Err(ConfigError::new(
+                    POOL_SIZE,
+                    size.to_string(),
+                    "a whole number of connections from 1 to 1000",
+                ));
+            }
+            options.pool_size = Some(size);
         }
         options.timeout = config::millis_or(settings, TIMEOUT_MS, DEFAULT_TIMEOUT)?;
         options.migrate_on_first_use = config::bool_or(settings, MIGRATE, false)?;
@@ -186,7 +196,7 @@ impl SqlOptions {
     /// let options = SqlOptions::new("sqlite::memory:").pool_size(32);
     /// ```
     pub fn pool_size(mut self, connections: u32) -> Self {
-        self.pool_size = connections.max(1);
+        self.pool_size = Some(connections.max(1));
         self
     }
 
@@ -417,7 +427,13 @@ mod tests {
         ]);
         let o = SqlOptions::from_settings("sqlite::memory:", &s).unwrap();
         assert_eq!(o.table, "web_sessions");
-        assert_eq!(o.pool_size, 3);
+        assert_eq!(o.pool_size, Some(3));
+        assert_eq!(
+            SqlOptions::from_settings("sqlite::memory:", &from_pairs([]))
+                .unwrap()
+                .pool_size,
+            None
+        );
         assert_eq!(o.timeout, Duration::from_millis(250));
         assert!(o.migrate_on_first_use);
         assert_eq!(o.cleanup_every, Some(Duration::from_secs(60)));

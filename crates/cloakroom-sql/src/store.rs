@@ -277,7 +277,10 @@ impl SqlStore {
                 pool: OnceLock::new(),
                 sql: Statements::new(backend, &options.table),
                 table: options.table,
-                pool_size: options.pool_size,
+                pool_size: options.pool_size.unwrap_or(match backend {
+                    Backend::Sqlite => crate::options::DEFAULT_SQLITE_POOL_SIZE,
+                    Backend::MySql | Backend::Postgres => crate::options::DEFAULT_POOL_SIZE,
+                }),
                 timeout: options.timeout,
                 migrate_on_first_use: options.migrate_on_first_use,
                 migrated: tokio::sync::OnceCell::new(),
