@@ -101,7 +101,7 @@ pub async fn measure(engine: &str, sessions: usize) -> Result<Footprint, String>
             before = resident()?;
             for _ in 0..sessions {
                 let key = Id::generate().map_err(|e| e.to_string())?.store_key();
-                let record = cloakroom_core::Record::new(data(), expires);
+                let record = cloakroom_core::Record::new(data().into(), expires);
                 store
                     .create(&key, &record)
                     .await
@@ -140,7 +140,7 @@ pub async fn measure(engine: &str, sessions: usize) -> Result<Footprint, String>
             before = resident()?;
             for _ in 0..sessions {
                 let key = Id::generate().map_err(|e| e.to_string())?.store_key();
-                let record = cloakroom_core::Record::new(data(), expires);
+                let record = cloakroom_core::Record::new(data().into(), expires);
                 let bytes = record.to_bytes().map_err(|e| e.to_string())?;
                 cache
                     .insert(key.digest(), std::sync::Arc::new(bytes.into_boxed_slice()))

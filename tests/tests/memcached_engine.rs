@@ -71,7 +71,7 @@ fn record(value: &str, ttl: time::Duration) -> Record {
 }
 
 fn value_of(record: &Record) -> &serde_json::Value {
-    record.data.get("v").expect("the value")
+    &record.data["v"]
 }
 
 /// Sends one text-protocol command on a fresh connection and reads the reply

@@ -124,7 +124,7 @@ pub(crate) fn encode(record: &Record, compress: bool) -> Result<(u8, Vec<u8>), C
 pub(crate) fn decode(flag: u8, body: &[u8], deadline_ms: i64) -> Option<Record> {
     let record = match flag {
         FLAG_PLAIN if body.len() <= MAX_PLAINTEXT_LEN => Record::from_bytes(body).ok()?,
-        FLAG_DEFLATE => Record::from_bytes(&inflate(body, MAX_PLAINTEXT_LEN)?).ok()?,
+        FLAG_DEFLATE => Record::from_shared(inflate(body, MAX_PLAINTEXT_LEN)?.into()).ok()?,
         _ => return None,
     };
     // The envelope's deadline is the one the MAC covers; the record's own copy
@@ -182,7 +182,7 @@ mod tests {
             panic!("an object")
         };
         Record::new(
-            map,
+            map.into(),
             OffsetDateTime::from_unix_timestamp(2_000_000_000).unwrap(),
         )
     }

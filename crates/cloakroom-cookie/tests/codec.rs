@@ -34,7 +34,7 @@ fn record(data: Value, ttl: Duration) -> Record {
     let Value::Object(map) = data else {
         panic!("session data must be an object")
     };
-    let mut r = Record::new(map, now() + ttl);
+    let mut r = Record::new(map.into(), now() + ttl);
     r.expiry = Some(Expiry::OnInactivity(ttl));
     r
 }

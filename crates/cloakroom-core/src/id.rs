@@ -1,6 +1,7 @@
 //! Session ids and the store keys derived from them.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,8 +22,25 @@ pub const ID_LEN: usize = 43;
 /// redacted and the only way to see the text is [`Id::expose`], used by the
 /// layer when it writes the cookie. Stores never see it: they get the
 /// [`StoreKey`] (SHA-256 of the id).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Id([u8; ID_LEN]);
+///
+/// Its [`StoreKey`] is worked out once, on first use, and kept with it.
+#[derive(Clone)]
+pub struct Id {
+    text: [u8; ID_LEN],
+    key: OnceLock<StoreKey>,
+}
+
+impl PartialEq for Id {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Id {}
+
+/// The characters a canonical id may end in: its last character carries
+/// four bits of the id and two zero bits (43 characters hold 258 bits).
+const LAST_CHARACTERS: &[u8] = b"AEIMQUYcgkosw048";
 
 impl Id {
     /// Draws a fresh id from the OS random number generator.
@@ -36,7 +54,7 @@ impl Id {
             .map_err(|_| Error::new(ErrorKind::Backend, "the OS random number generator failed"))?;
         let mut text = [0u8; ID_LEN];
         match URL_SAFE_NO_PAD.encode_slice(bytes, &mut text) {
-            Ok(ID_LEN) => Ok(Self(text)),
+            Ok(ID_LEN) => Ok(Self::from_text(text)),
             _ => Err(Error::new(
                 ErrorKind::Backend,
                 "an id did not encode to 43 characters",
@@ -49,37 +67,37 @@ impl Id {
     /// padding, non-canonical trailing bits) is `None`, so a malformed value
     /// never reaches a store.
     pub fn parse(value: &str) -> Option<Self> {
-        if value.len() != ID_LEN
-            || !value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return None;
-        }
-        // The decoder rejects non-canonical trailing bits, so each 32-byte id
-        // has exactly one accepted spelling. The buffer leaves room for the
-        // decoder's size estimate; a valid id fills exactly 32 bytes.
-        let mut bytes = [0u8; ID_BYTES + 3];
-        match URL_SAFE_NO_PAD.decode_slice(value, &mut bytes) {
-            Ok(ID_BYTES) => value.as_bytes().try_into().ok().map(Self),
-            _ => None,
+        let text: [u8; ID_LEN] = value.as_bytes().try_into().ok()?;
+        // Only the last character may spell the same bits two ways; allowing
+        // just the canonical ones gives each 32-byte id exactly one spelling,
+        // as a strict base64url decoder would.
+        let canonical = text
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            && LAST_CHARACTERS.contains(&text[ID_LEN - 1]);
+        canonical.then(|| Self::from_text(text))
+    }
+
+    fn from_text(text: [u8; ID_LEN]) -> Self {
+        Self {
+            text,
+            key: OnceLock::new(),
         }
     }
 
     /// The id as it goes into the cookie. Do not log it.
     pub fn expose(&self) -> &str {
-        ascii(&self.0)
+        ascii(&self.text)
     }
 
     /// The key under which stores keep this session: the SHA-256 of the id.
     pub fn store_key(&self) -> StoreKey {
-        let digest = ring::digest::digest(&ring::digest::SHA256, &self.0);
-        let mut hex = [0u8; 64];
-        for (pair, b) in hex.chunks_exact_mut(2).zip(digest.as_ref()) {
-            pair[0] = HEX[usize::from(b >> 4)];
-            pair[1] = HEX[usize::from(b & 0x0f)];
-        }
-        StoreKey(hex)
+        *self.key.get_or_init(|| {
+            let digest = ring::digest::digest(&ring::digest::SHA256, &self.text);
+            let mut bytes = [0u8; 32];
+            bytes.copy_from_slice(digest.as_ref());
+            StoreKey::from_digest(bytes)
+        })
     }
 }
 
@@ -102,37 +120,47 @@ impl fmt::Debug for Id {
 /// A dump of the store therefore does not contain any cookie value that would
 /// let someone log in.
 ///
-/// It is held inline (no allocation), so deriving one per request is cheap.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StoreKey([u8; 64]);
+/// It holds the digest and its hex inline (no allocation).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StoreKey {
+    digest: [u8; 32],
+    hex: [u8; 64],
+}
 
 impl StoreKey {
+    fn from_digest(digest: [u8; 32]) -> Self {
+        let mut hex = [0u8; 64];
+        for (pair, b) in hex.chunks_exact_mut(2).zip(digest) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0x0f)];
+        }
+        Self { digest, hex }
+    }
+
     /// The 64 hex characters.
     pub fn as_str(&self) -> &str {
-        ascii(&self.0)
+        ascii(&self.hex)
     }
 
     /// The 32 bytes of the digest, for in-process stores that key by them.
     pub fn digest(&self) -> [u8; 32] {
-        let nibble = |c: u8| {
-            if c.is_ascii_digit() {
-                c - b'0'
-            } else {
-                c - b'a' + 10
-            }
-        };
-        let mut out = [0u8; 32];
-        for (b, pair) in out.iter_mut().zip(self.0.chunks_exact(2)) {
-            *b = (nibble(pair[0]) << 4) | nibble(pair[1]);
-        }
-        out
+        self.digest
     }
 
     /// Builds a key from 64 lowercase hex characters, for stores that list
     /// their keys back (tests, maintenance tools).
     pub fn from_hex(hex: &str) -> Option<Self> {
-        let bytes: [u8; 64] = hex.as_bytes().try_into().ok()?;
-        bytes.iter().all(|b| HEX.contains(b)).then_some(Self(bytes))
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let hex: &[u8; 64] = hex.as_bytes().try_into().ok()?;
+        let mut digest = [0u8; 32];
+        for (b, pair) in digest.iter_mut().zip(hex.chunks_exact(2)) {
+            *b = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        Some(Self::from_digest(digest))
     }
 }
 
@@ -140,6 +168,13 @@ impl fmt::Debug for StoreKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A hash is not a secret; a prefix is enough to correlate log lines.
         write!(f, "StoreKey({}…)", &self.as_str()[..8])
+    }
+}
+
+impl std::hash::Hash for StoreKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The hex is a function of the digest.
+        self.digest.hash(state);
     }
 }
 
@@ -187,6 +222,22 @@ mod tests {
     }
 
     #[test]
+    fn accepts_exactly_what_a_strict_decoder_accepts() {
+        let id = Id::generate().unwrap();
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/=.";
+        for at in [0, 21, ID_LEN - 1] {
+            for c in alphabet {
+                let mut text = id.expose().as_bytes().to_vec();
+                text[at] = *c;
+                let text = String::from_utf8(text).unwrap();
+                let mut out = [0u8; ID_BYTES + 3];
+                let strict = matches!(URL_SAFE_NO_PAD.decode_slice(&text, &mut out), Ok(ID_BYTES));
+                assert_eq!(Id::parse(&text).is_some(), strict, "{text}");
+            }
+        }
+    }
+
+    #[test]
     fn store_key_is_sha256_hex_and_not_the_id() {
         let id = Id::generate().unwrap();
         let key = id.store_key();
@@ -197,6 +248,10 @@ mod tests {
         let digest = ring::digest::digest(&ring::digest::SHA256, id.expose().as_bytes());
         assert_eq!(key.digest().as_slice(), digest.as_ref());
         assert!(StoreKey::from_hex(&key.as_str().to_uppercase()).is_none());
+        assert!(StoreKey::from_hex(&key.as_str()[1..]).is_none());
+        // The key is kept with the id, and with its copies.
+        assert_eq!(Id::parse(id.expose()).unwrap().store_key(), key);
+        assert_eq!(id.clone().store_key(), key);
         assert!(format!("{id:?}").contains("REDACTED"));
     }
 }

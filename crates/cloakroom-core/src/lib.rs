@@ -28,6 +28,7 @@
 //! ```
 
 pub mod config;
+mod data;
 pub mod error;
 pub mod id;
 pub mod record;

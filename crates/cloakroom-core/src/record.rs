@@ -1,13 +1,13 @@
 //! What stores keep for a session: its data, its expiry policy and its deadline.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::{Duration, OffsetDateTime};
 
-use crate::Error;
-
-/// The session data: JSON values by key.
-pub type Data = Map<String, Value>;
+pub use crate::data::Data;
+use crate::data::{Reader, encode_error};
+use crate::{Error, ErrorKind};
 
 /// How a session expires, as set by `Session::set_expiry` in the `cloakroom` crate.
 ///
@@ -58,11 +58,11 @@ pub struct Record {
 /// The first wire format (JSON object), still read so that sessions stored by
 /// earlier versions keep working.
 #[derive(Deserialize)]
-struct WireV1<'a> {
+struct WireV1 {
     #[serde(rename = "v")]
     version: u8,
     #[serde(rename = "d")]
-    data: std::borrow::Cow<'a, Data>,
+    data: Map<String, Value>,
     #[serde(rename = "e", default)]
     expiry: Option<Expiry>,
     /// Milliseconds since the Unix epoch: seconds would cut up to a second off
@@ -71,11 +71,11 @@ struct WireV1<'a> {
     expires_at_ms: i64,
 }
 
-/// The current wire format: a MessagePack array of version, data, expiry
-/// policy and deadline. It is smaller than JSON and several times quicker
-/// to write and read for the long strings sessions tend to hold.
-type WireV2<'a> = (u8, std::borrow::Cow<'a, Data>, Option<Expiry>, i64);
-
+/// The current wire format: a MessagePack array of the version, the data
+/// (a map), the expiry policy and the deadline in milliseconds. It is smaller
+/// than JSON and several times quicker to write and read for the long
+/// strings sessions tend to hold, and a value can be found in it without
+/// decoding the others (see [`Data`]).
 const WIRE_VERSION: u8 = 2;
 
 thread_local! {
@@ -117,70 +117,110 @@ impl Record {
 
     /// Serializes the record (data, expiry policy, deadline) as MessagePack.
     ///
+    /// Values read by [`Record::from_bytes`] and not replaced since are
+    /// copied as they were, not encoded again.
+    ///
     /// # Errors
     /// Only if a value cannot be represented (never for JSON values).
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
-        let wire: WireV2<'_> = (
-            WIRE_VERSION,
-            std::borrow::Cow::Borrowed(&self.data),
-            self.expiry,
-            self.expires_at_millis(),
-        );
         BUFFER.with(|buffer| {
-            let mut buffer = buffer.try_borrow_mut().map_err(|_| {
-                Error::new(crate::ErrorKind::Serialization, "record encoder re-entered")
-            })?;
+            let mut buffer = buffer
+                .try_borrow_mut()
+                .map_err(|_| Error::new(ErrorKind::Serialization, "record encoder re-entered"))?;
             buffer.clear();
-            rmp_serde::encode::write(&mut *buffer, &wire).map_err(|e| {
-                Error::with_source(crate::ErrorKind::Serialization, "encode the session", e)
-            })?;
-            let bytes = buffer.to_vec();
+            let written = self.encode(&mut buffer);
+            let bytes = written.map(|()| buffer.to_vec());
             // Do not keep a buffer grown by one huge session.
             if buffer.capacity() > 1 << 20 {
                 *buffer = Vec::new();
             }
-            Ok(bytes)
+            bytes
         })
     }
 
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        rmp::encode::write_array_len(out, 4).map_err(encode_error)?;
+        rmp_serde::encode::write(out, &WIRE_VERSION).map_err(encode_error)?;
+        self.data.encode(out)?;
+        rmp_serde::encode::write(out, &self.expiry).map_err(encode_error)?;
+        rmp_serde::encode::write(out, &self.expires_at_millis()).map_err(encode_error)?;
+        Ok(())
+    }
+
     /// Reads a record written by [`Record::to_bytes`], or by the JSON format
-    /// of earlier versions.
+    /// of earlier versions. The values are decoded when first used (see
+    /// [`Data`]); [`Record::from_shared`] avoids copying `bytes`.
     ///
     /// # Errors
     /// When the bytes are not a record of a known version.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let (data, expiry, expires_at_ms) = if bytes.first() == Some(&b'{') {
-            let wire: WireV1<'_> = serde_json::from_slice(bytes)?;
-            if wire.version != 1 {
-                return Err(unknown_version(wire.version));
-            }
-            (wire.data, wire.expiry, wire.expires_at_ms)
-        } else {
-            let (version, data, expiry, expires_at_ms): WireV2<'_> = rmp_serde::from_slice(bytes)
-                .map_err(|e| {
-                Error::with_source(crate::ErrorKind::Serialization, "decode the session", e)
-            })?;
-            if version != WIRE_VERSION {
-                return Err(unknown_version(version));
-            }
-            (data, expiry, expires_at_ms)
+        if bytes.first() == Some(&b'{') {
+            return Self::from_json(bytes);
+        }
+        Self::from_shared(Bytes::copy_from_slice(bytes))
+    }
+
+    /// [`Record::from_bytes`] on bytes that the record may keep a share of,
+    /// for its values not decoded yet, without copying them.
+    ///
+    /// # Errors
+    /// When the bytes are not a record of a known version.
+    pub fn from_shared(bytes: Bytes) -> Result<Self, Error> {
+        if bytes.first() == Some(&b'{') {
+            return Self::from_json(&bytes);
+        }
+        let mut reader = Reader {
+            bytes: &bytes,
+            at: 0,
         };
-        let expires_at =
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(expires_at_ms) * 1_000_000)
-                .map_err(|e| {
-                    Error::with_source(crate::ErrorKind::Serialization, "bad deadline", e)
-                })?;
+        if reader.array_len()? != 4 {
+            return Err(Error::new(
+                ErrorKind::Serialization,
+                "not a session record",
+            ));
+        }
+        let version: u8 = decode_value(reader.value()?)?;
+        if version != WIRE_VERSION {
+            return Err(unknown_version(version));
+        }
+        let mut at = reader.at;
+        let data = Data::parse(&bytes, &mut at)?;
+        let mut reader = Reader { bytes: &bytes, at };
+        let expiry: Option<Expiry> = decode_value(reader.value()?)?;
+        let expires_at_ms: i64 = decode_value(reader.value()?)?;
         Ok(Self {
-            data: data.into_owned(),
+            data,
             expiry,
-            expires_at,
+            expires_at: from_millis(expires_at_ms)?,
+        })
+    }
+
+    fn from_json(bytes: &[u8]) -> Result<Self, Error> {
+        let wire: WireV1 = serde_json::from_slice(bytes)?;
+        if wire.version != 1 {
+            return Err(unknown_version(wire.version));
+        }
+        Ok(Self {
+            data: Data::from(wire.data),
+            expiry: wire.expiry,
+            expires_at: from_millis(wire.expires_at_ms)?,
         })
     }
 }
 
+fn decode_value<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    rmp_serde::from_slice(bytes)
+        .map_err(|e| Error::with_source(ErrorKind::Serialization, "decode the session", e))
+}
+
+fn from_millis(ms: i64) -> Result<OffsetDateTime, Error> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|e| Error::with_source(ErrorKind::Serialization, "bad deadline", e))
+}
+
 fn unknown_version(version: u8) -> Error {
     Error::new(
-        crate::ErrorKind::Serialization,
+        ErrorKind::Serialization,
         format!("unknown session record version {version}"),
     )
 }

@@ -308,7 +308,7 @@ impl SessionStore for MemcachedStore {
         let Some(bytes) = take(&session) else {
             return Ok(None);
         };
-        let mut record = Record::from_bytes(&bytes)?;
+        let mut record = Record::from_shared(bytes.into())?;
         if let Some(deadline) = take(&touched).and_then(|v| expiry::decode_deadline(&v)) {
             record.expires_at = deadline;
         }

@@ -9,7 +9,7 @@ use cloakroom_core::{Error, Record, SessionStore, StoreKey, async_trait};
 use moka::future::Cache;
 use time::OffsetDateTime;
 
-use crate::store::max_entries;
+use crate::store::{Hasher, max_entries};
 
 /// Default local time-to-live of a cached copy (`SESSION_CACHED_DB_TTL_MS`).
 pub const DEFAULT_LOCAL_TTL: Duration = Duration::from_secs(5);
@@ -76,11 +76,11 @@ impl moka::Expiry<StoreKey, Arc<Record>> for UntilDeadline {
 #[derive(Clone)]
 pub struct CachedStore {
     inner: Arc<dyn SessionStore>,
-    cache: Cache<StoreKey, Arc<Record>>,
+    cache: Cache<StoreKey, Arc<Record>, Hasher>,
     /// Keys deleted in the last local TTL. A read that fetched a session
     /// from the inner store just before it was deleted must not put it back
     /// into the cache after the delete evicted it.
-    gone: Cache<StoreKey, ()>,
+    gone: Cache<StoreKey, (), Hasher>,
     ttl: Duration,
 }
 
@@ -103,11 +103,11 @@ impl CachedStore {
             cache: Cache::builder()
                 .max_capacity(max_entries)
                 .expire_after(UntilDeadline { cap: ttl })
-                .build(),
+                .build_with_hasher(Hasher::default()),
             gone: Cache::builder()
                 .max_capacity(max_entries)
                 .time_to_live(ttl)
-                .build(),
+                .build_with_hasher(Hasher::default()),
             ttl,
         }
     }

@@ -2,10 +2,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use cloakroom_core::config::{ConfigError, Settings, parse_or};
 use cloakroom_core::{Error, Record, SessionStore, StoreKey, async_trait};
 use moka::future::Cache;
 use time::OffsetDateTime;
+
+/// The caches' hasher. Their keys are SHA-256 digests of ids this process
+/// issued, so a fast hasher (seeded per process) is enough; the standard
+/// SipHash cost more than the rest of a cache lookup.
+pub(crate) type Hasher = foldhash::fast::RandomState;
 
 /// Default bound on the number of sessions kept (`SESSION_CACHE_MAX_ENTRIES`).
 pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
@@ -19,7 +25,7 @@ pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 /// concurrent delete is never undone by an update.
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<[u8; 32], Arc<Slot>>,
+    cache: Cache<[u8; 32], Arc<Slot>, Hasher>,
     max_entries: u64,
 }
 
@@ -36,20 +42,22 @@ impl std::fmt::Debug for MemoryStore {
 /// ([`Record::to_bytes`]) and its deadline, which a touch moves without
 /// rewriting the bytes.
 struct Stored {
-    bytes: Box<[u8]>,
+    /// Shared with the records loaded from it, which decode values from
+    /// these bytes on first use instead of copying them.
+    bytes: Bytes,
     expires_at: OffsetDateTime,
 }
 
 impl Stored {
     fn encode(record: &Record) -> Result<Self, Error> {
         Ok(Self {
-            bytes: record.to_bytes()?.into_boxed_slice(),
+            bytes: Bytes::from(record.to_bytes()?),
             expires_at: record.expires_at,
         })
     }
 
     fn decode(&self) -> Result<Record, Error> {
-        let mut record = Record::from_bytes(&self.bytes)?;
+        let mut record = Record::from_shared(self.bytes.clone())?;
         record.expires_at = self.expires_at;
         Ok(record)
     }
@@ -154,7 +162,7 @@ impl MemoryStore {
                 // kept (TinyLFU may refuse a new, not yet popular key).
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .expire_after(UntilSlotDeadline)
-                .build(),
+                .build_with_hasher(Hasher::default()),
             max_entries,
         }
     }

@@ -488,7 +488,7 @@ impl SessionStore for RedisStore {
         let Some(bytes) = value else {
             return Ok(None);
         };
-        let mut record = match Record::from_bytes(&bytes) {
+        let mut record = match Record::from_shared(bytes.into()) {
             Ok(record) => record,
             Err(e) => {
                 // Something else wrote under our prefix, or a future format:

@@ -661,7 +661,7 @@ impl SessionStore for SqlStore {
         // As Django does with a row it cannot decode: treat the session as
         // absent (the user gets a fresh one) rather than fail every request
         // that carries this cookie.
-        let record = Record::from_bytes(&bytes)
+        let record = Record::from_shared(bytes.into())
             .ok()
             .zip(to_millis_time(deadline));
         match record {

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use cookie::{Cookie, SameSite};
+use cookie::SameSite;
 use http::header::SET_COOKIE;
 use http::{HeaderMap, HeaderValue};
 
@@ -92,55 +92,87 @@ fn pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
     })
 }
 
-/// Builds the `Set-Cookie` for `name` with the configured attributes.
-/// `max_age` of `None` makes a browser-session cookie.
-pub(crate) fn build<'c>(
-    config: &'c SessionConfig,
-    name: String,
-    value: String,
-    max_age: Option<Duration>,
-) -> Cookie<'c> {
-    let mut cookie = Cookie::build((name, value))
-        .path(config.cookie_path.as_str())
-        .http_only(config.cookie_http_only)
-        .secure(config.cookie_secure);
+/// How long a cookie lasts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Lifetime {
+    /// Until the browser closes (no `Max-Age`).
+    BrowserSession,
+    /// This long from now.
+    For(Duration),
+    /// Already over: the browser drops the cookie.
+    Removed,
+}
+
+/// The latest moment an `Expires` attribute can name (the end of year 9999).
+const LAST_EXPIRES: u64 = 253_402_300_799;
+
+/// Appends `Set-Cookie: name=value` with the configured attributes.
+///
+/// The header is written directly rather than through a cookie builder:
+/// it is on the path of every request that saves, and the attributes come
+/// from validated settings and the values are base64url or ids.
+pub(crate) fn set(
+    headers: &mut HeaderMap,
+    config: &SessionConfig,
+    name: &str,
+    value: &str,
+    lifetime: Lifetime,
+) {
+    use std::fmt::Write as _;
+    let mut line = String::with_capacity(name.len() + value.len() + 120);
+    line.push_str(name);
+    line.push('=');
+    line.push_str(value);
+    if config.cookie_http_only {
+        line.push_str("; HttpOnly");
+    }
+    match config.cookie_same_site {
+        Some(SameSite::Strict) => line.push_str("; SameSite=Strict"),
+        Some(SameSite::Lax) => line.push_str("; SameSite=Lax"),
+        Some(SameSite::None) => line.push_str("; SameSite=None"),
+        None => {}
+    }
+    // A removal keeps Secure for SameSite=None: browsers refuse such a
+    // cookie without it, the removal included.
+    if config.cookie_secure || config.cookie_same_site == Some(SameSite::None) {
+        line.push_str("; Secure");
+    }
+    line.push_str("; Path=");
+    line.push_str(&config.cookie_path);
     if let Some(domain) = &config.cookie_domain {
-        cookie = cookie.domain(domain.as_str());
+        line.push_str("; Domain=");
+        line.push_str(domain);
     }
-    if let Some(same_site) = config.cookie_same_site {
-        cookie = cookie.same_site(same_site);
+    // Expires as well as Max-Age, as Django sends: old clients know only
+    // Expires.
+    match lifetime {
+        Lifetime::BrowserSession => {}
+        Lifetime::For(age) => {
+            let now = std::time::SystemTime::now();
+            let since_epoch = now
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let expires = since_epoch.saturating_add(age.as_secs()).min(LAST_EXPIRES);
+            let expires = std::time::UNIX_EPOCH + Duration::from_secs(expires);
+            let _ = write!(
+                line,
+                "; Max-Age={}; Expires={}",
+                age.as_secs(),
+                httpdate::HttpDate::from(expires)
+            );
+        }
+        Lifetime::Removed => line.push_str("; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
     }
-    if let Some(age) = max_age {
-        let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
-        let age = time::Duration::seconds(secs);
-        // Expires as well as Max-Age, as Django sends: old clients know only
-        // Expires.
-        cookie = cookie
-            .max_age(age)
-            .expires(time::OffsetDateTime::now_utc() + age);
-    }
-    cookie.build()
-}
-
-/// A cookie that makes the browser drop `name` (same path and domain).
-pub(crate) fn removal(config: &SessionConfig, name: String) -> Cookie<'_> {
-    let mut cookie = build(config, name, String::new(), None);
-    cookie.make_removal();
-    // `make_removal` keeps SameSite; a removal without it would be refused
-    // by browsers for SameSite=None without Secure, so keep the attributes.
-    if config.cookie_same_site == Some(SameSite::None) {
-        cookie.set_secure(true);
-    }
-    cookie
-}
-
-/// Appends a `Set-Cookie` header.
-pub(crate) fn append(headers: &mut HeaderMap, cookie: &Cookie<'_>) {
-    // A cookie built from validated settings and base64url / id values is
-    // always a valid header value; anything else is dropped, not a panic.
-    if let Ok(value) = http::HeaderValue::from_str(&cookie.to_string()) {
+    // Always a valid header value when the settings were validated; anything
+    // else is dropped, not a panic.
+    if let Ok(value) = HeaderValue::try_from(line) {
         headers.append(SET_COOKIE, value);
     }
+}
+
+/// Appends the `Set-Cookie` that makes the browser drop `name`.
+pub(crate) fn remove(headers: &mut HeaderMap, config: &SessionConfig, name: &str) {
+    set(headers, config, name, "", Lifetime::Removed);
 }
 
 /// The `(name, value)` cookies that carry `value`, or `None` if they would
@@ -238,5 +270,67 @@ mod tests {
                 .joined()
                 .is_none()
         );
+    }
+
+    fn set_cookie(config: &SessionConfig, value: &str, lifetime: Lifetime) -> String {
+        let mut h = HeaderMap::new();
+        set(&mut h, config, "sid", value, lifetime);
+        h.get(SET_COOKIE).unwrap().to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn set_cookie_carries_the_configured_attributes() {
+        let config = SessionConfig::default();
+        let line = set_cookie(&config, "v", Lifetime::For(Duration::from_secs(60)));
+        let parsed = cookie::Cookie::parse(line.clone()).unwrap();
+        assert_eq!((parsed.name(), parsed.value()), ("sid", "v"));
+        assert_eq!(parsed.http_only(), Some(true));
+        assert_eq!(parsed.same_site(), Some(SameSite::Lax));
+        assert_eq!(parsed.secure(), None);
+        assert_eq!(parsed.path(), Some("/"));
+        assert_eq!(parsed.max_age(), Some(time::Duration::seconds(60)));
+        let expires = parsed.expires_datetime().unwrap();
+        let off = (expires - time::OffsetDateTime::now_utc()).whole_seconds();
+        assert!((58..=61).contains(&off), "{line}");
+
+        let config = SessionConfig {
+            cookie_domain: Some("example.com".into()),
+            cookie_path: "/app".into(),
+            cookie_secure: true,
+            cookie_http_only: false,
+            cookie_same_site: Some(SameSite::Strict),
+            ..SessionConfig::default()
+        };
+        let line = set_cookie(&config, "v", Lifetime::BrowserSession);
+        assert_eq!(
+            line,
+            "sid=v; SameSite=Strict; Secure; Path=/app; Domain=example.com"
+        );
+    }
+
+    #[test]
+    fn removal_is_already_expired_and_keeps_secure_for_same_site_none() {
+        let config = SessionConfig {
+            cookie_same_site: Some(SameSite::None),
+            cookie_secure: true,
+            ..SessionConfig::default()
+        };
+        let mut h = HeaderMap::new();
+        remove(&mut h, &config, "sid");
+        let parsed = cookie::Cookie::parse(h.get(SET_COOKIE).unwrap().to_str().unwrap()).unwrap();
+        assert_eq!(parsed.value(), "");
+        assert_eq!(parsed.max_age(), Some(time::Duration::ZERO));
+        assert_eq!(parsed.expires_datetime().unwrap().unix_timestamp(), 0);
+        assert_eq!(parsed.secure(), Some(true));
+    }
+
+    #[test]
+    fn a_far_deadline_is_capped_not_a_panic() {
+        let line = set_cookie(
+            &SessionConfig::default(),
+            "v",
+            Lifetime::For(Duration::from_secs(u64::MAX / 2)),
+        );
+        assert!(line.ends_with("Expires=Fri, 31 Dec 9999 23:59:59 GMT"), "{line}");
     }
 }

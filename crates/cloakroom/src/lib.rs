@@ -80,7 +80,7 @@ pub use config::{SameSite, SessionConfig};
 pub use error::Error;
 pub use extract::MissingSessionLayer;
 pub use layer::SessionLayer;
-pub use service::SessionService;
+pub use service::{ResponseFuture, SessionService};
 pub use session::Session;
 
 /// The in-process engine (re-exported from `cloakroom-memory`).

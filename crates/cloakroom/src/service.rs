@@ -3,6 +3,8 @@
 
 use std::fmt;
 use std::future::Future;
+
+use pin_project_lite::pin_project;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +19,7 @@ use tower::Service;
 
 use crate::Engine;
 use crate::config::SessionConfig;
-use crate::jar;
+use crate::jar::{self, Lifetime};
 use crate::session::{CookieHeaders, Incoming, Session, State, browser_close, expiry_age};
 
 /// How many fresh ids `create` is tried with before giving up; a collision
@@ -43,15 +45,13 @@ impl<S> fmt::Debug for SessionService<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    ReqBody: Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -64,15 +64,59 @@ where
             CookieHeaders::from_headers(request.headers()),
         );
         request.extensions_mut().insert(session.clone());
+        ResponseFuture {
+            inner: self.inner.call(request),
+            session: Some(session),
+            finishing: None,
+        }
+    }
+}
 
-        // The clone that was made ready goes into the future (tower's rule
-        // for services that are driven by poll_ready).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let response = inner.call(request).await?;
-            Ok(finish(&session, response.map(Body::new)).await)
-        })
+pin_project! {
+    /// The future of [`SessionService`]: the inner service's response, then
+    /// the session written back. A request whose handler never used the
+    /// session gets its response as it is, with nothing allocated for it.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        session: Option<Session>,
+        finishing: Option<Pin<Box<dyn Future<Output = Response<Body>> + Send>>>,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("finishing", &self.finishing.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            if let Some(finishing) = this.finishing.as_mut() {
+                return finishing.as_mut().poll(cx).map(Ok);
+            }
+            let response = std::task::ready!(this.inner.as_mut().poll(cx))?.map(Body::new);
+            let Some(session) = this.session.take() else {
+                // Polled again after it completed: answer as the inner
+                // future would, with what it already gave.
+                return Poll::Ready(Ok(response));
+            };
+            if !session.shared.used() {
+                return Poll::Ready(Ok(response));
+            }
+            *this.finishing = Some(Box::pin(async move { finish(&session, response).await }));
+        }
     }
 }
 
@@ -102,10 +146,7 @@ async fn finish(session: &Session, mut response: Response<Body>) -> Response<Bod
                 // back, and tell the browser to drop the cookie.
                 let mut response = error_response(err.kind());
                 let config = &session.shared.config;
-                jar::append(
-                    response.headers_mut(),
-                    &jar::removal(config, config.cookie_name.clone()),
-                );
+                jar::remove(response.headers_mut(), config, &config.cookie_name);
                 response
             } else {
                 error_response(err.kind())
@@ -134,10 +175,7 @@ async fn save_to_store(
             session.delete_record(state, &id).await?;
         }
         if had_cookie {
-            jar::append(
-                response.headers_mut(),
-                &jar::removal(config, config.cookie_name.clone()),
-            );
+            jar::remove(response.headers_mut(), config, &config.cookie_name);
         }
         return Ok(());
     }
@@ -171,15 +209,17 @@ async fn save_to_store(
     } else {
         return Ok(());
     };
-    let max_age = (!browser_close(state.expiry, config)).then_some(age);
-    jar::append(
+    let lifetime = if browser_close(state.expiry, config) {
+        Lifetime::BrowserSession
+    } else {
+        Lifetime::For(age)
+    };
+    jar::set(
         response.headers_mut(),
-        &jar::build(
-            config,
-            config.cookie_name.clone(),
-            id.expose().to_owned(),
-            max_age,
-        ),
+        config,
+        &config.cookie_name,
+        id.expose(),
+        lifetime,
     );
     Ok(())
 }
@@ -243,10 +283,10 @@ fn save_to_cookie(
     let headers = response.headers_mut();
     if state.is_blank() {
         if !matches!(shared.incoming(), Incoming::Absent) {
-            jar::append(headers, &jar::removal(config, name.clone()));
+            jar::remove(headers, config, name);
         }
         for n in shared.chunk_numbers() {
-            jar::append(headers, &jar::removal(config, format!("{name}.{n}")));
+            jar::remove(headers, config, &format!("{name}.{n}"));
         }
         return Ok(());
     }
@@ -273,18 +313,18 @@ fn save_to_cookie(
         tracing::error!(engine = codec.engine(), operation = "save", error = %err, "session cookie not written");
         return Err(err);
     };
-    let max_age =
-        (!browser_close(state.expiry, config)).then(|| expiry_age(state.expiry, config, now));
+    let lifetime = if browser_close(state.expiry, config) {
+        Lifetime::BrowserSession
+    } else {
+        Lifetime::For(expiry_age(state.expiry, config, now))
+    };
     let pieces = parts.len() - 1;
     for (cookie_name, cookie_value) in parts {
-        jar::append(
-            headers,
-            &jar::build(config, cookie_name, cookie_value, max_age),
-        );
+        jar::set(headers, config, &cookie_name, &cookie_value, lifetime);
     }
     // Pieces of an earlier, longer value would otherwise linger.
     for n in shared.chunk_numbers().iter().filter(|n| **n > pieces) {
-        jar::append(headers, &jar::removal(config, format!("{name}.{n}")));
+        jar::remove(headers, config, &format!("{name}.{n}"));
     }
     Ok(())
 }

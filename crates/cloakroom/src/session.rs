@@ -1,6 +1,7 @@
 //! The per-request [`Session`] handle.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -71,6 +72,9 @@ pub(crate) struct Shared {
     /// (a handler that ignores the session costs no parsing).
     cookie_headers: CookieHeaders,
     parsed: OnceLock<Parsed>,
+    /// Set by the first access of any kind, so that the layer can skip
+    /// locking the state of a request that never used its session.
+    used: AtomicBool,
     pub(crate) state: Mutex<State>,
 }
 
@@ -124,6 +128,12 @@ impl Shared {
         })
     }
 
+    /// Whether anything touched the session (before that, nothing can need
+    /// saving or a `Vary` header).
+    pub(crate) fn used(&self) -> bool {
+        self.used.load(Ordering::Acquire)
+    }
+
     /// What the request's session cookie holds.
     pub(crate) fn incoming(&self) -> &Incoming {
         &self.parsed().incoming
@@ -173,6 +183,7 @@ impl Session {
                 config,
                 cookie_headers,
                 parsed: OnceLock::new(),
+                used: AtomicBool::new(false),
                 state: Mutex::new(State::default()),
             }),
         }
@@ -186,7 +197,7 @@ impl Session {
         let state = self.loaded().await?;
         state
             .data
-            .get(key)
+            .get(key)?
             .map(|v| T::deserialize(v).map_err(|e| Error::from(StoreError::from(e))))
             .transpose()
     }
@@ -198,7 +209,8 @@ impl Session {
     pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), Error> {
         let value = serde_json::to_value(value).map_err(StoreError::from)?;
         let mut state = self.loaded().await?;
-        if state.data.get(key) != Some(&value) {
+        // A stored value that cannot be decoded is replaced.
+        if state.data.get(key).ok().flatten() != Some(&value) {
             state.data.insert(key.to_owned(), value);
             state.modified = true;
         }
@@ -212,11 +224,14 @@ impl Session {
     /// removed all the same).
     pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         let mut state = self.loaded().await?;
-        let Some(value) = state.data.remove(key) else {
-            return Ok(None);
-        };
-        state.modified = true;
-        Ok(Some(T::deserialize(value).map_err(StoreError::from)?))
+        let removed = state.data.remove(key);
+        if !matches!(removed, Ok(None)) {
+            state.modified = true;
+        }
+        match removed? {
+            Some(value) => Ok(Some(T::deserialize(value).map_err(StoreError::from)?)),
+            None => Ok(None),
+        }
     }
 
     /// True if the session holds no values.
@@ -352,6 +367,7 @@ impl Session {
     }
 
     pub(crate) async fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.used.store(true, Ordering::Release);
         self.shared.state.lock().await
     }
 
