@@ -162,6 +162,16 @@ impl Data {
             .map_err(|e| Error::with_source(ErrorKind::Serialization, "decode a session value", e))
     }
 
+    /// About how many bytes [`Data::encode`] writes: exact for values kept
+    /// as they were read, a guess for the others.
+    pub(crate) fn encoded_size_hint(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| 8 + e.key.len() + if e.raw.is_empty() { 32 } else { e.raw.len() })
+            .sum::<usize>()
+            + 8
+    }
+
     /// Writes the values as a MessagePack map: values read from a store and
     /// not replaced are copied as they were, the others encoded.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {

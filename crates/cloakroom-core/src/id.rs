@@ -38,6 +38,18 @@ impl PartialEq for Id {
 
 impl Eq for Id {}
 
+/// Which bytes are base64url characters.
+static URL_SAFE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        b += 1;
+    }
+    table
+};
+
 /// The characters a canonical id may end in: its last character carries
 /// four bits of the id and two zero bits (43 characters hold 258 bits).
 const LAST_CHARACTERS: &[u8] = b"AEIMQUYcgkosw048";
@@ -71,9 +83,7 @@ impl Id {
         // Only the last character may spell the same bits two ways; allowing
         // just the canonical ones gives each 32-byte id exactly one spelling,
         // as a strict base64url decoder would.
-        let canonical = text
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        let canonical = text.iter().all(|b| URL_SAFE[usize::from(*b)])
             && LAST_CHARACTERS.contains(&text[ID_LEN - 1]);
         canonical.then(|| Self::from_text(text))
     }

@@ -78,12 +78,6 @@ struct WireV1 {
 /// decoding the others (see [`Data`]).
 const WIRE_VERSION: u8 = 2;
 
-thread_local! {
-    /// Reused encoding buffer: a record is encoded into it, then copied out
-    /// once at its exact size.
-    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 impl Record {
     /// A record with the given data and deadline and no explicit expiry.
     pub fn new(data: Data, expires_at: OffsetDateTime) -> Self {
@@ -123,19 +117,14 @@ impl Record {
     /// # Errors
     /// Only if a value cannot be represented (never for JSON values).
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
-        BUFFER.with(|buffer| {
-            let mut buffer = buffer
-                .try_borrow_mut()
-                .map_err(|_| Error::new(ErrorKind::Serialization, "record encoder re-entered"))?;
-            buffer.clear();
-            let written = self.encode(&mut buffer);
-            let bytes = written.map(|()| buffer.to_vec());
-            // Do not keep a buffer grown by one huge session.
-            if buffer.capacity() > 1 << 20 {
-                *buffer = Vec::new();
-            }
-            bytes
-        })
+        // Sized for the values copied as they are plus room for the rest,
+        // so that the usual save allocates once and copies each byte once.
+        let mut out = Vec::with_capacity(self.data.encoded_size_hint() + 32);
+        self.encode(&mut out)?;
+        // Stores keep these bytes; do not keep the guessed room with them
+        // (shrinking in place does not copy).
+        out.shrink_to_fit();
+        Ok(out)
     }
 
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {

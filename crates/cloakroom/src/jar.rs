@@ -77,6 +77,19 @@ impl RequestCookies {
     }
 }
 
+/// The value of the first cookie called `name` in these `Cookie` header
+/// values, as [`RequestCookies::read`] would find it.
+pub(crate) fn first_value<'a>(
+    headers: impl IntoIterator<Item = &'a HeaderValue>,
+    name: &str,
+) -> Option<&'a str> {
+    headers
+        .into_iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(pairs)
+        .find_map(|(n, v)| (n == name).then_some(v))
+}
+
 /// The `name=value` pairs of one `Cookie` header (RFC 6265, section 5.4),
 /// names and values trimmed and a value's surrounding double quotes removed.
 fn pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
@@ -264,6 +277,8 @@ mod tests {
         );
         let read = RequestCookies::read(h.get_all(COOKIE), "s");
         assert_eq!(read.main.as_deref(), Some("good"));
+        assert_eq!(first_value(h.get_all(COOKIE), "s"), Some("good"));
+        assert_eq!(first_value(h.get_all(COOKIE), "missing"), None);
         let h = headers(&[("s".into(), "chunks-99999".into())]);
         assert!(
             RequestCookies::read(h.get_all(COOKIE), "s")

@@ -115,29 +115,88 @@ where
             if !session.shared.used() {
                 return Poll::Ready(Ok(response));
             }
-            *this.finishing = Some(Box::pin(async move { finish(&session, response).await }));
+            // Uncontended (the handler is done with the session) unless it
+            // handed the session to a task that still runs.
+            let Ok(mut state) = session.shared.state.try_lock() else {
+                *this.finishing = Some(Box::pin(async move { finish(&session, response).await }));
+                continue;
+            };
+            match finish_now(&session, &mut state, response) {
+                Finish::Done(response) => return Poll::Ready(Ok(response)),
+                Finish::Save(response) => {
+                    drop(state);
+                    *this.finishing = Some(Box::pin(async move {
+                        let mut state = session.lock().await;
+                        save(&session, &mut state, response).await
+                    }));
+                }
+            }
         }
     }
 }
 
-/// Writes the session back after the handler and shapes the response.
-async fn finish(session: &Session, mut response: Response<Body>) -> Response<Body> {
-    let mut state = session.lock().await;
+/// Where writing the session back stands after the part that needs no
+/// store I/O.
+enum Finish {
+    /// The response is final.
+    Done(Response<Body>),
+    /// The store must be written (or touched, or the session deleted).
+    Save(Response<Body>),
+}
+
+/// Writes the session back as far as that needs no store I/O: errors,
+/// `Vary`, the 5xx rule, cookie engines entirely, and server-side sessions
+/// that were only read.
+fn finish_now(session: &Session, state: &mut State, mut response: Response<Body>) -> Finish {
     if let Some(failure) = state.failure {
-        return error_response(failure.kind);
+        return Finish::Done(error_response(failure.kind));
     }
     if !state.accessed {
-        return response;
+        return Finish::Done(response);
     }
     add_vary_cookie(&mut response);
     // Django's rule: a failed request does not save what it half did.
     if response.status().is_server_error() {
-        return response;
+        return Finish::Done(response);
     }
-    let result = match &session.shared.engine {
-        Engine::Store(_) => save_to_store(session, &mut state, &mut response).await,
-        Engine::Cookie(codec) => save_to_cookie(session, codec.as_ref(), &mut state, &mut response),
-    };
+    let config = &session.shared.config;
+    match &session.shared.engine {
+        Engine::Cookie(codec) => {
+            let result = save_to_cookie(session, codec.as_ref(), state, &mut response);
+            Finish::Done(respond(session, result, response))
+        }
+        Engine::Store(_)
+            if state.is_blank()
+                || state.modified
+                || state.id.is_none()
+                || state.touch
+                || config.save_every_request =>
+        {
+            Finish::Save(response)
+        }
+        Engine::Store(_) => Finish::Done(response),
+    }
+}
+
+/// Writes the session back after the handler and shapes the response, when
+/// that could not be done without waiting (see [`ResponseFuture`]).
+async fn finish(session: &Session, response: Response<Body>) -> Response<Body> {
+    let mut state = session.lock().await;
+    match finish_now(session, &mut state, response) {
+        Finish::Done(response) => response,
+        Finish::Save(response) => save(session, &mut state, response).await,
+    }
+}
+
+/// The store half of writing back: the save, touch or delete, then the
+/// response for its outcome.
+async fn save(session: &Session, state: &mut State, mut response: Response<Body>) -> Response<Body> {
+    let result = save_to_store(session, state, &mut response).await;
+    respond(session, result, response)
+}
+
+/// The response for the outcome of a save.
+fn respond(session: &Session, result: Result<(), Error>, response: Response<Body>) -> Response<Body> {
     match result {
         Ok(()) => response,
         Err(err) => {

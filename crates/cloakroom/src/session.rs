@@ -18,7 +18,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::Engine;
 use crate::config::SessionConfig;
-use crate::jar::RequestCookies;
+use crate::jar::{self, RequestCookies};
 use http::HeaderValue;
 
 /// What the request's cookie said, checked for form before any store is asked.
@@ -108,6 +108,19 @@ impl Shared {
     fn parsed(&self) -> &Parsed {
         self.parsed.get_or_init(|| {
             let headers = &self.cookie_headers;
+            if let Engine::Store(_) = &self.engine {
+                // Only the id matters: no chunks, nothing copied.
+                let value = jar::first_value(
+                    headers.first.iter().chain(&headers.rest),
+                    &self.config.cookie_name,
+                );
+                return Parsed {
+                    incoming: value.map_or(Incoming::Absent, |v| {
+                        Id::parse(v).map_or(Incoming::Malformed, Incoming::Id)
+                    }),
+                    chunk_numbers: Vec::new(),
+                };
+            }
             let found = RequestCookies::read(
                 headers.first.iter().chain(&headers.rest),
                 &self.config.cookie_name,
