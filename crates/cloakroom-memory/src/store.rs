@@ -1,3 +1,4 @@
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -92,18 +93,43 @@ impl Slot {
     /// Time left until the session's deadline (zero once deleted).
     fn remaining(&self) -> Duration {
         match &*self.lock() {
-            Some(stored) => (stored.expires_at - OffsetDateTime::now_utc())
-                .try_into()
-                .unwrap_or(Duration::ZERO),
+            Some(stored) => until(stored.expires_at),
             None => Duration::ZERO,
         }
     }
 }
 
-/// moka's per-entry expiry: each entry lives until its session's deadline,
-/// worked out again on the first read after an update or touch moved it in
-/// place (other reads leave moka's figure as it is).
+/// moka's per-entry expiry: each entry lives until its session's deadline.
+///
+/// An update or touch moves the deadline in place. It announces the new
+/// deadline in [`MOVING`] before the cache lookup that finds the entry, so
+/// that this lookup already gives moka the new expiry. If the announcement
+/// did not reach moka (another task on this thread replaced it while the
+/// lookup waited), the slot is marked `moved` and looked up once more, and
+/// that read works the expiry out from the slot. Other reads leave moka's
+/// figure as it is.
 struct UntilSlotDeadline;
+
+/// A deadline move announced to the expiry policy.
+#[derive(Clone, Copy)]
+struct Moving {
+    digest: [u8; 32],
+    deadline: OffsetDateTime,
+    /// Set by the policy once moka has the new deadline.
+    taken: bool,
+}
+
+thread_local! {
+    /// The deadline move this thread is about to make (see [`UntilSlotDeadline`]).
+    static MOVING: Cell<Option<Moving>> = const { Cell::new(None) };
+}
+
+/// Time from now until `deadline`, zero once passed.
+fn until(deadline: OffsetDateTime) -> Duration {
+    (deadline - OffsetDateTime::now_utc())
+        .try_into()
+        .unwrap_or(Duration::ZERO)
+}
 
 impl moka::Expiry<[u8; 32], Arc<Slot>> for UntilSlotDeadline {
     fn expire_after_create(&self, _: &[u8; 32], slot: &Arc<Slot>, _: Instant) -> Option<Duration> {
@@ -112,12 +138,20 @@ impl moka::Expiry<[u8; 32], Arc<Slot>> for UntilSlotDeadline {
 
     fn expire_after_read(
         &self,
-        _: &[u8; 32],
+        digest: &[u8; 32],
         slot: &Arc<Slot>,
         _: Instant,
         until_now: Option<Duration>,
         _: Instant,
     ) -> Option<Duration> {
+        let announced = MOVING.get().filter(|m| m.digest == *digest);
+        if let Some(moving) = announced {
+            MOVING.set(Some(Moving {
+                taken: true,
+                ..moving
+            }));
+            return Some(until(moving.deadline));
+        }
         if slot.moved.load(Ordering::Relaxed) && slot.moved.swap(false, Ordering::Relaxed) {
             Some(slot.remaining())
         } else {
@@ -193,23 +227,45 @@ impl MemoryStore {
         self.cache.run_pending_tasks().await;
     }
 
-    /// Changes the live session under `key` in place; false when there is
-    /// none (never stored, expired or deleted).
-    async fn change_live(&self, key: &StoreKey, change: impl FnOnce(&mut Stored)) -> bool {
+    /// Changes the live session under `key` in place, its deadline becoming
+    /// `deadline`; false when there is none (never stored, expired or
+    /// deleted).
+    async fn change_live(
+        &self,
+        key: &StoreKey,
+        deadline: OffsetDateTime,
+        change: impl FnOnce(&mut Stored),
+    ) -> bool {
         let digest = key.digest();
-        let Some(slot) = self.cache.get(&digest).await else {
+        MOVING.set(Some(Moving {
+            digest,
+            deadline,
+            taken: false,
+        }));
+        let found = self.cache.get(&digest).await;
+        let told_moka = MOVING
+            .take()
+            .is_some_and(|m| m.taken && m.digest == digest);
+        let Some(slot) = found else {
             return false;
         };
         {
             let mut current = slot.lock();
             match current.as_mut() {
                 Some(stored) if stored.is_live(OffsetDateTime::now_utc()) => change(stored),
+                // moka may have been told a later deadline for a session
+                // that is gone: harmless, as loads check liveness and the
+                // entry still goes when moka evicts or expires it.
                 _ => return false,
+            }
+            if told_moka {
+                return true;
             }
             slot.moved.store(true, Ordering::Relaxed);
         }
-        // moka worked out this entry's expiry from the old deadline when it
-        // was read above; one more read makes it take the new one.
+        // The announcement did not reach moka, which worked this entry's
+        // expiry out from the old deadline; one more read makes it take the
+        // new one.
         let _ = self.cache.get(&digest).await;
         true
     }
@@ -268,12 +324,14 @@ impl SessionStore for MemoryStore {
 
     async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
         let encoded = Stored::encode(record)?;
-        Ok(self.change_live(key, |stored| *stored = encoded).await)
+        Ok(self
+            .change_live(key, record.expires_at, |stored| *stored = encoded)
+            .await)
     }
 
     async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error> {
         Ok(self
-            .change_live(key, |stored| stored.expires_at = expires_at)
+            .change_live(key, expires_at, |stored| stored.expires_at = expires_at)
             .await)
     }
 
@@ -372,6 +430,29 @@ mod tests {
         assert!(store.load(&a).await.unwrap().is_some());
         assert!(store.load(&b).await.unwrap().is_some());
         assert_eq!(store.entry_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_deadline_move_reaches_moka_only_through_the_lookup_of_its_own_key() {
+        let store = MemoryStore::new(10);
+        let (a, b) = (key(), key());
+        store.create(&a, &record(60)).await.unwrap();
+        store.create(&b, &record(60)).await.unwrap();
+        let deadline = OffsetDateTime::now_utc() + TimeDuration::minutes(5);
+        MOVING.set(Some(Moving {
+            digest: a.digest(),
+            deadline,
+            taken: false,
+        }));
+        // Another key's lookup leaves the announcement alone, so a move it
+        // did not reach falls back to the second lookup.
+        let _ = store.cache.get(&b.digest()).await;
+        assert!(MOVING.get().is_some_and(|m| !m.taken));
+        let _ = store.cache.get(&a.digest()).await;
+        assert!(MOVING.take().is_some_and(|m| m.taken));
+        // Nor does a lookup without one disturb anything.
+        let _ = store.cache.get(&a.digest()).await;
+        assert!(MOVING.get().is_none());
     }
 
     #[tokio::test]

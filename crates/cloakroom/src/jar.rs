@@ -110,8 +110,8 @@ fn pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
 pub(crate) enum Lifetime {
     /// Until the browser closes (no `Max-Age`).
     BrowserSession,
-    /// This long from now.
-    For(Duration),
+    /// This long from the given moment (the time of the save).
+    For(Duration, time::OffsetDateTime),
     /// Already over: the browser drops the cookie.
     Removed,
 }
@@ -160,11 +160,8 @@ pub(crate) fn set(
     // Expires.
     match lifetime {
         Lifetime::BrowserSession => {}
-        Lifetime::For(age) => {
-            let now = std::time::SystemTime::now();
-            let since_epoch = now
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+        Lifetime::For(age, now) => {
+            let since_epoch = u64::try_from(now.unix_timestamp()).unwrap_or(0);
             let expires = since_epoch.saturating_add(age.as_secs()).min(LAST_EXPIRES);
             let expires = std::time::UNIX_EPOCH + Duration::from_secs(expires);
             let _ = write!(
@@ -296,7 +293,7 @@ mod tests {
     #[test]
     fn set_cookie_carries_the_configured_attributes() {
         let config = SessionConfig::default();
-        let line = set_cookie(&config, "v", Lifetime::For(Duration::from_secs(60)));
+        let line = set_cookie(&config, "v", Lifetime::For(Duration::from_secs(60), time::OffsetDateTime::now_utc()));
         let parsed = cookie::Cookie::parse(line.clone()).unwrap();
         assert_eq!((parsed.name(), parsed.value()), ("sid", "v"));
         assert_eq!(parsed.http_only(), Some(true));
@@ -344,7 +341,7 @@ mod tests {
         let line = set_cookie(
             &SessionConfig::default(),
             "v",
-            Lifetime::For(Duration::from_secs(u64::MAX / 2)),
+            Lifetime::For(Duration::from_secs(u64::MAX / 2), time::OffsetDateTime::now_utc()),
         );
         assert!(line.ends_with("Expires=Fri, 31 Dec 9999 23:59:59 GMT"), "{line}");
     }

@@ -271,7 +271,7 @@ async fn save_to_store(
     let lifetime = if browser_close(state.expiry, config) {
         Lifetime::BrowserSession
     } else {
-        Lifetime::For(age)
+        Lifetime::For(age, now)
     };
     jar::set(
         response.headers_mut(),
@@ -375,7 +375,7 @@ fn save_to_cookie(
     let lifetime = if browser_close(state.expiry, config) {
         Lifetime::BrowserSession
     } else {
-        Lifetime::For(expiry_age(state.expiry, config, now))
+        Lifetime::For(expiry_age(state.expiry, config, now), now)
     };
     let pieces = parts.len() - 1;
     for (cookie_name, cookie_value) in parts {
