@@ -8,9 +8,11 @@
 //! ([`variants`]) are plain axum, cloakroom on every engine, tower-sessions
 //! on its stores, axum-extra's signed cookie jar and a hand-written Redis
 //! handler. [`memory`] measures resident memory per session of the
-//! in-process stores.
+//! in-process stores. [`count`] counts instructions per request under
+//! callgrind, which the noise of a shared host does not move.
 
 pub mod apps;
+pub mod count;
 pub mod load;
 pub mod memory;
 pub mod variants;

@@ -8,6 +8,8 @@
 //!                 [--sessions N] [--memory-sessions N] [--only NAME,NAME..]
 //! cloakroom-bench serve VARIANT    # one variant's server (used by the run)
 //! cloakroom-bench memory ENGINE    # memory per session (used by the run)
+//! cloakroom-bench instructions [--requests N] [--sessions N] [--only NAME,NAME..]
+//!                                  # instructions per request under callgrind
 //! ```
 
 use std::collections::HashMap;
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
+use cloakroom_bench::count::{self, CountPlan};
 use cloakroom_bench::load::{self, Measurement, Plan, ROUTES, Server};
 use cloakroom_bench::memory::{self, Footprint};
 use cloakroom_bench::variants::{self, PLAIN, Variant};
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("serve") => serve(args.get(1).map_or("", String::as_str)),
         Some("memory") => footprint(args.get(1).map_or("", String::as_str), &args[2..]),
+        Some("instructions") => instructions(&args[1..]),
         _ => Options::parse(&args).and_then(|options| run(&options)),
     };
     match result {
@@ -65,6 +69,108 @@ fn footprint(engine: &str, rest: &[String]) -> Result<(), String> {
         .map_err(|e| format!("tokio runtime: {e}"))?;
     let found = runtime.block_on(memory::measure(engine, sessions))?;
     println!("{}", found.to_line());
+    Ok(())
+}
+
+/// The variants counted when `instructions` is given no `--only`: those
+/// that need no other server.
+const IN_PROCESS: &[&str] = &[
+    "memory",
+    "ts-memory",
+    "signed_cookies",
+    "encrypted_cookies",
+    "jar-signed",
+];
+
+/// `cloakroom-bench instructions`: instructions per request of each variant
+/// and route under callgrind, with the same ratios as the throughput table.
+fn instructions(args: &[String]) -> Result<(), String> {
+    let mut plan = CountPlan {
+        sessions: 100,
+        requests: 2000,
+        work_dir: std::env::var_os("CLOAKROOM_TEST_DIR")
+            .map_or_else(std::env::temp_dir, Into::into),
+    };
+    let mut only: Vec<String> = IN_PROCESS.iter().map(|n| (*n).to_owned()).collect();
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let number = || {
+            value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{flag} takes a whole number above 0, not {value}"))
+        };
+        match flag.as_str() {
+            "--requests" => plan.requests = number()?,
+            "--sessions" => plan.sessions = number()?,
+            "--only" => only = value.split(',').map(str::to_owned).collect(),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let mut selected = vec![variants::find(PLAIN).ok_or("no plain variant")?];
+    for name in &only {
+        let variant = variants::find(name).ok_or_else(|| format!("no variant {name}"))?;
+        if variant.name != PLAIN {
+            selected.push(variant);
+        }
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let mut counts: HashMap<&str, Vec<f64>> = HashMap::new();
+    for variant in &selected {
+        eprintln!("instructions: {}", variant.label);
+        counts.insert(variant.name, count::count(&exe, &plan, variant.name)?);
+    }
+    println!();
+    println!(
+        "cloakroom-bench instructions {} UTC: user-space instructions per request under \
+         callgrind, {} requests per route on one keep-alive connection, {} sessions \
+         holding a {}-byte token",
+        time::OffsetDateTime::now_utc().date(),
+        plan.requests,
+        plan.sessions,
+        cloakroom_bench::apps::TOKEN_BYTES,
+    );
+    println!(
+        "x axum: plain axum's count divided by the variant's; \
+         x rival: the bracketed variant's count divided by this one's"
+    );
+    println!(
+        "not counted: the kernel's share of each request; counted high: SHA-256 (session \
+         keys, signed cookies), as valgrind hides the CPU's SHA instructions"
+    );
+    println!();
+    print!("{:<44}", "variant");
+    for route in ROUTES {
+        print!(" | {route:<24}");
+    }
+    println!();
+    print!("{:<44}", "");
+    for _ in ROUTES {
+        print!(" | {:>8} {:>6} {:>8}", "instr", "x axum", "x rival");
+    }
+    println!();
+    let plain = counts.get(PLAIN).cloned().unwrap_or_default();
+    for variant in &selected {
+        let label = match variant.rival.filter(|r| counts.contains_key(r)) {
+            Some(rival) => format!("{} [{rival}]", variant.label),
+            None => variant.label.to_owned(),
+        };
+        print!("{label:<44}");
+        let ours = &counts[variant.name];
+        for (i, n) in ours.iter().enumerate() {
+            let vs_plain = plain.get(i).map(|p| p / n);
+            let vs_rival = variant
+                .rival
+                .and_then(|r| counts.get(r))
+                .and_then(|r| r.get(i))
+                .map(|r| r / n);
+            let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+            print!(" | {n:>8.0} {:>6} {:>8}", fmt(vs_plain), fmt(vs_rival));
+        }
+        println!();
+    }
     Ok(())
 }
 

@@ -81,7 +81,10 @@ async fn chosen_by_settings() {
         .and_then(|o| o.key_prefix(prefix).build())
         .expect("a store");
     let record = same.load(&key).await.expect("load").expect("the session");
-    assert_eq!(record.data.get("a").expect("decodes"), Some(&serde_json::json!("1")));
+    assert_eq!(
+        record.data.get("a").expect("decodes"),
+        Some(&serde_json::json!("1"))
+    );
 
     // A bad tuning value is a startup error naming the variable.
     let bad = cloakroom_core::config::from_pairs([

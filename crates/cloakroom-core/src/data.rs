@@ -193,7 +193,10 @@ impl Data {
     /// Reads the MessagePack map that starts at `*at` in `source`, noting
     /// where each value is without decoding it, and moves `*at` past it.
     pub(crate) fn parse(source: &Bytes, at: &mut usize) -> Result<Self, Error> {
-        let mut reader = Reader { bytes: source, at: *at };
+        let mut reader = Reader {
+            bytes: source,
+            at: *at,
+        };
         let len = reader.map_len()?;
         let mut entries: Vec<Entry> = Vec::with_capacity(len.min(1024));
         let mut sorted = true;
@@ -426,7 +429,10 @@ mod tests {
         let mut map = Map::new();
         map.insert("token".into(), json!("t".repeat(2048)));
         map.insert("n".into(), json!(41));
-        map.insert("catalog".into(), json!([{"type": "compute", "urls": ["a", "b"]}]));
+        map.insert(
+            "catalog".into(),
+            json!([{"type": "compute", "urls": ["a", "b"]}]),
+        );
         map.insert("nothing".into(), Value::Null);
         map
     }
@@ -466,7 +472,10 @@ mod tests {
         assert_eq!(record.data.get("n").expect("decodes"), Some(&json!(41)));
         record.data.insert("n".into(), json!(42));
         record.data.insert("added".into(), json!({"k": [1, 2]}));
-        assert_eq!(record.data.remove("nothing").expect("decodes"), Some(Value::Null));
+        assert_eq!(
+            record.data.remove("nothing").expect("decodes"),
+            Some(Value::Null)
+        );
         let mut want = sample();
         want.insert("n".into(), json!(42));
         want.insert("added".into(), json!({"k": [1, 2]}));
@@ -562,8 +571,14 @@ mod tests {
     fn debug_shows_keys_not_values() {
         let data = Data::from(sample());
         let shown = format!("{data:?}");
-        assert!(shown.contains("token") && shown.contains("catalog"), "{shown}");
-        assert!(!shown.contains("ttt") && !shown.contains("compute"), "{shown}");
+        assert!(
+            shown.contains("token") && shown.contains("catalog"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("ttt") && !shown.contains("compute"),
+            "{shown}"
+        );
     }
 
     #[test]

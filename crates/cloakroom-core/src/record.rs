@@ -163,10 +163,7 @@ impl Record {
             at: 0,
         };
         if reader.array_len()? != 4 {
-            return Err(Error::new(
-                ErrorKind::Serialization,
-                "not a session record",
-            ));
+            return Err(Error::new(ErrorKind::Serialization, "not a session record"));
         }
         let version: u8 = decode_value(reader.value()?)?;
         if version != WIRE_VERSION {
@@ -202,7 +199,11 @@ fn decode_value<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error
         .map_err(|e| Error::with_source(ErrorKind::Serialization, "decode the session", e))
 }
 
-fn from_millis(ms: i64) -> Result<OffsetDateTime, Error> {
+/// The moment `ms` whole milliseconds after the Unix epoch.
+///
+/// # Errors
+/// When it is outside the years the `time` crate represents.
+pub fn from_millis(ms: i64) -> Result<OffsetDateTime, Error> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .map_err(|e| Error::with_source(ErrorKind::Serialization, "bad deadline", e))
 }

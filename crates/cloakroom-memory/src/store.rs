@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cloakroom_core::config::{ConfigError, Settings, parse_or};
+use cloakroom_core::record::{from_millis, millis};
 use cloakroom_core::{Error, Record, SessionStore, StoreKey, async_trait};
 use moka::future::Cache;
 use time::OffsetDateTime;
@@ -46,25 +47,28 @@ struct Stored {
     /// Shared with the records loaded from it, which decode values from
     /// these bytes on first use instead of copying them.
     bytes: Bytes,
-    expires_at: OffsetDateTime,
+    /// The deadline in milliseconds since the Unix epoch (the precision of
+    /// every store; half the size of an `OffsetDateTime`, which matters a
+    /// little when a hundred thousand sessions each hold one).
+    deadline_ms: i64,
 }
 
 impl Stored {
     fn encode(record: &Record) -> Result<Self, Error> {
         Ok(Self {
             bytes: Bytes::from(record.to_bytes()?),
-            expires_at: record.expires_at,
+            deadline_ms: record.expires_at_millis(),
         })
     }
 
     fn decode(&self) -> Result<Record, Error> {
         let mut record = Record::from_shared(self.bytes.clone())?;
-        record.expires_at = self.expires_at;
+        record.expires_at = from_millis(self.deadline_ms)?;
         Ok(record)
     }
 
     fn is_live(&self, now: OffsetDateTime) -> bool {
-        now < self.expires_at
+        millis(now) < self.deadline_ms
     }
 }
 
@@ -93,7 +97,7 @@ impl Slot {
     /// Time left until the session's deadline (zero once deleted).
     fn remaining(&self) -> Duration {
         match &*self.lock() {
-            Some(stored) => until(stored.expires_at),
+            Some(stored) => until(stored.deadline_ms),
             None => Duration::ZERO,
         }
     }
@@ -114,7 +118,7 @@ struct UntilSlotDeadline;
 #[derive(Clone, Copy)]
 struct Moving {
     digest: [u8; 32],
-    deadline: OffsetDateTime,
+    deadline_ms: i64,
     /// Set by the policy once moka has the new deadline.
     taken: bool,
 }
@@ -124,11 +128,10 @@ thread_local! {
     static MOVING: Cell<Option<Moving>> = const { Cell::new(None) };
 }
 
-/// Time from now until `deadline`, zero once passed.
-fn until(deadline: OffsetDateTime) -> Duration {
-    (deadline - OffsetDateTime::now_utc())
-        .try_into()
-        .unwrap_or(Duration::ZERO)
+/// Time from now until the deadline `deadline_ms`, zero once passed.
+fn until(deadline_ms: i64) -> Duration {
+    let left = deadline_ms.saturating_sub(millis(OffsetDateTime::now_utc()));
+    Duration::from_millis(u64::try_from(left).unwrap_or(0))
 }
 
 impl moka::Expiry<[u8; 32], Arc<Slot>> for UntilSlotDeadline {
@@ -150,7 +153,7 @@ impl moka::Expiry<[u8; 32], Arc<Slot>> for UntilSlotDeadline {
                 taken: true,
                 ..moving
             }));
-            return Some(until(moving.deadline));
+            return Some(until(moving.deadline_ms));
         }
         if slot.moved.load(Ordering::Relaxed) && slot.moved.swap(false, Ordering::Relaxed) {
             Some(slot.remaining())
@@ -239,13 +242,11 @@ impl MemoryStore {
         let digest = key.digest();
         MOVING.set(Some(Moving {
             digest,
-            deadline,
+            deadline_ms: millis(deadline),
             taken: false,
         }));
         let found = self.cache.get(&digest).await;
-        let told_moka = MOVING
-            .take()
-            .is_some_and(|m| m.taken && m.digest == digest);
+        let told_moka = MOVING.take().is_some_and(|m| m.taken && m.digest == digest);
         let Some(slot) = found else {
             return false;
         };
@@ -331,7 +332,9 @@ impl SessionStore for MemoryStore {
 
     async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error> {
         Ok(self
-            .change_live(key, expires_at, |stored| stored.expires_at = expires_at)
+            .change_live(key, expires_at, |stored| {
+                stored.deadline_ms = millis(expires_at);
+            })
             .await)
     }
 
@@ -351,13 +354,18 @@ mod tests {
     use serde_json::json;
     use time::Duration as TimeDuration;
 
+    /// `secs` from now, in whole milliseconds as the store keeps deadlines.
+    fn in_secs(secs: i64) -> OffsetDateTime {
+        from_millis(millis(
+            OffsetDateTime::now_utc() + TimeDuration::seconds(secs),
+        ))
+        .unwrap()
+    }
+
     fn record(secs: i64) -> Record {
         let mut data = Data::new();
         data.insert("k".into(), json!("v"));
-        Record::new(
-            data,
-            OffsetDateTime::now_utc() + TimeDuration::seconds(secs),
-        )
+        Record::new(data, in_secs(secs))
     }
 
     fn key() -> StoreKey {
@@ -393,7 +401,7 @@ mod tests {
         let k = key();
         let r = record(60);
         store.create(&k, &r).await.unwrap();
-        let later = OffsetDateTime::now_utc() + TimeDuration::hours(5);
+        let later = in_secs(5 * 3600);
         assert!(store.touch(&k, later).await.unwrap());
         let back = store.load(&k).await.unwrap().unwrap();
         assert_eq!(back.expires_at, later);
@@ -441,7 +449,7 @@ mod tests {
         let deadline = OffsetDateTime::now_utc() + TimeDuration::minutes(5);
         MOVING.set(Some(Moving {
             digest: a.digest(),
-            deadline,
+            deadline_ms: millis(deadline),
             taken: false,
         }));
         // Another key's lookup leaves the announcement alone, so a move it

@@ -293,7 +293,11 @@ mod tests {
     #[test]
     fn set_cookie_carries_the_configured_attributes() {
         let config = SessionConfig::default();
-        let line = set_cookie(&config, "v", Lifetime::For(Duration::from_secs(60), time::OffsetDateTime::now_utc()));
+        let line = set_cookie(
+            &config,
+            "v",
+            Lifetime::For(Duration::from_secs(60), time::OffsetDateTime::now_utc()),
+        );
         let parsed = cookie::Cookie::parse(line.clone()).unwrap();
         assert_eq!((parsed.name(), parsed.value()), ("sid", "v"));
         assert_eq!(parsed.http_only(), Some(true));
@@ -341,8 +345,14 @@ mod tests {
         let line = set_cookie(
             &SessionConfig::default(),
             "v",
-            Lifetime::For(Duration::from_secs(u64::MAX / 2), time::OffsetDateTime::now_utc()),
+            Lifetime::For(
+                Duration::from_secs(u64::MAX / 2),
+                time::OffsetDateTime::now_utc(),
+            ),
         );
-        assert!(line.ends_with("Expires=Fri, 31 Dec 9999 23:59:59 GMT"), "{line}");
+        assert!(
+            line.ends_with("Expires=Fri, 31 Dec 9999 23:59:59 GMT"),
+            "{line}"
+        );
     }
 }

@@ -3,8 +3,6 @@
 
 use std::fmt;
 use std::future::Future;
-
-use pin_project_lite::pin_project;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,6 +12,7 @@ use bytes::Bytes;
 use cloakroom_core::{BoxError, Error, ErrorKind, Id};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, VARY};
 use http::{HeaderValue, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
 use time::OffsetDateTime;
 use tower::Service;
 
@@ -108,8 +107,8 @@ where
             }
             let response = std::task::ready!(this.inner.as_mut().poll(cx))?.map(Body::new);
             let Some(session) = this.session.take() else {
-                // Polled again after it completed: answer as the inner
-                // future would, with what it already gave.
+                // Only reached if polled after completion, which futures
+                // need not support; pass the response on untouched.
                 return Poll::Ready(Ok(response));
             };
             if !session.shared.used() {
@@ -190,13 +189,21 @@ async fn finish(session: &Session, response: Response<Body>) -> Response<Body> {
 
 /// The store half of writing back: the save, touch or delete, then the
 /// response for its outcome.
-async fn save(session: &Session, state: &mut State, mut response: Response<Body>) -> Response<Body> {
+async fn save(
+    session: &Session,
+    state: &mut State,
+    mut response: Response<Body>,
+) -> Response<Body> {
     let result = save_to_store(session, state, &mut response).await;
     respond(session, result, response)
 }
 
 /// The response for the outcome of a save.
-fn respond(session: &Session, result: Result<(), Error>, response: Response<Body>) -> Response<Body> {
+fn respond(
+    session: &Session,
+    result: Result<(), Error>,
+    response: Response<Body>,
+) -> Response<Body> {
     match result {
         Ok(()) => response,
         Err(err) => {

@@ -202,10 +202,12 @@ impl Session {
         }
     }
 
-    /// The value under `key`, deserialized as `T`; `None` if absent.
+    /// The value under `key`, deserialized as `T`; `None` if absent. Only
+    /// this value is decoded, not the rest of the session.
     ///
     /// # Errors
-    /// When the backend is unavailable, or the stored value is not a `T`.
+    /// When the backend is unavailable, or the stored value is not a `T`
+    /// (or was damaged in the store).
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         let state = self.loaded().await?;
         state

@@ -1,7 +1,8 @@
 //! Fuzzes everything that reads a cookie value: `open` on both engines
 //! (base64url, envelope, MAC / AEAD, deadline), and the payload decoder that
-//! runs after authentication (flag byte, bounded inflate, record JSON), which
-//! `open` alone would never reach without a valid MAC.
+//! runs after authentication (flag byte, bounded inflate, the record and
+//! each of its values), which `open` alone would never reach without a
+//! valid MAC.
 //!
 //! The first input byte picks the target; the rest is the input. Nothing
 //! here may panic, and no input may take unbounded time or memory.
@@ -51,6 +52,15 @@ fuzz_target!(|data: &[u8]| {
             };
             if let Some(record) = cloakroom_cookie::fuzzing::decode_payload(flag, body, 0) {
                 assert_eq!(record.expires_at_millis(), 0);
+                // Values are decoded on use: use them all, and write the
+                // record back, which copies undecoded values as they are.
+                let decoded = record.data.to_map();
+                let bytes = record.to_bytes().expect("a record read can be written");
+                let again = cloakroom_core::Record::from_bytes(&bytes).expect("and read again");
+                assert_eq!(again.data.len(), record.data.len());
+                if let Ok(map) = decoded {
+                    assert_eq!(again.data.to_map().ok(), Some(map));
+                }
             }
         }
     }

@@ -1,0 +1,236 @@
+//! Instructions per request, counted by valgrind's callgrind: a second view
+//! of the same variants that the noise of a shared host cannot move.
+//!
+//! Each variant's server runs under callgrind with counting off. The users
+//! log in and each route is warmed up; then counting is switched on for a
+//! fixed number of requests on one keep-alive connection, each carrying the
+//! cookie of one of the sessions (a fixed pseudo-random order, the same for
+//! every variant), and the count is dumped.
+//!
+//! What it does not see: the kernel's share of a request (most of it on
+//! loopback HTTP, so the throughput ratios are kinder than these), and
+//! waiting on other servers. valgrind also hides some CPU features, so
+//! `ring`'s SHA-256 runs its plain vector code here instead of the SHA
+//! instructions it uses on hardware that has them, which costs cloakroom
+//! about 1,800 instructions per request it would not spend there.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::load::{self, ROUTES};
+
+/// How a count is taken.
+#[derive(Debug, Clone)]
+pub struct CountPlan {
+    /// Sessions logged in before counting.
+    pub sessions: usize,
+    /// Requests counted per route.
+    pub requests: usize,
+    /// Where callgrind writes its files.
+    pub work_dir: PathBuf,
+}
+
+/// A variant's server under callgrind, stopped on drop.
+struct Counted {
+    child: Child,
+    addr: String,
+    out: PathBuf,
+    dumps: usize,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.out);
+        for n in 1..=self.dumps {
+            let _ = std::fs::remove_file(self.dump(n));
+        }
+    }
+}
+
+impl Counted {
+    fn start(exe: &Path, variant: &str, work_dir: &Path) -> Result<Self, String> {
+        let out = work_dir.join(format!("callgrind.{variant}"));
+        let mut child = Command::new("valgrind")
+            .args(["--tool=callgrind", "--instr-atstart=no"])
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(exe)
+            .args(["serve", variant])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start valgrind (is it installed?): {e}"))?;
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = BufReader::new(stdout).read_line(&mut line);
+        }
+        let addr = line.trim().to_owned();
+        if addr.is_empty() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("the {variant} server did not start under valgrind"));
+        }
+        Ok(Self {
+            child,
+            addr,
+            out,
+            dumps: 0,
+        })
+    }
+
+    /// The file of the `n`th dump.
+    fn dump(&self, n: usize) -> PathBuf {
+        PathBuf::from(format!("{}.{n}", self.out.display()))
+    }
+
+    fn control(&self, args: &[&str]) -> Result<(), String> {
+        let status = Command::new("callgrind_control")
+            .args(args)
+            .arg(self.child.id().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("callgrind_control: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("callgrind_control {args:?} failed: {status}"))
+        }
+    }
+
+    /// Counts the instructions of running `work`, from a zeroed counter.
+    fn count(&mut self, work: impl FnOnce() -> Result<(), String>) -> Result<u64, String> {
+        self.control(&["--instr=on"])?;
+        work()?;
+        self.control(&["--instr=off"])?;
+        self.control(&["--dump"])?;
+        self.dumps += 1;
+        // callgrind_control returns once the dump is written; wait a little
+        // in case the file is not complete yet.
+        let file = self.dump(self.dumps);
+        for _ in 0..50 {
+            if let Some(total) = total_of(&file) {
+                return Ok(total);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("no callgrind total in {}", file.display()))
+    }
+}
+
+/// The event total of a callgrind output file (its `totals:` line; the
+/// `summary:` line of a dump made on request can be 0).
+fn total_of(file: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines()
+        .filter_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
+        .filter_map(|n| n.trim().parse().ok())
+        .max()
+}
+
+/// A keep-alive HTTP/1.1 connection that sends GETs and checks for 200.
+struct Client {
+    stream: BufReader<TcpStream>,
+    addr: String,
+}
+
+impl Client {
+    fn connect(addr: &str) -> Result<Self, String> {
+        let stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            stream: BufReader::new(stream),
+            addr: addr.to_owned(),
+        })
+    }
+
+    fn get(&mut self, path: &str, cookie: &str) -> Result<(), String> {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\n\r\n",
+            self.addr
+        );
+        self.stream
+            .get_mut()
+            .write_all(request.as_bytes())
+            .map_err(|e| format!("send {path}: {e}"))?;
+        let mut status = String::new();
+        self.stream
+            .read_line(&mut status)
+            .map_err(|e| format!("read {path}: {e}"))?;
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            self.stream
+                .read_line(&mut line)
+                .map_err(|e| format!("read {path}: {e}"))?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream
+            .read_exact(&mut body)
+            .map_err(|e| format!("read {path}: {e}"))?;
+        if status.split_whitespace().nth(1) == Some("200") {
+            Ok(())
+        } else {
+            Err(format!("{path} answered {}", status.trim()))
+        }
+    }
+}
+
+/// Instructions per request on each route of `variant`, in [`ROUTES`] order.
+///
+/// # Errors
+/// When the server, valgrind or a request fails.
+pub fn count(exe: &Path, plan: &CountPlan, variant: &str) -> Result<Vec<f64>, String> {
+    let mut server = Counted::start(exe, variant, &plan.work_dir)?;
+    let cookies = load::log_in(&server.addr, plan.sessions)?;
+    if let Some(first) = cookies.first() {
+        load::check(&server.addr, first)?;
+    }
+    let mut client = Client::connect(&server.addr)?;
+    let mut counts = Vec::with_capacity(ROUTES.len());
+    for route in ROUTES {
+        // A fixed order of sessions, the same for every variant.
+        let mut pick = Lcg(7);
+        for _ in 0..plan.requests / 10 + 1 {
+            client.get(route, &cookies[pick.below(cookies.len())])?;
+        }
+        let mut pick = Lcg(11);
+        let total = server.count(|| {
+            (0..plan.requests)
+                .try_for_each(|_| client.get(route, &cookies[pick.below(cookies.len())]))
+        })?;
+        counts.push(total as f64 / plan.requests as f64);
+    }
+    Ok(counts)
+}
+
+/// A small deterministic generator for the order of sessions.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) as usize) % n.max(1)
+    }
+}
