@@ -441,3 +441,52 @@ pub(crate) fn error_response(kind: ErrorKind) -> Response<Body> {
     headers.insert(VARY, HeaderValue::from_static("Cookie"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use http::header::SET_COOKIE;
+    use tower::{Layer as _, ServiceExt as _};
+
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::{Engine, SessionLayer};
+
+    /// A handler that hands its session to a task which still holds the
+    /// session's lock when the response is ready: the layer must wait for
+    /// it, then save what the task wrote.
+    #[tokio::test]
+    async fn a_session_still_in_use_after_the_handler_is_saved_once_released() {
+        let service = SessionLayer::new(Engine::store(MemoryStore::new(10))).layer(
+            tower::service_fn(|request: Request<Body>| async move {
+                let session = request
+                    .extensions()
+                    .get::<Session>()
+                    .cloned()
+                    .expect("the layer's session");
+                let (held, holding) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    let mut state = session.lock().await;
+                    state.accessed = true;
+                    state.loaded = true;
+                    state.data.insert("late".into(), serde_json::json!(1));
+                    state.modified = true;
+                    let _ = held.send(());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                });
+                let _ = holding.await;
+                Ok::<_, Infallible>(Response::new(Body::empty()))
+            }),
+        );
+        let response = service
+            .oneshot(Request::new(Body::empty()))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers().get(VARY).unwrap(), "Cookie");
+        let cookie = response.headers().get(SET_COOKIE).expect("saved");
+        assert!(cookie.to_str().unwrap().starts_with("sessionid="));
+    }
+}
