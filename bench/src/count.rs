@@ -17,10 +17,10 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::load::{self, ROUTES};
+use crate::load::{self, ROUTES, Server};
 
 /// How a count is taken.
 #[derive(Debug, Clone)]
@@ -35,16 +35,15 @@ pub struct CountPlan {
 
 /// A variant's server under callgrind, stopped on drop.
 struct Counted {
-    child: Child,
-    addr: String,
+    server: Option<Server>,
     out: PathBuf,
     dumps: usize,
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Stop the server first, then remove what callgrind wrote.
+        self.server.take();
         let _ = std::fs::remove_file(&self.out);
         for n in 1..=self.dumps {
             let _ = std::fs::remove_file(self.dump(n));
@@ -55,31 +54,22 @@ impl Drop for Counted {
 impl Counted {
     fn start(exe: &Path, variant: &str, work_dir: &Path) -> Result<Self, String> {
         let out = work_dir.join(format!("callgrind.{variant}"));
-        let mut child = Command::new("valgrind")
+        let mut command = Command::new("valgrind");
+        command
             .args(["--tool=callgrind", "--instr-atstart=no"])
             .arg(format!("--callgrind-out-file={}", out.display()))
             .arg(exe)
             .args(["serve", variant])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("start valgrind (is it installed?): {e}"))?;
-        let mut line = String::new();
-        if let Some(stdout) = child.stdout.take() {
-            let _ = BufReader::new(stdout).read_line(&mut line);
-        }
-        let addr = line.trim().to_owned();
-        if addr.is_empty() {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("the {variant} server did not start under valgrind"));
-        }
+            .stderr(Stdio::null());
         Ok(Self {
-            child,
-            addr,
+            server: Some(Server::spawn(command, variant, "valgrind")?),
             out,
             dumps: 0,
         })
+    }
+
+    fn addr(&self) -> &str {
+        self.server.as_ref().map_or("", Server::addr)
     }
 
     /// The file of the `n`th dump.
@@ -90,7 +80,7 @@ impl Counted {
     fn control(&self, args: &[&str]) -> Result<(), String> {
         let status = Command::new("callgrind_control")
             .args(args)
-            .arg(self.child.id().to_string())
+            .arg(self.server.as_ref().map_or(0, Server::id).to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -200,11 +190,11 @@ impl Client {
 /// When the server, valgrind or a request fails.
 pub fn count(exe: &Path, plan: &CountPlan, variant: &str) -> Result<Vec<f64>, String> {
     let mut server = Counted::start(exe, variant, &plan.work_dir)?;
-    let cookies = load::log_in(&server.addr, plan.sessions)?;
+    let cookies = load::log_in(server.addr(), plan.sessions)?;
     if let Some(first) = cookies.first() {
-        load::check(&server.addr, first)?;
+        load::check(server.addr(), first)?;
     }
-    let mut client = Client::connect(&server.addr)?;
+    let mut client = Client::connect(server.addr())?;
     let mut counts = Vec::with_capacity(ROUTES.len());
     for route in ROUTES {
         // A fixed order of sessions, the same for every variant.

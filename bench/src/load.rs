@@ -61,14 +61,25 @@ impl Server {
     /// # Errors
     /// When it cannot start or exits before printing its address.
     pub fn start(exe: &Path, variant: &str, core: usize) -> Result<Self, String> {
-        let mut child = Command::new("taskset")
+        let mut command = Command::new("taskset");
+        command
             .arg("-c")
             .arg(core.to_string())
             .arg(exe)
-            .args(["serve", variant])
+            .args(["serve", variant]);
+        Self::spawn(command, variant, "taskset")
+    }
+
+    /// Runs `command`, a `serve VARIANT` under `wrapper`, and waits for the
+    /// address it prints.
+    ///
+    /// # Errors
+    /// When it cannot start or exits before printing its address.
+    pub fn spawn(mut command: Command, variant: &str, wrapper: &str) -> Result<Self, String> {
+        let mut child = command
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("start the {variant} server (is taskset installed?): {e}"))?;
+            .map_err(|e| format!("start the {variant} server (is {wrapper} installed?): {e}"))?;
         let mut line = String::new();
         if let Some(stdout) = child.stdout.take() {
             let _ = BufReader::new(stdout).read_line(&mut line);
@@ -80,6 +91,11 @@ impl Server {
             return Err(format!("the {variant} server did not start ({status:?})"));
         }
         Ok(Self { child, addr })
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// `host:port` it listens on.
