@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cloakroom::Engine;
-use cloakroom_core::record::Data;
+use cloakroom_core::record::{
+    DEADLINE_FIELD_LEN, Data, deadline_field, has_deadline_field, millis,
+};
 use cloakroom_core::{Id, Record, SessionStore, StoreKey};
 use cloakroom_redis::{RedisOptions, RedisStore};
 use cloakroom_tests::required_env;
@@ -328,9 +330,9 @@ mod cases {
         }
     }
 
-    /// `touch` moves the TTL and leaves the stored bytes alone; load reports
-    /// the new deadline.
-    pub(crate) async fn touch_changes_ttl_not_value(url: &str) {
+    /// `touch` moves the TTL and rewrites only the deadline at the end of the
+    /// stored bytes; a single `GET` then reports the new deadline.
+    pub(crate) async fn touch_moves_ttl_and_deadline_field(url: &str) {
         let store = store_at(url);
         let raw = Raw::open(url).await;
         let key = new_key();
@@ -342,20 +344,70 @@ mod cases {
                 .expect("create")
         );
         let before = raw.get(&redis_key).await.expect("stored bytes");
+        assert!(has_deadline_field(&before));
 
         let later = OffsetDateTime::now_utc() + Duration::from_secs(500);
         assert!(store.touch(&key, later).await.expect("touch"));
-        assert_eq!(raw.get(&redis_key).await.expect("stored bytes"), before);
+        let after = raw.get(&redis_key).await.expect("stored bytes");
+        let (data, field) = after.split_at(after.len() - DEADLINE_FIELD_LEN);
+        assert_eq!(data, &before[..before.len() - DEADLINE_FIELD_LEN]);
+        assert_eq!(field, deadline_field(later));
         let pttl = raw.pttl(&redis_key).await;
         assert!((498_000..=500_000).contains(&pttl), "PTTL {pttl}");
         let loaded = store.load(&key).await.expect("load").expect("record");
-        assert!((loaded.expires_at - later).abs() < time::Duration::seconds(1));
+        assert_eq!(loaded.expires_at_millis(), millis(later));
         assert_eq!(loaded.data["v"], json!("a"));
 
         // Touching a session that is not there creates nothing.
         let missing = new_key();
         assert!(!store.touch(&missing, later).await.expect("touch"));
         assert!(!raw.exists(&store.redis_key(&missing)).await);
+    }
+
+    /// A record written by an earlier version, with its deadline in
+    /// MessagePack's shorter unsigned form, keeps working: load takes its
+    /// deadline from the TTL, and touch moves the TTL without touching the
+    /// bytes.
+    pub(crate) async fn records_of_earlier_versions_follow_their_ttl(url: &str) {
+        let store = store_at(url);
+        let raw = Raw::open(url).await;
+        let key = new_key();
+        let redis_key = store.redis_key(&key);
+        // What earlier versions wrote: the same record, its deadline (here
+        // 10 s away) as an unsigned integer, and a TTL moved by touch since.
+        let mut old = record("a", Duration::from_secs(10))
+            .to_bytes()
+            .expect("encodes");
+        let at = old.len() - DEADLINE_FIELD_LEN;
+        old[at] = 0xcf;
+        assert!(!has_deadline_field(&old));
+        let set = |ttl_ms: u64| {
+            redis::cmd("SET")
+                .arg(&redis_key)
+                .arg(&old)
+                .arg("PX")
+                .arg(ttl_ms)
+                .clone()
+        };
+        let _: () = raw.query(&set(60_000)).await;
+        let loaded = store.load(&key).await.expect("load").expect("record");
+        assert_eq!(loaded.data["v"], json!("a"));
+        let left = loaded.expires_at - OffsetDateTime::now_utc();
+        assert!(
+            left > time::Duration::seconds(58) && left <= time::Duration::seconds(60),
+            "deadline in {left}"
+        );
+
+        let later = OffsetDateTime::now_utc() + Duration::from_secs(500);
+        assert!(store.touch(&key, later).await.expect("touch"));
+        assert_eq!(raw.get(&redis_key).await.expect("stored bytes"), old);
+        let loaded = store.load(&key).await.expect("load").expect("record");
+        assert!((loaded.expires_at - later).abs() < time::Duration::seconds(1));
+
+        // Past its TTL it is gone, whatever the bytes say.
+        let _: () = raw.query(&set(1)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(store.load(&key).await.expect("load").is_none());
     }
 
     /// Keys are the prefix and the SHA-256 of the id; the raw id is in none.
@@ -465,7 +517,8 @@ mod single {
         unreadable_record_is_no_session,
         create_does_not_overwrite,
         update_after_delete_does_not_recreate,
-        touch_changes_ttl_not_value,
+        touch_moves_ttl_and_deadline_field,
+        records_of_earlier_versions_follow_their_ttl,
         keys_hold_the_hash_not_the_id,
         cookie_value_is_in_no_key,
         chosen_by_settings,
@@ -520,7 +573,8 @@ mod tls {
 
     redis_cases!("CLOAKROOM_REDIS_TLS_URL";
         ttl_matches_expiry,
-        touch_changes_ttl_not_value,
+        touch_moves_ttl_and_deadline_field,
+        records_of_earlier_versions_follow_their_ttl,
         update_after_delete_does_not_recreate,
         chosen_by_settings,
     );
@@ -555,7 +609,8 @@ mod cluster {
         unreadable_record_is_no_session,
         create_does_not_overwrite,
         update_after_delete_does_not_recreate,
-        touch_changes_ttl_not_value,
+        touch_moves_ttl_and_deadline_field,
+        records_of_earlier_versions_follow_their_ttl,
         keys_hold_the_hash_not_the_id,
         cookie_value_is_in_no_key,
         chosen_by_settings,

@@ -437,9 +437,20 @@ mod tests {
         map
     }
 
-    /// What the first MessagePack version wrote: one serde tuple.
+    /// What the first MessagePack version wrote: one serde tuple, the
+    /// deadline in the shortest integer form.
     fn old_encoding(map: &Map<String, Value>, expiry: Option<Expiry>, ms: i64) -> Vec<u8> {
         rmp_serde::to_vec(&(2u8, map, expiry, ms)).expect("encodes")
+    }
+
+    /// What is written now: the same tuple, the deadline in its fixed
+    /// nine-byte form.
+    fn encoding(map: &Map<String, Value>, expiry: Option<Expiry>, ms: i64) -> Vec<u8> {
+        let mut bytes = rmp_serde::to_vec(&(2u8, map, expiry, 0u8)).expect("encodes");
+        assert_eq!(bytes.pop(), Some(0), "a zero is one byte");
+        bytes.push(0xd3);
+        bytes.extend_from_slice(&ms.to_be_bytes());
+        bytes
     }
 
     fn record_of(bytes: &[u8]) -> Record {
@@ -458,16 +469,21 @@ mod tests {
                 expiry,
                 expires_at: deadline(),
             };
-            let old = old_encoding(&sample(), expiry, record.expires_at_millis());
-            assert_eq!(record.to_bytes().expect("encodes"), old);
-            // And a record read back writes its bytes again unchanged.
-            assert_eq!(record_of(&old).to_bytes().expect("encodes"), old);
+            let ms = record.expires_at_millis();
+            let now = encoding(&sample(), expiry, ms);
+            assert_eq!(record.to_bytes().expect("encodes"), now);
+            // A record read back writes its bytes again unchanged, and one
+            // written by the first encoder is written in the fixed form.
+            assert_eq!(record_of(&now).to_bytes().expect("encodes"), now);
+            let old = old_encoding(&sample(), expiry, ms);
+            assert_ne!(old, now);
+            assert_eq!(record_of(&old).to_bytes().expect("encodes"), now);
         }
     }
 
     #[test]
     fn a_changed_value_is_encoded_and_the_others_copied() {
-        let bytes = old_encoding(&sample(), None, 5);
+        let bytes = encoding(&sample(), None, 5);
         let mut record = record_of(&bytes);
         assert_eq!(record.data.get("n").expect("decodes"), Some(&json!(41)));
         record.data.insert("n".into(), json!(42));
@@ -482,7 +498,7 @@ mod tests {
         want.remove("nothing");
         assert_eq!(
             record.to_bytes().expect("encodes"),
-            old_encoding(&want, None, 5)
+            encoding(&want, None, 5)
         );
         assert_eq!(record.data.to_map().expect("decodes"), want);
     }
@@ -492,7 +508,7 @@ mod tests {
         let mut map = Map::new();
         map.insert("bad".into(), json!("xy"));
         map.insert("good".into(), json!(7));
-        let mut bytes = old_encoding(&map, None, 5);
+        let mut bytes = encoding(&map, None, 5);
         // The string "xy" becomes invalid UTF-8.
         let at = bytes
             .windows(3)
@@ -527,7 +543,7 @@ mod tests {
 
     #[test]
     fn malformed_records_are_errors_not_panics() {
-        let good = old_encoding(&sample(), None, 5);
+        let good = encoding(&sample(), None, 5);
         for cut in 0..good.len() {
             assert!(Record::from_bytes(&good[..cut]).is_err(), "cut at {cut}");
         }

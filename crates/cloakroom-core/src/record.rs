@@ -76,7 +76,42 @@ struct WireV1 {
 /// than JSON and several times quicker to write and read for the long
 /// strings sessions tend to hold, and a value can be found in it without
 /// decoding the others (see [`Data`]).
+///
+/// The deadline is always written in the same nine bytes at the very end
+/// (see [`deadline_field`]), so that a store able to overwrite part of a
+/// value can move it without rewriting the record.
 const WIRE_VERSION: u8 = 2;
+
+/// How many bytes end every record that [`Record::to_bytes`] writes and hold
+/// its deadline (see [`deadline_field`]).
+pub const DEADLINE_FIELD_LEN: usize = 9;
+
+/// The MessagePack marker of a 64-bit signed integer, which starts the
+/// deadline field.
+const DEADLINE_MARKER: u8 = 0xd3;
+
+/// The last [`DEADLINE_FIELD_LEN`] bytes of a record whose deadline is
+/// `expires_at`: MessagePack's 64-bit integer form (the marker `0xd3`, then
+/// the milliseconds since the Unix epoch, big-endian).
+///
+/// Writing these bytes over the end of a record's bytes moves its deadline,
+/// as long as [`has_deadline_field`] holds for them. The Redis engine's
+/// `touch` does that on the server, so that its `load` is a single `GET`.
+pub fn deadline_field(expires_at: OffsetDateTime) -> [u8; DEADLINE_FIELD_LEN] {
+    let mut field = [DEADLINE_MARKER; DEADLINE_FIELD_LEN];
+    field[1..].copy_from_slice(&millis(expires_at).to_be_bytes());
+    field
+}
+
+/// True when `bytes` end with a deadline in the form of [`deadline_field`].
+/// Every record this version writes does; records written by earlier
+/// versions (JSON, or a shorter integer form) may not, and then a store
+/// must keep the deadline some other way.
+pub fn has_deadline_field(bytes: &[u8]) -> bool {
+    bytes.first() != Some(&b'{')
+        && bytes.len() > DEADLINE_FIELD_LEN
+        && bytes[bytes.len() - DEADLINE_FIELD_LEN] == DEADLINE_MARKER
+}
 
 impl Record {
     /// A record with the given data and deadline and no explicit expiry.
@@ -132,7 +167,7 @@ impl Record {
         rmp_serde::encode::write(out, &WIRE_VERSION).map_err(encode_error)?;
         self.data.encode(out)?;
         rmp_serde::encode::write(out, &self.expiry).map_err(encode_error)?;
-        rmp_serde::encode::write(out, &self.expires_at_millis()).map_err(encode_error)?;
+        out.extend_from_slice(&deadline_field(self.expires_at));
         Ok(())
     }
 
@@ -266,6 +301,35 @@ mod tests {
         assert!(Record::from_bytes(br#"{"v":9,"d":{},"x":0}"#).is_err());
         assert!(Record::from_bytes(b"\x94\x09\x80\xc0\x00").is_err());
         assert!(Record::from_bytes(b"\x94\x02\x80").is_err());
+    }
+
+    #[test]
+    fn the_deadline_field_ends_every_record_and_can_be_overwritten() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let mut data = Data::new();
+        data.insert("token".into(), json!("t".repeat(100)));
+        for expires_at in [
+            now,
+            now + Duration::days(365 * 100),
+            now - Duration::days(20_000),
+        ] {
+            let mut bytes = Record::new(data.clone(), expires_at).to_bytes().unwrap();
+            assert!(has_deadline_field(&bytes));
+            let tail = bytes.len() - DEADLINE_FIELD_LEN;
+            assert_eq!(bytes[tail..], deadline_field(expires_at));
+            // What Redis's touch does on the server.
+            let moved = expires_at + Duration::milliseconds(86_400_123);
+            bytes[tail..].copy_from_slice(&deadline_field(moved));
+            let back = Record::from_bytes(&bytes).unwrap();
+            assert_eq!(back.expires_at, moved);
+            assert_eq!(back.data["token"], data["token"]);
+        }
+        // Records of earlier versions do not have the fixed form.
+        let json = br#"{"v":1,"d":{"user":"ada"},"x":1800000001234}"#;
+        assert!(!has_deadline_field(json));
+        let shortest = rmp_serde::to_vec(&(2u8, Map::new(), None::<Expiry>, 1_800_000_001_234i64));
+        assert!(!has_deadline_field(&shortest.unwrap()));
+        assert!(!has_deadline_field(&deadline_field(now)));
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use cloakroom_core::config::Settings;
+use cloakroom_core::record::{deadline_field, has_deadline_field};
 use cloakroom_core::{ConfigError, Error, Record, SessionStore, StoreKey, async_trait};
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::cluster_async::ClusterConnection;
@@ -49,11 +50,20 @@ use crate::{RedisOptions, RedisStoreError};
 ///
 /// | operation | Redis |
 /// |---|---|
-/// | `load` | `GET` + `PTTL`, pipelined; the deadline comes from `PTTL` |
+/// | `load` | `GET key` |
 /// | `create` | `SET key value NX PX ttl` |
 /// | `update` | `SET key value XX PX ttl` (never recreates a deleted session) |
-/// | `touch` | `PEXPIRE key ttl` (only if the key exists) |
+/// | `touch` | a short Lua script (`EVAL`): if the key exists, `PEXPIRE` it and overwrite the deadline at the end of the value (`SETRANGE`) |
 /// | `delete` | `DEL key` |
+///
+/// The value is the record's bytes ([`Record::to_bytes`]), which end with its
+/// deadline in a fixed nine-byte form
+/// ([`deadline_field`](cloakroom_core::record::deadline_field)). Because
+/// `touch` rewrites those bytes on the server, `load` learns the latest
+/// deadline from the value itself and needs one command, not a `GET` and a
+/// `PTTL`. A value written by an earlier version, whose deadline is not in
+/// that form, is still read: `load` then asks for its `PTTL` in a second
+/// round trip, and `touch` only moves its TTL.
 ///
 /// Building the store does not connect: a Redis that is down at startup is
 /// reported by the first request that needs a session, and the store
@@ -450,7 +460,51 @@ fn set_outcome(op: &'static str, reply: Value) -> Result<bool, RedisStoreError> 
     }
 }
 
+/// `touch` on the server, atomically: if the key exists, give it the new TTL
+/// (`ARGV[1]`, milliseconds) and, when its value ends with a deadline field
+/// (the field's first byte, its marker, is where the new field's is), write
+/// the new field (`ARGV[2]`) over it. Replies 1 if the key existed, else 0.
+/// Sent with `EVAL`, which Redis answers from its script cache after the
+/// first time; no `SCRIPT LOAD` to lose when a server restarts or fails over.
+const TOUCH_SCRIPT: &str = r"
+local n = redis.call('STRLEN', KEYS[1])
+if n == 0 then return 0 end
+local at = n - string.len(ARGV[2])
+if at > 0 and redis.call('GETRANGE', KEYS[1], at, at) == string.sub(ARGV[2], 1, 1) then
+  redis.call('SETRANGE', KEYS[1], at, ARGV[2])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+";
+
 impl RedisStore {
+    /// Sets the deadline of `record`, written by an earlier version, from
+    /// the TTL of its key (`PTTL`); false when the key is gone.
+    async fn deadline_from_ttl(&self, redis_key: &str, record: &mut Record) -> Result<bool, Error> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PTTL").arg(redis_key);
+        // Taken before asking, so that the deadline errs early by the round
+        // trip, never late.
+        let asked_at = OffsetDateTime::now_utc();
+        let (pttl,): (i64,) = self.query("load", &pipe).await?;
+        match pttl {
+            // Deleted or expired since the GET.
+            -2 | 0 => Ok(false),
+            // No TTL: only someone else's PERSIST does that; the record's own
+            // deadline still holds.
+            -1 => Ok(true),
+            ms if ms > 0 => {
+                record.expires_at = asked_at + time::Duration::milliseconds(ms);
+                Ok(true)
+            }
+            other => Err(RedisStoreError::Reply {
+                op: "load",
+                detail: format!("PTTL {other}"),
+            }
+            .into()),
+        }
+    }
+
     async fn set(
         &self,
         op: &'static str,
@@ -480,14 +534,12 @@ impl SessionStore for RedisStore {
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
         let redis_key = self.redis_key(key);
         let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
-        // Taken before asking, so that the deadline computed from PTTL errs
-        // early by the round trip, never late.
-        let asked_at = OffsetDateTime::now_utc();
-        let (value, pttl): (Option<Vec<u8>>, i64) = self.query("load", &pipe).await?;
+        pipe.cmd("GET").arg(&redis_key);
+        let (value,): (Option<Vec<u8>>,) = self.query("load", &pipe).await?;
         let Some(bytes) = value else {
             return Ok(None);
         };
+        let current = has_deadline_field(&bytes);
         let mut record = match Record::from_shared(bytes.into()) {
             Ok(record) => record,
             Err(e) => {
@@ -498,24 +550,11 @@ impl SessionStore for RedisStore {
                 return Ok(None);
             }
         };
-        match pttl {
-            // Deleted or expired between GET and PTTL.
-            -2 | 0 => return Ok(None),
-            // No TTL: only someone else's PERSIST does that; the record's own
-            // deadline still holds.
-            -1 => {}
-            ms if ms > 0 => {
-                // The TTL is the authority: `touch` moves it without
-                // rewriting the record.
-                record.expires_at = asked_at + time::Duration::milliseconds(ms);
-            }
-            other => {
-                return Err(RedisStoreError::Reply {
-                    op: "load",
-                    detail: format!("PTTL {other}"),
-                }
-                .into());
-            }
+        // Written by an earlier version, a record's deadline is not kept up
+        // to date by `touch`, which could move only its TTL: the TTL is the
+        // authority on it.
+        if !current && !self.deadline_from_ttl(&redis_key, &mut record).await? {
+            return Ok(None);
         }
         Ok((!record.is_expired()).then_some(record))
     }
@@ -530,9 +569,12 @@ impl SessionStore for RedisStore {
 
     async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error> {
         let mut pipe = redis::pipe();
-        pipe.cmd("PEXPIRE")
+        pipe.cmd("EVAL")
+            .arg(TOUCH_SCRIPT)
+            .arg(1)
             .arg(self.redis_key(key))
-            .arg(ttl_millis(expires_at));
+            .arg(ttl_millis(expires_at))
+            .arg(&deadline_field(expires_at)[..]);
         let (set,): (i64,) = self.query("touch", &pipe).await?;
         Ok(set == 1)
     }
