@@ -31,6 +31,9 @@ pub struct CountPlan {
     pub requests: usize,
     /// Where callgrind writes its files.
     pub work_dir: PathBuf,
+    /// Where to copy each route's profile for `callgrind_annotate`, if
+    /// anywhere (they are removed otherwise).
+    pub keep: Option<PathBuf>,
 }
 
 /// A variant's server under callgrind, stopped on drop.
@@ -208,6 +211,11 @@ pub fn count(exe: &Path, plan: &CountPlan, variant: &str) -> Result<Vec<f64>, St
                 .try_for_each(|_| client.get(route, &cookies[pick.below(cookies.len())]))
         })?;
         counts.push(total as f64 / plan.requests as f64);
+        if let Some(dir) = &plan.keep {
+            let name = format!("{variant}.{}.callgrind", route.trim_start_matches('/'));
+            std::fs::copy(server.dump(server.dumps), dir.join(&name))
+                .map_err(|e| format!("keeping {name} in {}: {e}", dir.display()))?;
+        }
     }
     Ok(counts)
 }

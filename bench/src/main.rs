@@ -9,6 +9,7 @@
 //! cloakroom-bench serve VARIANT    # one variant's server (used by the run)
 //! cloakroom-bench memory ENGINE    # memory per session (used by the run)
 //! cloakroom-bench instructions [--requests N] [--sessions N] [--only NAME,NAME..]
+//!                              [--keep DIR]
 //!                                  # instructions per request under callgrind
 //! ```
 
@@ -90,6 +91,7 @@ fn instructions(args: &[String]) -> Result<(), String> {
         requests: 2000,
         work_dir: std::env::var_os("CLOAKROOM_TEST_DIR")
             .map_or_else(std::env::temp_dir, Into::into),
+        keep: None,
     };
     let mut only: Vec<String> = IN_PROCESS.iter().map(|n| (*n).to_owned()).collect();
     let mut args = args.iter();
@@ -106,6 +108,10 @@ fn instructions(args: &[String]) -> Result<(), String> {
             "--requests" => plan.requests = number()?,
             "--sessions" => plan.sessions = number()?,
             "--only" => only = value.split(',').map(str::to_owned).collect(),
+            "--keep" => {
+                std::fs::create_dir_all(value).map_err(|e| format!("--keep {value}: {e}"))?;
+                plan.keep = Some(value.into());
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
