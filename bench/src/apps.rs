@@ -9,6 +9,9 @@
 //! `/read` and `/write` answer with the counter, `/login` and `/nosession`
 //! with `ok`; any other status is an error the benchmark counts.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -126,7 +129,63 @@ where
         .layer(layer)
 }
 
-/// What the cookie-jar and hand-written Redis variants keep per session.
+/// The session id of the hand-written variants, from their plain `sid`
+/// cookie.
+fn sid(headers: &HeaderMap) -> Result<&str, Failure> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix("sid="))
+        .ok_or_else(bad_request)
+}
+
+/// The `Set-Cookie` of a hand-written variant's login.
+fn sid_cookie(id: &Id) -> String {
+    format!(
+        "sid={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={AGE_SECONDS}",
+        id.expose()
+    )
+}
+
+/// The least an in-process session can cost: the id from a plain cookie,
+/// looked up in one `RwLock<HashMap>` of sessions kept decoded; no layer, no
+/// hashing of the id, no expiry, no cookie refresh on writes.
+pub fn memory_by_hand() -> Router {
+    type Sessions = State<Arc<RwLock<HashMap<String, Payload>>>>;
+    async fn login(State(sessions): Sessions) -> Result<Response, Failure> {
+        let id = Id::generate().map_err(unavailable)?;
+        let payload = Payload {
+            token: token(),
+            n: 0,
+        };
+        sessions
+            .write()
+            .map_err(unavailable)?
+            .insert(id.expose().to_owned(), payload);
+        Ok((AppendHeaders([(header::SET_COOKIE, sid_cookie(&id))]), "ok").into_response())
+    }
+    async fn read(State(sessions): Sessions, headers: HeaderMap) -> Result<String, Failure> {
+        let sessions = sessions.read().map_err(unavailable)?;
+        let payload = sessions.get(sid(&headers)?).ok_or_else(bad_request)?;
+        Ok(counter(payload.n))
+    }
+    async fn write(State(sessions): Sessions, headers: HeaderMap) -> Result<String, Failure> {
+        let mut sessions = sessions.write().map_err(unavailable)?;
+        let payload = sessions.get_mut(sid(&headers)?).ok_or_else(bad_request)?;
+        payload.n += 1;
+        Ok(counter(payload.n))
+    }
+    Router::new()
+        .route("/login", get(login))
+        .route("/nosession", get(|| async { "ok" }))
+        .route("/read", get(read))
+        .route("/write", get(write))
+        .with_state(Arc::default())
+}
+
+/// What the cookie-jar and hand-written variants keep per session.
 #[derive(Serialize, Deserialize)]
 struct Payload {
     token: String,
@@ -191,14 +250,7 @@ fn time_seconds(seconds: u64) -> time::Duration {
 pub fn redis_by_hand(connection: redis::aio::MultiplexedConnection) -> Router {
     type Conn = State<redis::aio::MultiplexedConnection>;
     fn key_of(headers: &HeaderMap) -> Result<String, Failure> {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|pair| pair.trim().strip_prefix("sid="))
-            .map(|id| format!("by-hand:{id}"))
-            .ok_or_else(bad_request)
+        sid(headers).map(|id| format!("by-hand:{id}"))
     }
     async fn load(
         conn: &mut redis::aio::MultiplexedConnection,
@@ -237,11 +289,7 @@ pub fn redis_by_hand(connection: redis::aio::MultiplexedConnection) -> Router {
             },
         )
         .await?;
-        let cookie = format!(
-            "sid={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={AGE_SECONDS}",
-            id.expose()
-        );
-        Ok((AppendHeaders([(header::SET_COOKIE, cookie)]), "ok").into_response())
+        Ok((AppendHeaders([(header::SET_COOKIE, sid_cookie(&id))]), "ok").into_response())
     }
     async fn read(State(mut conn): Conn, headers: HeaderMap) -> Result<String, Failure> {
         let key = key_of(&headers)?;

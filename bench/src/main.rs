@@ -78,6 +78,7 @@ fn footprint(engine: &str, rest: &[String]) -> Result<(), String> {
 const IN_PROCESS: &[&str] = &[
     "memory",
     "ts-memory",
+    "memory-by-hand",
     "signed_cookies",
     "encrypted_cookies",
     "jar-signed",

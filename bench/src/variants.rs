@@ -32,6 +32,11 @@ pub const ALL: &[Variant] = &[
     variant(PLAIN, "plain axum (no session layer)", None),
     variant("memory", "cloakroom memory", Some("ts-memory")),
     variant("ts-memory", "tower-sessions MemoryStore", None),
+    variant(
+        "memory-by-hand",
+        "hand-written HashMap lookup, no layer",
+        None,
+    ),
     variant("redis", "cloakroom redis", Some("ts-redis")),
     variant("ts-redis", "tower-sessions RedisStore (fred)", None),
     variant(
@@ -134,6 +139,7 @@ pub async fn app(variant: &str) -> Result<Router, String> {
             ("SESSION_SECRET_KEY", SECRET),
         ])?),
         "ts-memory" => apps::tower_sessions(tower_sessions::MemoryStore::default()),
+        "memory-by-hand" => apps::memory_by_hand(),
         "ts-redis" => {
             use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
             let config = Config::from_url(&url("CLOAKROOM_REDIS_URL")?).map_err(|e| err(&e))?;
