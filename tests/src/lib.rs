@@ -8,6 +8,8 @@
 //!   tests can see what the layer asked of the store.
 //! * [`app`]: the routes the cases drive.
 //! * [`cases`]: the cases themselves, one `async fn` each.
+//! * [`contract`]: store-level cases of the `SessionStore` contract, called
+//!   on a store directly by each server-side engine's own tests.
 //! * [`fault`]: stopping and restarting a private server, and the outage
 //!   drill every networked engine goes through.
 //!
@@ -25,6 +27,7 @@
 pub mod app;
 pub mod cases;
 pub mod client;
+pub mod contract;
 pub mod fault;
 pub mod probe;
 

@@ -23,7 +23,7 @@ use cloakroom_core::record::Data;
 use cloakroom_core::{Id, Record, SessionStore, StoreKey};
 use cloakroom_memcached::{MemcachedError, MemcachedStore, Options};
 use cloakroom_tests::client::Client;
-use cloakroom_tests::required_env;
+use cloakroom_tests::{contract, required_env};
 use http::StatusCode;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -345,49 +345,19 @@ async fn a_past_deadline_never_becomes_never_expiring() {
     );
 }
 
-/// A logout between a request's load and its save: the save does not bring
-/// the session back, whether it is an update or a touch.
+/// `create` never overwrites; a logout between a request's load and its
+/// save is not undone by the save, whether it is an update or a touch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_after_a_concurrent_delete_does_not_recreate() {
     let url = required_env("CLOAKROOM_MEMCACHED_URL");
-    let server = first_server(&url);
+    let server = &first_server(&url);
     let store = store(&url, &unique_prefix());
-    let hour = time::Duration::hours(1);
-    let key = new_key();
-    assert!(
-        store
-            .create(&key, &record("ada", hour))
-            .await
-            .expect("create")
-    );
-    let loaded = store.load(&key).await.expect("load").expect("the session");
-
-    store.delete(&key).await.expect("delete");
-    let mut changed = loaded.clone();
-    changed.data.insert("v".into(), json!("mallory"));
-    assert!(!store.update(&key, &changed).await.expect("update"));
-    assert!(!store.touch(&key, changed.expires_at).await.expect("touch"));
-    assert!(store.load(&key).await.expect("load").is_none());
-    assert!(!holds(&server, &store.memcached_key(&key)).await);
-    // Deleting what is not there is fine.
-    store.delete(&key).await.expect("delete again");
-
-    // And `create` never overwrites a live session.
-    let key = new_key();
-    assert!(
-        store
-            .create(&key, &record("first", hour))
-            .await
-            .expect("create")
-    );
-    assert!(
-        !store
-            .create(&key, &record("second", hour))
-            .await
-            .expect("create")
-    );
-    let kept = store.load(&key).await.expect("load").expect("the session");
-    assert_eq!(value_of(&kept), "first");
+    contract::create_never_overwrites(&store).await;
+    let held = |key| {
+        let item = store.memcached_key(&key);
+        async move { holds(server, &item).await }
+    };
+    contract::deleted_sessions_stay_deleted(&store, held, 30).await;
 }
 
 /// `touch` moves the deadline to the millisecond without rewriting the

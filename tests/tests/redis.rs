@@ -23,7 +23,7 @@ use cloakroom_core::record::{
 };
 use cloakroom_core::{Id, Record, SessionStore, StoreKey};
 use cloakroom_redis::{RedisOptions, RedisStore};
-use cloakroom_tests::required_env;
+use cloakroom_tests::{contract, required_env};
 use deadpool_redis::redis::{self, FromRedisValue, aio::MultiplexedConnection};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -259,75 +259,19 @@ mod cases {
 
     /// `create` never overwrites.
     pub(crate) async fn create_does_not_overwrite(url: &str) {
-        let store = store_at(url);
-        let key = new_key();
-        assert!(
-            store
-                .create(&key, &record("first", Duration::from_secs(60)))
-                .await
-                .expect("create")
-        );
-        assert!(
-            !store
-                .create(&key, &record("second", Duration::from_secs(60)))
-                .await
-                .expect("create")
-        );
-        let loaded = store.load(&key).await.expect("load").expect("record");
-        assert_eq!(loaded.data["v"], json!("first"));
+        contract::create_never_overwrites(&store_at(url)).await;
     }
 
-    /// An update after a delete, and updates racing deletes, never bring a
-    /// session back.
+    /// Updates and touches after a delete, and updates racing deletes, never
+    /// bring a session back.
     pub(crate) async fn update_after_delete_does_not_recreate(url: &str) {
         let store = store_at(url);
-        let raw = Raw::open(url).await;
-        let key = new_key();
-        assert!(
-            !store
-                .update(&key, &record("never", Duration::from_secs(60)))
-                .await
-                .expect("update")
-        );
-        assert!(!raw.exists(&store.redis_key(&key)).await);
-
-        assert!(
-            store
-                .create(&key, &record("a", Duration::from_secs(60)))
-                .await
-                .expect("create")
-        );
-        store.delete(&key).await.expect("delete");
-        store.delete(&key).await.expect("deleting twice is fine");
-        assert!(
-            !store
-                .update(&key, &record("b", Duration::from_secs(60)))
-                .await
-                .expect("update")
-        );
-        assert!(
-            !raw.exists(&store.redis_key(&key)).await,
-            "the deleted session came back"
-        );
-
-        for round in 0..50 {
-            let key = new_key();
-            assert!(
-                store
-                    .create(&key, &record("a", Duration::from_secs(60)))
-                    .await
-                    .expect("create")
-            );
-            let newer = record("b", Duration::from_secs(60));
-            let (updated, deleted) = tokio::join!(store.update(&key, &newer), store.delete(&key),);
-            updated.expect("update");
-            deleted.expect("delete");
-            // Whichever ran first, the delete leaves nothing behind.
-            assert!(
-                !raw.exists(&store.redis_key(&key)).await,
-                "round {round}: recreated"
-            );
-        }
+        let raw = &Raw::open(url).await;
+        let held = |key| {
+            let redis_key = store.redis_key(&key);
+            async move { raw.exists(&redis_key).await }
+        };
+        contract::deleted_sessions_stay_deleted(&store, held, 50).await;
     }
 
     /// `touch` moves the TTL and rewrites only the deadline at the end of the
@@ -364,10 +308,10 @@ mod cases {
         assert!(!raw.exists(&store.redis_key(&missing)).await);
     }
 
-    /// A record written by an earlier version, with its deadline in
-    /// MessagePack's shorter unsigned form, keeps working: load takes its
-    /// deadline from the TTL, and touch moves the TTL without touching the
-    /// bytes.
+    /// Sessions that earlier versions wrote or touched keep working. A
+    /// record with its deadline in MessagePack's shorter unsigned form: load
+    /// takes its deadline from the TTL, and touch moves the TTL without
+    /// touching the bytes.
     pub(crate) async fn records_of_earlier_versions_follow_their_ttl(url: &str) {
         let store = store_at(url);
         let raw = Raw::open(url).await;
@@ -408,6 +352,32 @@ mod cases {
         let _: () = raw.query(&set(1)).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(store.load(&key).await.expect("load").is_none());
+
+        // A current record that an earlier version touched during an
+        // upgrade: the deadline in the value has passed, the TTL (moved by
+        // that touch) has not. The TTL decides.
+        let mut current = record("a", Duration::from_secs(60))
+            .to_bytes()
+            .expect("encodes");
+        let at = current.len() - DEADLINE_FIELD_LEN;
+        current[at..].copy_from_slice(&deadline_field(
+            OffsetDateTime::now_utc() - Duration::from_secs(5),
+        ));
+        let _: () = raw
+            .query(
+                redis::cmd("SET")
+                    .arg(&redis_key)
+                    .arg(&current)
+                    .arg("PX")
+                    .arg(30_000),
+            )
+            .await;
+        let loaded = store.load(&key).await.expect("load").expect("record");
+        let left = loaded.expires_at - OffsetDateTime::now_utc();
+        assert!(
+            left > time::Duration::seconds(28) && left <= time::Duration::seconds(30),
+            "deadline in {left}"
+        );
     }
 
     /// Keys are the prefix and the SHA-256 of the id; the raw id is in none.

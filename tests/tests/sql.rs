@@ -18,7 +18,7 @@ use cloakroom::Engine;
 use cloakroom_core::record::Data;
 use cloakroom_core::{ErrorKind, Id, Record, SessionStore, StoreKey};
 use cloakroom_sql::{Backend, SqlStore};
-use cloakroom_tests::required_env;
+use cloakroom_tests::{contract, required_env};
 use serde_json::json;
 use sqlx::AssertSqlSafe;
 use time::OffsetDateTime;
@@ -474,55 +474,15 @@ mod cases {
         assert_eq!(raw.rows(store.table()).await.len(), 1);
     }
 
-    /// An update or touch after a delete, and updates racing deletes, never
-    /// bring a session back.
+    /// `create` never overwrites; an update or touch after a delete, and
+    /// updates racing deletes, never bring a session back.
     pub(crate) async fn update_after_delete_does_not_recreate(url: &str) {
         let store = store_at(url).await;
-        let raw = Raw::open(url).await;
-        let key = new_key();
-        assert!(
-            !store
-                .update(&key, &record("never", Duration::from_secs(60)))
-                .await
-                .expect("update")
-        );
-        assert!(raw.row(store.table(), &key).await.is_none());
-
-        assert!(
-            store
-                .create(&key, &record("a", Duration::from_secs(60)))
-                .await
-                .expect("create")
-        );
-        store.delete(&key).await.expect("delete");
-        assert!(
-            !store
-                .update(&key, &record("b", Duration::from_secs(60)))
-                .await
-                .expect("update")
-        );
-        assert!(
-            raw.row(store.table(), &key).await.is_none(),
-            "the deleted session came back"
-        );
-
-        for round in 0..30 {
-            let key = new_key();
-            assert!(
-                store
-                    .create(&key, &record("a", Duration::from_secs(60)))
-                    .await
-                    .expect("create")
-            );
-            let newer = record("b", Duration::from_secs(60));
-            let (updated, deleted) = tokio::join!(store.update(&key, &newer), store.delete(&key));
-            updated.expect("update");
-            deleted.expect("delete");
-            assert!(
-                raw.row(store.table(), &key).await.is_none(),
-                "round {round}: recreated"
-            );
-        }
+        contract::create_never_overwrites(&store).await;
+        let raw = &Raw::open(url).await;
+        let table = store.table();
+        let held = |key| async move { raw.row(table, &key).await.is_some() };
+        contract::deleted_sessions_stay_deleted(&store, held, 30).await;
     }
 
     fn big_record(bytes: usize) -> Record {

@@ -63,7 +63,10 @@ use crate::{RedisOptions, RedisStoreError};
 /// deadline from the value itself and needs one command, not a `GET` and a
 /// `PTTL`. A value written by an earlier version, whose deadline is not in
 /// that form, is still read: `load` then asks for its `PTTL` in a second
-/// round trip, and `touch` only moves its TTL.
+/// round trip, and `touch` only moves its TTL. `load` also asks for the
+/// `PTTL` of a value whose deadline has passed while its key lives on, which
+/// is what a touch by an instance of an earlier version leaves during an
+/// upgrade.
 ///
 /// Building the store does not connect: a Redis that is down at startup is
 /// reported by the first request that needs a session, and the store
@@ -478,8 +481,8 @@ return 1
 ";
 
 impl RedisStore {
-    /// Sets the deadline of `record`, written by an earlier version, from
-    /// the TTL of its key (`PTTL`); false when the key is gone.
+    /// Sets the deadline of `record` from the TTL of its key (`PTTL`); false
+    /// when the key is gone.
     async fn deadline_from_ttl(&self, redis_key: &str, record: &mut Record) -> Result<bool, Error> {
         let mut pipe = redis::pipe();
         pipe.cmd("PTTL").arg(redis_key);
@@ -550,10 +553,15 @@ impl SessionStore for RedisStore {
                 return Ok(None);
             }
         };
-        // Written by an earlier version, a record's deadline is not kept up
-        // to date by `touch`, which could move only its TTL: the TTL is the
-        // authority on it.
-        if !current && !self.deadline_from_ttl(&redis_key, &mut record).await? {
+        // Every touch moves the TTL; only this version's touch moves the
+        // deadline in the value too. So the TTL decides when the value has
+        // no deadline field (written by an earlier version), and when the
+        // field says the session is over while the key is still there (a
+        // touch by an instance of an earlier version during an upgrade).
+        // Both are rare: the usual load is the `GET` alone.
+        if (!current || record.is_expired())
+            && !self.deadline_from_ttl(&redis_key, &mut record).await?
+        {
             return Ok(None);
         }
         Ok((!record.is_expired()).then_some(record))

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use cloakroom_core::record::millis;
+use cloakroom_core::record::{from_millis, millis};
 use cloakroom_core::{ConfigError, Error, Record, SessionStore, Settings, StoreKey};
 use sqlx::pool::{PoolConnectionMetadata, PoolOptions};
 use time::OffsetDateTime;
@@ -644,10 +644,6 @@ impl fmt::Debug for SqlStore {
     }
 }
 
-fn to_millis_time(ms: i64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-}
-
 #[cloakroom_core::async_trait]
 impl SessionStore for SqlStore {
     fn engine(&self) -> &'static str {
@@ -663,7 +659,7 @@ impl SessionStore for SqlStore {
         // that carries this cookie.
         let record = Record::from_shared(bytes.into())
             .ok()
-            .zip(to_millis_time(deadline));
+            .zip(from_millis(deadline).ok());
         match record {
             Some((mut record, expires_at)) => {
                 // The column, not the blob, holds the deadline: `touch`
