@@ -64,10 +64,7 @@ where
     );
     let later = OffsetDateTime::now_utc() + MINUTE;
     assert!(!store.touch(&key, later).await.expect("touch"));
-    assert!(
-        !held(key).await,
-        "an update or touch created a session"
-    );
+    assert!(!held(key).await, "an update or touch created a session");
 
     assert!(
         store

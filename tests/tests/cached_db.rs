@@ -1,7 +1,7 @@
 //! The `cached_db` engine: the SQL store on the private MariaDB behind the
 //! moka write-through cache (`CachedStore`).
 //!
-//! * the conformance suite;
+//! * the conformance suite, and the store-level contract cases;
 //! * reads after the first one do not query the database;
 //! * two "processes" (two layers, each with its own pool and cache) over one
 //!   database: a logout through one reaches the other within the local TTL,
@@ -20,7 +20,7 @@ use cloakroom_tests::app::Gate;
 use cloakroom_tests::client::Client;
 use cloakroom_tests::fault::{Restart, Server};
 use cloakroom_tests::probe::Probe;
-use cloakroom_tests::required_env;
+use cloakroom_tests::{contract, required_env};
 use http::StatusCode;
 
 fn unique_table() -> String {
@@ -54,6 +54,23 @@ async fn engine() -> Engine {
 }
 
 cloakroom_tests::conformance_suite!(engine);
+
+/// The store-level contract on the cache over MariaDB. Whether a session is
+/// held is asked of the database and of the cache: a delete racing an
+/// update must leave it in neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_contract() {
+    let db: Arc<dyn SessionStore> =
+        Arc::new(database("CLOAKROOM_MARIADB_URL", &unique_table()).await);
+    let store = cached(Arc::clone(&db), Duration::from_secs(60));
+    contract::create_never_overwrites(&store).await;
+    let (db, cache) = (&db, &store);
+    let held = |key| async move {
+        db.load(&key).await.expect("load").is_some()
+            || cache.load(&key).await.expect("load").is_some()
+    };
+    contract::deleted_sessions_stay_deleted(&store, held, 30).await;
+}
 
 fn client(engine: Engine) -> Client {
     Client::new(SessionLayer::new(engine), Arc::new(Gate::default()))
