@@ -57,16 +57,15 @@ use crate::{RedisOptions, RedisStoreError};
 /// | `delete` | `DEL key` |
 ///
 /// The value is the record's bytes ([`Record::to_bytes`]), which end with its
-/// deadline in a fixed nine-byte form
-/// ([`deadline_field`](cloakroom_core::record::deadline_field)). Because
-/// `touch` rewrites those bytes on the server, `load` learns the latest
-/// deadline from the value itself and needs one command, not a `GET` and a
-/// `PTTL`. A value written by an earlier version, whose deadline is not in
-/// that form, is still read: `load` then asks for its `PTTL` in a second
-/// round trip, and `touch` only moves its TTL. `load` also asks for the
-/// `PTTL` of a value whose deadline has passed while its key lives on, which
-/// is what a touch by an instance of an earlier version leaves during an
-/// upgrade.
+/// deadline in a fixed nine-byte form ([`deadline_field`]). Because `touch`
+/// rewrites those bytes on the server, `load` learns the latest deadline from
+/// the value itself and needs one command, not a `GET` and a `PTTL`.
+///
+/// A value written by an earlier version, whose deadline is not in that form,
+/// is still read: `load` then asks for its `PTTL` in a second round trip, and
+/// `touch` only moves its TTL. `load` also asks for the `PTTL` of a value
+/// whose deadline has passed while its key lives on, which is what a touch by
+/// an instance of an earlier version leaves during an upgrade.
 ///
 /// Building the store does not connect: a Redis that is down at startup is
 /// reported by the first request that needs a session, and the store
