@@ -309,7 +309,7 @@ mod cases {
     }
 
     /// Sessions that earlier versions wrote or touched keep working. A
-    /// record with its deadline in MessagePack's shorter unsigned form: load
+    /// record with its deadline in MessagePack's unsigned integer form: load
     /// takes its deadline from the TTL, and touch moves the TTL without
     /// touching the bytes.
     pub(crate) async fn records_of_earlier_versions_follow_their_ttl(url: &str) {

@@ -105,8 +105,8 @@ pub fn deadline_field(expires_at: OffsetDateTime) -> [u8; DEADLINE_FIELD_LEN] {
 
 /// True when `bytes` end with a deadline in the form of [`deadline_field`].
 /// Every record this version writes does; records written by earlier
-/// versions (JSON, or a shorter integer form) may not, and then a store
-/// must keep the deadline some other way.
+/// versions (JSON, or another MessagePack integer form) may not, and then a
+/// store must keep the deadline some other way.
 pub fn has_deadline_field(bytes: &[u8]) -> bool {
     bytes.first() != Some(&b'{')
         && bytes.len() > DEADLINE_FIELD_LEN
