@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 /// Size of the token each session holds, in bytes.
 pub const TOKEN_BYTES: usize = 2048;
 
+/// Session capacity of the in-process caches, for every variant that has one.
+pub const CACHE_ENTRIES: u64 = 100_000;
+
 /// How long sessions of the hand-written and cookie-jar variants live.
 const AGE_SECONDS: u64 = 14 * 24 * 3600;
 
@@ -183,6 +186,80 @@ pub fn memory_by_hand() -> Router {
         .route("/read", get(read))
         .route("/write", get(write))
         .with_state(Arc::default())
+}
+
+/// What the spec's required parts cost on their own: the id from a plain
+/// cookie, checked and hashed with SHA-256 as cloakroom does
+/// ([`Id::store_key`]), and looked up in a moka cache built as the memory
+/// engine builds it (LRU, an expiry per entry, foldhash) that holds sessions
+/// decoded.
+/// No layer; a write changes the session in place without moving its
+/// deadline or refreshing the cookie.
+pub fn moka_by_hand() -> Router {
+    use moka::future::Cache;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    type Sessions = Cache<[u8; 32], Arc<Mutex<Payload>>, foldhash::fast::RandomState>;
+    struct Age;
+    impl moka::Expiry<[u8; 32], Arc<Mutex<Payload>>> for Age {
+        fn expire_after_create(
+            &self,
+            _: &[u8; 32],
+            _: &Arc<Mutex<Payload>>,
+            _: Instant,
+        ) -> Option<Duration> {
+            Some(Duration::from_secs(AGE_SECONDS))
+        }
+    }
+    fn digest(headers: &HeaderMap) -> Result<[u8; 32], Failure> {
+        let id = Id::parse(sid(headers)?).ok_or_else(bad_request)?;
+        Ok(id.store_key().digest())
+    }
+    async fn session(
+        sessions: &Sessions,
+        headers: &HeaderMap,
+    ) -> Result<Arc<Mutex<Payload>>, Failure> {
+        sessions
+            .get(&digest(headers)?)
+            .await
+            .ok_or_else(bad_request)
+    }
+    async fn login(State(sessions): State<Sessions>) -> Result<Response, Failure> {
+        let id = Id::generate().map_err(unavailable)?;
+        let payload = Payload {
+            token: token(),
+            n: 0,
+        };
+        sessions
+            .insert(id.store_key().digest(), Arc::new(Mutex::new(payload)))
+            .await;
+        Ok((AppendHeaders([(header::SET_COOKIE, sid_cookie(&id))]), "ok").into_response())
+    }
+    async fn read(State(sessions): State<Sessions>, headers: HeaderMap) -> Result<String, Failure> {
+        let payload = session(&sessions, &headers).await?;
+        let n = payload.lock().map_err(unavailable)?.n;
+        Ok(counter(n))
+    }
+    async fn write(
+        State(sessions): State<Sessions>,
+        headers: HeaderMap,
+    ) -> Result<String, Failure> {
+        let payload = session(&sessions, &headers).await?;
+        let mut payload = payload.lock().map_err(unavailable)?;
+        payload.n += 1;
+        Ok(counter(payload.n))
+    }
+    let sessions: Sessions = Cache::builder()
+        .max_capacity(CACHE_ENTRIES)
+        .eviction_policy(moka::policy::EvictionPolicy::lru())
+        .expire_after(Age)
+        .build_with_hasher(foldhash::fast::RandomState::default());
+    Router::new()
+        .route("/login", get(login))
+        .route("/nosession", get(|| async { "ok" }))
+        .route("/read", get(read))
+        .route("/write", get(write))
+        .with_state(sessions)
 }
 
 /// What the cookie-jar and hand-written variants keep per session.

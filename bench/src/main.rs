@@ -79,6 +79,7 @@ const IN_PROCESS: &[&str] = &[
     "memory",
     "ts-memory",
     "memory-by-hand",
+    "moka-by-hand",
     "signed_cookies",
     "encrypted_cookies",
     "jar-signed",

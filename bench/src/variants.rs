@@ -37,6 +37,11 @@ pub const ALL: &[Variant] = &[
         "hand-written HashMap lookup, no layer",
         None,
     ),
+    variant(
+        "moka-by-hand",
+        "hand-written SHA-256 + moka, no layer",
+        None,
+    ),
     variant("redis", "cloakroom redis", Some("ts-redis")),
     variant("ts-redis", "tower-sessions RedisStore (fred)", None),
     variant(
@@ -77,9 +82,6 @@ pub const ALL: &[Variant] = &[
 pub fn find(name: &str) -> Option<Variant> {
     ALL.iter().copied().find(|v| v.name == name)
 }
-
-/// Session capacity of the in-process caches, for every variant that has one.
-const CACHE_ENTRIES: u64 = 100_000;
 
 /// The secret of the cookie variants (the benchmark's own, never a user's).
 const SECRET: &str = "cloakroom-bench: a fixed secret for signed and encrypted cookies";
@@ -140,6 +142,7 @@ pub async fn app(variant: &str) -> Result<Router, String> {
         ])?),
         "ts-memory" => apps::tower_sessions(tower_sessions::MemoryStore::default()),
         "memory-by-hand" => apps::memory_by_hand(),
+        "moka-by-hand" => apps::moka_by_hand(),
         "ts-redis" => {
             use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
             let config = Config::from_url(&url("CLOAKROOM_REDIS_URL")?).map_err(|e| err(&e))?;
@@ -170,7 +173,7 @@ pub async fn app(variant: &str) -> Result<Router, String> {
             if variant == "ts-mysql" {
                 apps::tower_sessions(store)
             } else {
-                let cache = tower_sessions_moka_store::MokaStore::new(Some(CACHE_ENTRIES));
+                let cache = tower_sessions_moka_store::MokaStore::new(Some(apps::CACHE_ENTRIES));
                 apps::tower_sessions(tower_sessions::CachingSessionStore::new(cache, store))
             }
         }

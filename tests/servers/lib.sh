@@ -6,8 +6,15 @@
 #   * write a start script (so fault tests can restart the server) and run it;
 #     register the pid file with `track_pidfile` so the server is stopped at exit
 #   * export CLOAKROOM_<NAME>_URL (and _PIDFILE / _START for fault tests)
+#   * start the instances beyond the main one (fault, cluster, TLS) only when
+#     `extra_instances` says so: with CLOAKROOM_SERVERS=main (set by
+#     bench/run) only the main instance of each server starts
 
 log() { printf '[tests/run] %s\n' "$*" >&2; }
+
+# extra_instances: true unless CLOAKROOM_SERVERS=main asks for only the
+# main instance of each server.
+extra_instances() { [ "${CLOAKROOM_SERVERS:-all}" != main ]; }
 
 # need_packages PKG...: installs the Debian packages that are not installed yet.
 need_packages() {

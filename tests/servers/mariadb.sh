@@ -78,15 +78,19 @@ mariadb-install-db --defaults-file="$CLOAKROOM_TEST_DIR/mariadb/my.cnf" \
   --auth-root-authentication-method=normal --skip-test-db >/dev/null
 # The fault instance starts from a copy of the fresh data directory, which is
 # faster than a second mariadb-install-db.
-mariadb_fault_port=$(free_port)
-mariadb_config mariadb-fault "$mariadb_fault_port"
-cp -a "$CLOAKROOM_TEST_DIR/mariadb/data/." "$CLOAKROOM_TEST_DIR/mariadb-fault/data/"
+if extra_instances; then
+  mariadb_fault_port=$(free_port)
+  mariadb_config mariadb-fault "$mariadb_fault_port"
+  cp -a "$CLOAKROOM_TEST_DIR/mariadb/data/." "$CLOAKROOM_TEST_DIR/mariadb-fault/data/"
+fi
 
 mariadb_instance mariadb "$mariadb_port"
 export CLOAKROOM_MARIADB_URL="mysql://cloakroom:$mariadb_password@127.0.0.1:$mariadb_port/cloakroom"
 
-mariadb_instance mariadb-fault "$mariadb_fault_port"
-export CLOAKROOM_MARIADB_FAULT_URL="mysql://cloakroom:$mariadb_password@127.0.0.1:$mariadb_fault_port/cloakroom"
-export CLOAKROOM_MARIADB_FAULT_PIDFILE="$CLOAKROOM_TEST_DIR/mariadb-fault/run/pid"
-export CLOAKROOM_MARIADB_FAULT_START="$CLOAKROOM_TEST_DIR/mariadb-fault/start"
+if extra_instances; then
+  mariadb_instance mariadb-fault "$mariadb_fault_port"
+  export CLOAKROOM_MARIADB_FAULT_URL="mysql://cloakroom:$mariadb_password@127.0.0.1:$mariadb_fault_port/cloakroom"
+  export CLOAKROOM_MARIADB_FAULT_PIDFILE="$CLOAKROOM_TEST_DIR/mariadb-fault/run/pid"
+  export CLOAKROOM_MARIADB_FAULT_START="$CLOAKROOM_TEST_DIR/mariadb-fault/start"
+fi
 unset mariadb_port mariadb_fault_port mariadb_password

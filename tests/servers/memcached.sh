@@ -46,12 +46,14 @@ memcached_instance memcached-2 "$memcached_port_2"
 export CLOAKROOM_MEMCACHED_URL="memcached://127.0.0.1:$memcached_port_1"
 export CLOAKROOM_MEMCACHED_PAIR_URL="memcached://127.0.0.1:$memcached_port_1,127.0.0.1:$memcached_port_2"
 
-memcached_fault_port_1=$(free_port)
-memcached_instance memcached-fault-1 "$memcached_fault_port_1"
-memcached_fault_port_2=$(free_port)
-memcached_instance memcached-fault-2 "$memcached_fault_port_2"
-export CLOAKROOM_MEMCACHED_FAULT_URL="memcached://127.0.0.1:$memcached_fault_port_1,127.0.0.1:$memcached_fault_port_2"
-export CLOAKROOM_MEMCACHED_FAULT_VICTIM="127.0.0.1:$memcached_fault_port_2"
-export CLOAKROOM_MEMCACHED_FAULT_PIDFILE="$CLOAKROOM_TEST_DIR/memcached-fault-2/memcached.pid"
-export CLOAKROOM_MEMCACHED_FAULT_START="$CLOAKROOM_TEST_DIR/memcached-fault-2/start"
+if extra_instances; then
+  memcached_fault_port_1=$(free_port)
+  memcached_instance memcached-fault-1 "$memcached_fault_port_1"
+  memcached_fault_port_2=$(free_port)
+  memcached_instance memcached-fault-2 "$memcached_fault_port_2"
+  export CLOAKROOM_MEMCACHED_FAULT_URL="memcached://127.0.0.1:$memcached_fault_port_1,127.0.0.1:$memcached_fault_port_2"
+  export CLOAKROOM_MEMCACHED_FAULT_VICTIM="127.0.0.1:$memcached_fault_port_2"
+  export CLOAKROOM_MEMCACHED_FAULT_PIDFILE="$CLOAKROOM_TEST_DIR/memcached-fault-2/memcached.pid"
+  export CLOAKROOM_MEMCACHED_FAULT_START="$CLOAKROOM_TEST_DIR/memcached-fault-2/start"
+fi
 unset memcached_port_1 memcached_port_2 memcached_fault_port_1 memcached_fault_port_2

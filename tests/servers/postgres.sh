@@ -48,10 +48,12 @@ pg_instance() {
 pg_instance postgres "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 export CLOAKROOM_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
 
-pg_instance postgres-fault ""
-export CLOAKROOM_POSTGRES_FAULT_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
-export CLOAKROOM_POSTGRES_FAULT_PIDFILE="$CLOAKROOM_TEST_DIR/postgres-fault/postgres.pid"
-export CLOAKROOM_POSTGRES_FAULT_START="$CLOAKROOM_TEST_DIR/postgres-fault/start"
+if extra_instances; then
+  pg_instance postgres-fault ""
+  export CLOAKROOM_POSTGRES_FAULT_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+  export CLOAKROOM_POSTGRES_FAULT_PIDFILE="$CLOAKROOM_TEST_DIR/postgres-fault/postgres.pid"
+  export CLOAKROOM_POSTGRES_FAULT_START="$CLOAKROOM_TEST_DIR/postgres-fault/start"
+fi
 # SIGTERM would be a "smart" shutdown that waits for the pool's connections
 # to close; SIGINT is PostgreSQL's fast shutdown.
 export CLOAKROOM_POSTGRES_FAULT_STOP_SIGNAL=INT

@@ -54,67 +54,70 @@ redis_password=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
 redis_instance redis "$redis_port" --requirepass "$redis_password"
 export CLOAKROOM_REDIS_URL="redis://:$redis_password@127.0.0.1:$redis_port"
 
-redis_fault_port=$(free_port)
-# Persistent, with an fsync per write, so that the fault test can check that
-# what was acknowledged before an outage is there after it (later arguments
-# override the --appendonly no that redis_instance puts first).
-redis_instance redis-fault "$redis_fault_port" --appendonly yes --appendfsync always
-export CLOAKROOM_REDIS_FAULT_URL="redis://127.0.0.1:$redis_fault_port"
-export CLOAKROOM_REDIS_FAULT_PIDFILE="$CLOAKROOM_TEST_DIR/redis-fault/redis.pid"
-export CLOAKROOM_REDIS_FAULT_START="$CLOAKROOM_TEST_DIR/redis-fault/start"
+if extra_instances; then
+  redis_fault_port=$(free_port)
+  # Persistent, with an fsync per write, so that the fault test can check that
+  # what was acknowledged before an outage is there after it (later arguments
+  # override the --appendonly no that redis_instance puts first).
+  redis_instance redis-fault "$redis_fault_port" --appendonly yes --appendfsync always
+  export CLOAKROOM_REDIS_FAULT_URL="redis://127.0.0.1:$redis_fault_port"
+  export CLOAKROOM_REDIS_FAULT_PIDFILE="$CLOAKROOM_TEST_DIR/redis-fault/redis.pid"
+  export CLOAKROOM_REDIS_FAULT_START="$CLOAKROOM_TEST_DIR/redis-fault/start"
 
-redis_cluster_nodes=()
-redis_cluster_url=""
-# REDISCLI_AUTH keeps the password off redis-cli's command line.
-export REDISCLI_AUTH
-REDISCLI_AUTH=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
-for n in 1 2 3; do
-  p=$(free_port)
-  # The bus port defaults to port + 10000, which overflows for the high ports
-  # free_port hands out, so it gets a free port of its own.
-  redis_instance "redis-cluster-$n" "$p" \
-    --cluster-enabled yes --cluster-port "$(free_port)" \
-    --cluster-config-file "$CLOAKROOM_TEST_DIR/redis-cluster-$n/nodes.conf" \
-    --cluster-node-timeout 5000 --requirepass "$REDISCLI_AUTH" --masterauth "$REDISCLI_AUTH"
-  redis_cluster_nodes+=("127.0.0.1:$p")
-  redis_cluster_url="${redis_cluster_url:+$redis_cluster_url,}127.0.0.1:$p"
-done
-redis-cli --cluster create "${redis_cluster_nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
-# `--cluster create` returns once the slots are assigned; the nodes agree on
-# the state a moment later.
-for _ in $(seq 100); do
-  ok=0
-  for node in "${redis_cluster_nodes[@]}"; do
-    redis-cli -h 127.0.0.1 -p "${node##*:}" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && ok=$((ok + 1))
+  redis_cluster_nodes=()
+  redis_cluster_url=""
+  # REDISCLI_AUTH keeps the password off redis-cli's command line.
+  export REDISCLI_AUTH
+  REDISCLI_AUTH=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
+  for n in 1 2 3; do
+    p=$(free_port)
+    # The bus port defaults to port + 10000, which overflows for the high ports
+    # free_port hands out, so it gets a free port of its own.
+    redis_instance "redis-cluster-$n" "$p" \
+      --cluster-enabled yes --cluster-port "$(free_port)" \
+      --cluster-config-file "$CLOAKROOM_TEST_DIR/redis-cluster-$n/nodes.conf" \
+      --cluster-node-timeout 5000 --requirepass "$REDISCLI_AUTH" --masterauth "$REDISCLI_AUTH"
+    redis_cluster_nodes+=("127.0.0.1:$p")
+    redis_cluster_url="${redis_cluster_url:+$redis_cluster_url,}127.0.0.1:$p"
   done
-  [ "$ok" -eq 3 ] && break
-  sleep 0.1
-done
-[ "$ok" -eq 3 ] || { log "the redis cluster did not reach cluster_state:ok"; return 1; }
-export CLOAKROOM_REDIS_CLUSTER_URL="redis+cluster://:$REDISCLI_AUTH@$redis_cluster_url"
-export -n REDISCLI_AUTH
-unset REDISCLI_AUTH
+  redis-cli --cluster create "${redis_cluster_nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
+  # `--cluster create` returns once the slots are assigned; the nodes agree on
+  # the state a moment later.
+  for _ in $(seq 100); do
+    ok=0
+    for node in "${redis_cluster_nodes[@]}"; do
+      redis-cli -h 127.0.0.1 -p "${node##*:}" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && ok=$((ok + 1))
+    done
+    [ "$ok" -eq 3 ] && break
+    sleep 0.1
+  done
+  [ "$ok" -eq 3 ] || { log "the redis cluster did not reach cluster_state:ok"; return 1; }
+  export CLOAKROOM_REDIS_CLUSTER_URL="redis+cluster://:$REDISCLI_AUTH@$redis_cluster_url"
+  export -n REDISCLI_AUTH
+  unset REDISCLI_AUTH
 
-# TLS: a private CA and a certificate for 127.0.0.1 signed by it.
-redis_tls_dir="$CLOAKROOM_TEST_DIR/redis-tls"
-mkdir -p "$redis_tls_dir"
-(
-  cd "$redis_tls_dir"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=cloakroom test CA" -keyout ca.key -out ca.pem 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >server.ext
-  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-    -extfile server.ext -out server.pem 2>/dev/null
-)
-redis_tls_port=$(free_port)
-# It listens in plain text too (on another port) only so that its start
-# script can check that it is up with a plain redis-cli.
-redis_instance redis-tls "$(free_port)" --tls-port "$redis_tls_port" \
-  --tls-cert-file "$redis_tls_dir/server.pem" --tls-key-file "$redis_tls_dir/server.key" \
-  --tls-ca-cert-file "$redis_tls_dir/ca.pem" --tls-auth-clients no
-export CLOAKROOM_REDIS_TLS_URL="rediss://127.0.0.1:$redis_tls_port"
-export CLOAKROOM_REDIS_TLS_CA="$redis_tls_dir/ca.pem"
+  # TLS: a private CA and a certificate for 127.0.0.1 signed by it.
+  redis_tls_dir="$CLOAKROOM_TEST_DIR/redis-tls"
+  mkdir -p "$redis_tls_dir"
+  (
+    cd "$redis_tls_dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -subj "/CN=cloakroom test CA" -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile server.ext -out server.pem 2>/dev/null
+  )
+  redis_tls_port=$(free_port)
+  # It listens in plain text too (on another port) only so that its start
+  # script can check that it is up with a plain redis-cli.
+  redis_instance redis-tls "$(free_port)" --tls-port "$redis_tls_port" \
+    --tls-cert-file "$redis_tls_dir/server.pem" --tls-key-file "$redis_tls_dir/server.key" \
+    --tls-ca-cert-file "$redis_tls_dir/ca.pem" --tls-auth-clients no
+  export CLOAKROOM_REDIS_TLS_URL="rediss://127.0.0.1:$redis_tls_port"
+  export CLOAKROOM_REDIS_TLS_CA="$redis_tls_dir/ca.pem"
+
+fi
 
 unset redis_cluster_nodes redis_cluster_url ok p n node redis_password redis_tls_dir

@@ -41,7 +41,7 @@ pub struct Data {
 
 #[derive(Clone)]
 struct Entry {
-    key: Box<str>,
+    key: Key,
     /// Where the value's MessagePack encoding sits in `source`; empty once
     /// the value was set in memory (no encoded value is zero bytes long).
     raw: Range<usize>,
@@ -49,10 +49,19 @@ struct Entry {
     value: OnceLock<Value>,
 }
 
+/// A value's key: where it sits in `source` (checked to be UTF-8 when the
+/// record was parsed, and not copied out), or its own text once set in
+/// memory.
+#[derive(Clone)]
+enum Key {
+    Raw(Range<usize>),
+    Set(Box<str>),
+}
+
 impl Entry {
-    fn set(key: Box<str>, value: Value) -> Self {
+    fn set(key: String, value: Value) -> Self {
         Self {
-            key,
+            key: Key::Set(key.into_boxed_str()),
             raw: 0..0,
             value: OnceLock::from(value),
         }
@@ -77,7 +86,7 @@ impl Data {
 
     /// The keys, in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|e| &*e.key)
+        self.entries.iter().map(|e| self.key_of(e))
     }
 
     /// True if there is a value under `key` (nothing is decoded).
@@ -99,10 +108,8 @@ impl Data {
     /// Sets the value under `key`, replacing any previous one.
     pub fn insert(&mut self, key: String, value: Value) {
         match self.find(&key) {
-            Ok(at) => self.entries[at] = Entry::set(key.into_boxed_str(), value),
-            Err(at) => self
-                .entries
-                .insert(at, Entry::set(key.into_boxed_str(), value)),
+            Ok(at) => self.entries[at] = Entry::set(key, value),
+            Err(at) => self.entries.insert(at, Entry::set(key, value)),
         }
     }
 
@@ -134,12 +141,23 @@ impl Data {
     pub fn to_map(&self) -> Result<Map<String, Value>, Error> {
         self.entries
             .iter()
-            .map(|e| Ok((e.key.to_string(), self.value_of(e)?.clone())))
+            .map(|e| Ok((self.key_of(e).to_owned(), self.value_of(e)?.clone())))
             .collect()
     }
 
     fn find(&self, key: &str) -> Result<usize, usize> {
-        self.entries.binary_search_by(|e| (*e.key).cmp(key))
+        // Byte order is `str` order, and needs no second UTF-8 check.
+        self.entries
+            .binary_search_by(|e| self.key_bytes(e).cmp(key.as_bytes()))
+    }
+
+    fn key_bytes<'a>(&'a self, entry: &'a Entry) -> &'a [u8] {
+        key_bytes(&self.source, entry)
+    }
+
+    fn key_of<'a>(&'a self, entry: &'a Entry) -> &'a str {
+        // Raw keys were checked by `parse`; the fallback is never taken.
+        std::str::from_utf8(self.key_bytes(entry)).unwrap_or_default()
     }
 
     fn value_of<'a>(&'a self, entry: &'a Entry) -> Result<&'a Value, Error> {
@@ -167,7 +185,7 @@ impl Data {
     pub(crate) fn encoded_size_hint(&self) -> usize {
         self.entries
             .iter()
-            .map(|e| 8 + e.key.len() + if e.raw.is_empty() { 32 } else { e.raw.len() })
+            .map(|e| 8 + self.key_bytes(e).len() + if e.raw.is_empty() { 32 } else { e.raw.len() })
             .sum::<usize>()
             + 8
     }
@@ -178,7 +196,10 @@ impl Data {
         let len = u32::try_from(self.entries.len()).map_err(|_| malformed("too many values"))?;
         rmp::encode::write_map_len(out, len).map_err(encode_error)?;
         for entry in &self.entries {
-            rmp::encode::write_str(out, &entry.key).map_err(encode_error)?;
+            let key = self.key_bytes(entry);
+            let key_len = u32::try_from(key.len()).map_err(|_| malformed("a key too long"))?;
+            rmp::encode::write_str_len(out, key_len).map_err(encode_error)?;
+            out.extend_from_slice(key);
             match (self.source.get(entry.raw.clone()), entry.value.get()) {
                 (Some(raw), _) if !raw.is_empty() => out.extend_from_slice(raw),
                 (_, Some(value)) => rmp_serde::encode::write(out, value).map_err(|e| {
@@ -201,12 +222,14 @@ impl Data {
         let mut entries: Vec<Entry> = Vec::with_capacity(len.min(1024));
         let mut sorted = true;
         for _ in 0..len {
-            let key: Box<str> = reader.str()?.into();
+            let key_len = reader.str()?.len();
+            let key = reader.at - key_len..reader.at;
+            if let Some(last) = entries.last() {
+                sorted &= key_bytes(source, last) < &source[key.clone()];
+            }
+            let key = Key::Raw(key);
             let start = reader.at;
             reader.skip(1)?;
-            if let Some(last) = entries.last() {
-                sorted &= *last.key < *key;
-            }
             entries.push(Entry {
                 key,
                 raw: start..reader.at,
@@ -216,9 +239,9 @@ impl Data {
         if !sorted {
             // Not written by this crate: order it, the last of a repeated
             // key winning (as when decoding into a JSON object).
-            entries.sort_by(|a, b| a.key.cmp(&b.key));
+            entries.sort_by(|a, b| key_bytes(source, a).cmp(key_bytes(source, b)));
             entries.dedup_by(|later, earlier| {
-                let same = later.key == earlier.key;
+                let same = key_bytes(source, later) == key_bytes(source, earlier);
                 if same {
                     std::mem::swap(later, earlier);
                 }
@@ -272,7 +295,7 @@ impl PartialEq for Data {
     fn eq(&self, other: &Self) -> bool {
         self.len() == other.len()
             && self.entries.iter().zip(&other.entries).all(|(a, b)| {
-                a.key == b.key
+                self.key_bytes(a) == other.key_bytes(b)
                     && match (self.value_of(a), other.value_of(b)) {
                         (Ok(x), Ok(y)) => x == y,
                         _ => self.source.get(a.raw.clone()) == other.source.get(b.raw.clone()),
@@ -286,6 +309,14 @@ impl fmt::Debug for Data {
         f.debug_struct("Data")
             .field("keys", &self.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
+    }
+}
+
+/// The bytes of `entry`'s key, in `source` or its own.
+fn key_bytes<'a>(source: &'a [u8], entry: &'a Entry) -> &'a [u8] {
+    match &entry.key {
+        Key::Raw(at) => source.get(at.clone()).unwrap_or_default(),
+        Key::Set(text) => text.as_bytes(),
     }
 }
 

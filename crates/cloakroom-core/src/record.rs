@@ -90,6 +90,9 @@ pub const DEADLINE_FIELD_LEN: usize = 9;
 /// deadline field.
 const DEADLINE_MARKER: u8 = 0xd3;
 
+/// MessagePack's nil, which stands for "no expiry policy".
+const NIL: u8 = 0xc0;
+
 /// The last [`DEADLINE_FIELD_LEN`] bytes of a record whose deadline is
 /// `expires_at`: MessagePack's 64-bit integer form (the marker `0xd3`, then
 /// the milliseconds since the Unix epoch, big-endian).
@@ -200,15 +203,28 @@ impl Record {
         if reader.array_len()? != 4 {
             return Err(Error::new(ErrorKind::Serialization, "not a session record"));
         }
-        let version: u8 = decode_value(reader.value()?)?;
+        // The version, the policy when there is none (nil) and the deadline
+        // in its usual form are read directly: every load passes here.
+        let version: u8 = match reader.value()? {
+            [small] if *small < 0x80 => *small,
+            other => decode_value(other)?,
+        };
         if version != WIRE_VERSION {
             return Err(unknown_version(version));
         }
         let mut at = reader.at;
         let data = Data::parse(&bytes, &mut at)?;
         let mut reader = Reader { bytes: &bytes, at };
-        let expiry: Option<Expiry> = decode_value(reader.value()?)?;
-        let expires_at_ms: i64 = decode_value(reader.value()?)?;
+        let expiry: Option<Expiry> = match reader.value()? {
+            [NIL] => None,
+            other => decode_value(other)?,
+        };
+        let expires_at_ms: i64 = match reader.value()? {
+            [DEADLINE_MARKER, be @ ..] if be.len() == 8 => {
+                i64::from_be_bytes(be.try_into().unwrap_or_default())
+            }
+            other => decode_value(other)?,
+        };
         Ok(Self {
             data,
             expiry,
@@ -255,6 +271,18 @@ pub fn millis(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
+/// The current time in whole milliseconds since the Unix epoch: what
+/// [`millis`] gives for `OffsetDateTime::now_utc()`, read without working
+/// out a calendar date (stores compare it with deadlines on every load).
+pub fn now_millis() -> i64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let whole = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(since) => whole(since),
+        Err(before) => -whole(before.duration()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +307,17 @@ mod tests {
             let back = Record::from_bytes(&record.to_bytes().unwrap()).unwrap();
             assert_eq!(back, record);
         }
+    }
+
+    #[test]
+    fn the_quick_clock_agrees_with_the_calendar_one() {
+        let before = millis(OffsetDateTime::now_utc());
+        let quick = now_millis();
+        let after = millis(OffsetDateTime::now_utc());
+        assert!(
+            before <= quick && quick <= after,
+            "{before} {quick} {after}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cloakroom_core::config::{ConfigError, Settings, parse_or};
-use cloakroom_core::record::{from_millis, millis};
+use cloakroom_core::record::{from_millis, millis, now_millis};
 use cloakroom_core::{Error, Record, SessionStore, StoreKey, async_trait};
 use moka::future::Cache;
 use time::OffsetDateTime;
@@ -67,8 +67,8 @@ impl Stored {
         Ok(record)
     }
 
-    fn is_live(&self, now: OffsetDateTime) -> bool {
-        millis(now) < self.deadline_ms
+    fn is_live(&self) -> bool {
+        now_millis() < self.deadline_ms
     }
 }
 
@@ -130,7 +130,7 @@ thread_local! {
 
 /// Time from now until the deadline `deadline_ms`, zero once passed.
 fn until(deadline_ms: i64) -> Duration {
-    let left = deadline_ms.saturating_sub(millis(OffsetDateTime::now_utc()));
+    let left = deadline_ms.saturating_sub(now_millis());
     Duration::from_millis(u64::try_from(left).unwrap_or(0))
 }
 
@@ -253,7 +253,7 @@ impl MemoryStore {
         {
             let mut current = slot.lock();
             match current.as_mut() {
-                Some(stored) if stored.is_live(OffsetDateTime::now_utc()) => change(stored),
+                Some(stored) if stored.is_live() => change(stored),
                 // moka may have been told a later deadline for a session
                 // that is gone: harmless, as loads check liveness and the
                 // entry still goes when moka evicts or expires it.
@@ -284,7 +284,7 @@ impl SessionStore for MemoryStore {
         };
         let current = slot.lock();
         match current.as_ref() {
-            Some(stored) if stored.is_live(OffsetDateTime::now_utc()) => stored.decode().map(Some),
+            Some(stored) if stored.is_live() => stored.decode().map(Some),
             _ => Ok(None),
         }
     }
@@ -304,7 +304,7 @@ impl SessionStore for MemoryStore {
         let emptied = {
             let mut current = slot.lock();
             match current.as_ref() {
-                Some(stored) if stored.is_live(OffsetDateTime::now_utc()) => return Ok(false),
+                Some(stored) if stored.is_live() => return Ok(false),
                 // An expired session moka has not dropped yet: take its place.
                 Some(_) => {
                     *current = pending.take();

@@ -7,6 +7,7 @@
 //! missing piece makes the whole value unreadable, so the session starts
 //! fresh instead of being misread.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use cookie::SameSite;
@@ -95,8 +96,8 @@ pub(crate) fn first_value<'a>(
 fn pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
     header.split(';').filter_map(|pair| {
         let (name, value) = pair.split_once('=')?;
-        let name = name.trim();
-        let value = value.trim();
+        let name = name.trim_ascii();
+        let value = value.trim_ascii();
         let value = value
             .strip_prefix('"')
             .and_then(|v| v.strip_suffix('"'))
@@ -131,7 +132,6 @@ pub(crate) fn set(
     value: &str,
     lifetime: Lifetime,
 ) {
-    use std::fmt::Write as _;
     let mut line = String::with_capacity(name.len() + value.len() + 120);
     line.push_str(name);
     line.push('=');
@@ -162,14 +162,7 @@ pub(crate) fn set(
         Lifetime::BrowserSession => {}
         Lifetime::For(age, now) => {
             let since_epoch = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-            let expires = since_epoch.saturating_add(age.as_secs()).min(LAST_EXPIRES);
-            let expires = std::time::UNIX_EPOCH + Duration::from_secs(expires);
-            let _ = write!(
-                line,
-                "; Max-Age={}; Expires={}",
-                age.as_secs(),
-                httpdate::HttpDate::from(expires)
-            );
+            push_lifetime(&mut line, age.as_secs(), since_epoch);
         }
         Lifetime::Removed => line.push_str("; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
     }
@@ -178,6 +171,34 @@ pub(crate) fn set(
     if let Ok(value) = HeaderValue::try_from(line) {
         headers.append(SET_COOKIE, value);
     }
+}
+
+/// Appends `; Max-Age=AGE; Expires=DATE` for a cookie lasting `age` seconds
+/// from `now` (seconds since the Unix epoch).
+///
+/// Formatting the date costs more than the rest of the header, and every
+/// save within one second writes the same text, so each thread keeps the
+/// last one it wrote.
+fn push_lifetime(line: &mut String, age: u64, now: u64) {
+    use std::fmt::Write as _;
+    thread_local! {
+        /// The `(age, now)` of the text, and the text.
+        static LAST: RefCell<((u64, u64), String)> = const { RefCell::new(((0, 0), String::new())) };
+    }
+    LAST.with_borrow_mut(|(written_for, text)| {
+        if *written_for != (age, now) || text.is_empty() {
+            let expires = now.saturating_add(age).min(LAST_EXPIRES);
+            let expires = std::time::UNIX_EPOCH + Duration::from_secs(expires);
+            text.clear();
+            let _ = write!(
+                text,
+                "; Max-Age={age}; Expires={}",
+                httpdate::HttpDate::from(expires)
+            );
+            *written_for = (age, now);
+        }
+        line.push_str(text);
+    });
 }
 
 /// Appends the `Set-Cookie` that makes the browser drop `name`.
@@ -354,5 +375,38 @@ mod tests {
             line.ends_with("Expires=Fri, 31 Dec 9999 23:59:59 GMT"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn each_lifetime_gets_its_own_dates_when_they_alternate() {
+        let config = SessionConfig::default();
+        let at = |secs| time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
+        let cases = [
+            (
+                60,
+                1_800_000_000,
+                "Max-Age=60; Expires=Fri, 15 Jan 2027 08:01:00 GMT",
+            ),
+            (
+                60,
+                1_800_000_001,
+                "Max-Age=60; Expires=Fri, 15 Jan 2027 08:01:01 GMT",
+            ),
+            (
+                3600,
+                1_800_000_001,
+                "Max-Age=3600; Expires=Fri, 15 Jan 2027 09:00:01 GMT",
+            ),
+        ];
+        for _ in 0..2 {
+            for (age, now, expected) in cases {
+                let line = set_cookie(
+                    &config,
+                    "v",
+                    Lifetime::For(Duration::from_secs(age), at(now)),
+                );
+                assert!(line.ends_with(expected), "{line} for {age} s from {now}");
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use cloakroom_core::record::Data;
@@ -462,16 +463,26 @@ impl Session {
                 "not a server-side engine",
             ));
         };
-        let engine = store.engine();
-        let timeout = self.shared.config.backend_timeout;
-        let result = match tokio::time::timeout(timeout, op(Arc::clone(store))).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::new(
-                ErrorKind::Timeout,
-                format!("no answer within {} ms", timeout.as_millis()),
-            )),
+        let mut pending = std::pin::pin!(op(Arc::clone(store)));
+        // An operation that needs no I/O (the memory engine, a cached_db
+        // hit) is done at its first poll: it needs no timer.
+        let first = std::future::poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await;
+        let result = match first {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                let timeout = self.shared.config.backend_timeout;
+                tokio::time::timeout(timeout, pending)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::new(
+                            ErrorKind::Timeout,
+                            format!("no answer within {} ms", timeout.as_millis()),
+                        ))
+                    })
+            }
         };
         if let Err(err) = &result {
+            let engine = store.engine();
             tracing::error!(engine, operation, error = %err, "session store operation failed");
             state.failure = Some(Failure { kind: err.kind() });
         }
