@@ -136,7 +136,7 @@ fn catalog(target: usize) -> Value {
     ];
     let hex = || -> String {
         let id = cloakroom::core::Id::generate().expect("random");
-        id.store_key().as_str()[..32].to_owned()
+        id.store_key().hex()[..32].to_owned()
     };
     let project = hex();
     let mut services: Vec<Value> = SERVICES

@@ -415,7 +415,7 @@ async fn keys_hold_the_hash_not_the_id() {
     );
     let dump = exptimes(&server, &prefix).await;
     let keys: Vec<&String> = dump.iter().map(|(k, _)| k).collect();
-    assert_eq!(keys, [&format!("{prefix}{}", key.as_str())]);
+    assert_eq!(keys, [&format!("{prefix}{}", key.hex())]);
     assert!(!keys[0].contains(id.expose()));
 }
 

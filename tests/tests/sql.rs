@@ -141,7 +141,7 @@ impl Raw {
         self.rows(table)
             .await
             .into_iter()
-            .find(|(k, _, _)| k == key.as_str())
+            .find(|(k, _, _)| k.as_str() == key.hex().as_str())
     }
 
     /// The names of the indexes whose first column is `expires_at_ms`, asked
@@ -428,7 +428,7 @@ mod cases {
                     .await
                     .expect("create")
             );
-            live.push(key.as_str().to_owned());
+            live.push(key.hex().to_string());
         }
         assert_eq!(raw.rows(store.table()).await.len(), 8);
         assert_eq!(store.clear_expired().await.expect("clear"), 5);
@@ -549,7 +549,7 @@ mod cases {
         let rows = raw.rows(&table).await;
         assert_eq!(rows.len(), 1);
         let (key, data, _) = &rows[0];
-        assert_eq!(key, id.store_key().as_str());
+        assert_eq!(key.as_str(), id.store_key().hex().as_str());
         assert!(!key.contains(&cookie));
         let data = String::from_utf8_lossy(data);
         assert!(data.contains("ada"));

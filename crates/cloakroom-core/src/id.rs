@@ -130,26 +130,59 @@ impl fmt::Debug for Id {
 /// A dump of the store therefore does not contain any cookie value that would
 /// let someone log in.
 ///
-/// It holds the digest and its hex inline (no allocation).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// It holds the 32 bytes of the digest; [`StoreKey::hex`] writes them out
+/// for the stores that key by text, and in-process stores key by
+/// [`StoreKey::digest`] without that step.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StoreKey {
     digest: [u8; 32],
-    hex: [u8; 64],
+}
+
+/// The 64 lowercase hex characters of a [`StoreKey`], inline (no
+/// allocation); it dereferences to `str`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyHex([u8; 64]);
+
+impl KeyHex {
+    /// The 64 characters.
+    pub fn as_str(&self) -> &str {
+        ascii(&self.0)
+    }
+}
+
+impl std::ops::Deref for KeyHex {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for KeyHex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for KeyHex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 impl StoreKey {
     fn from_digest(digest: [u8; 32]) -> Self {
+        Self { digest }
+    }
+
+    /// The 64 lowercase hex characters, the form text-keyed stores use.
+    pub fn hex(&self) -> KeyHex {
         let mut hex = [0u8; 64];
-        for (pair, b) in hex.chunks_exact_mut(2).zip(digest) {
+        for (pair, b) in hex.chunks_exact_mut(2).zip(self.digest) {
             pair[0] = HEX[usize::from(b >> 4)];
             pair[1] = HEX[usize::from(b & 0x0f)];
         }
-        Self { digest, hex }
-    }
-
-    /// The 64 hex characters.
-    pub fn as_str(&self) -> &str {
-        ascii(&self.hex)
+        KeyHex(hex)
     }
 
     /// The 32 bytes of the digest, for in-process stores that key by them.
@@ -177,20 +210,13 @@ impl StoreKey {
 impl fmt::Debug for StoreKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A hash is not a secret; a prefix is enough to correlate log lines.
-        write!(f, "StoreKey({}…)", &self.as_str()[..8])
-    }
-}
-
-impl std::hash::Hash for StoreKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // The hex is a function of the digest.
-        self.digest.hash(state);
+        write!(f, "StoreKey({}…)", &self.hex()[..8])
     }
 }
 
 impl fmt::Display for StoreKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&self.hex())
     }
 }
 
@@ -251,14 +277,14 @@ mod tests {
     fn store_key_is_sha256_hex_and_not_the_id() {
         let id = Id::generate().unwrap();
         let key = id.store_key();
-        assert_eq!(key.as_str().len(), 64);
-        assert!(!key.as_str().contains(id.expose()));
+        assert_eq!(key.hex().len(), 64);
+        assert!(!key.hex().contains(id.expose()));
         assert_eq!(key, id.store_key());
-        assert_eq!(StoreKey::from_hex(key.as_str()), Some(key));
+        assert_eq!(StoreKey::from_hex(&key.hex()), Some(key));
         let digest = ring::digest::digest(&ring::digest::SHA256, id.expose().as_bytes());
         assert_eq!(key.digest().as_slice(), digest.as_ref());
-        assert!(StoreKey::from_hex(&key.as_str().to_uppercase()).is_none());
-        assert!(StoreKey::from_hex(&key.as_str()[1..]).is_none());
+        assert!(StoreKey::from_hex(&key.hex().to_uppercase()).is_none());
+        assert!(StoreKey::from_hex(&key.hex()[1..]).is_none());
         // The key is kept with the id, and with its copies.
         assert_eq!(Id::parse(id.expose()).unwrap().store_key(), key);
         assert_eq!(id.clone().store_key(), key);

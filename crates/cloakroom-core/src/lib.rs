@@ -36,7 +36,7 @@ pub mod store;
 
 pub use config::{ConfigError, Env, Settings};
 pub use error::{BoxError, Error, ErrorKind};
-pub use id::{Id, StoreKey};
+pub use id::{Id, KeyHex, StoreKey};
 pub use record::{Expiry, Record};
 pub use store::{CookieCodec, Opened, SessionStore};
 

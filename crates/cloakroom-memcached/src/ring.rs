@@ -69,10 +69,8 @@ impl Ring {
 
 /// The first 32 bits of the key's SHA-256 (its first 8 hex digits).
 fn key_hash(key: &StoreKey) -> u32 {
-    key.as_str()
-        .get(..8)
-        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-        .unwrap_or(0)
+    let [a, b, c, d, ..] = key.digest();
+    u32::from_be_bytes([a, b, c, d])
 }
 
 #[cfg(test)]

@@ -127,10 +127,9 @@ impl MemcachedStore {
     /// by the 64 hex digits of the store key.
     pub fn memcached_key(&self, key: &StoreKey) -> String {
         let prefix = &self.inner.options.key_prefix;
-        let mut full =
-            String::with_capacity(prefix.len() + key.as_str().len() + TOUCHED_SUFFIX.len());
+        let mut full = String::with_capacity(prefix.len() + key.hex().len() + TOUCHED_SUFFIX.len());
         full.push_str(prefix);
-        full.push_str(key.as_str());
+        full.push_str(&key.hex());
         full
     }
 
@@ -508,7 +507,7 @@ mod tests {
             .unwrap();
         let key = key();
         let (session, touched) = store.keys(&key);
-        assert_eq!(session, format!("app:{}", key.as_str()));
+        assert_eq!(session, format!("app:{}", key.hex()));
         assert_eq!(touched, format!("{session}{TOUCHED_SUFFIX}"));
         assert!(touched.len() <= 250);
         assert_eq!(store.memcached_key(&key), session);

@@ -403,7 +403,7 @@ impl RedisStore {
     pub fn redis_key(&self, key: &StoreKey) -> String {
         let mut k = String::with_capacity(self.key_prefix.len() + 64);
         k.push_str(&self.key_prefix);
-        k.push_str(key.as_str());
+        k.push_str(&key.hex());
         k
     }
 
@@ -664,7 +664,7 @@ mod tests {
         )
         .unwrap();
         let key = cloakroom_core::Id::generate().unwrap().store_key();
-        assert_eq!(store.redis_key(&key), format!("p:{}", key.as_str()));
+        assert_eq!(store.redis_key(&key), format!("p:{}", key.hex()));
     }
 
     #[test]

@@ -480,7 +480,7 @@ impl SqlStore {
         let now = now_ms();
         each_pool!(self.ready().await?, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
             sqlx::query_as::<_, (Vec<u8>, i64)>(sql.clone())
-                .bind(key.as_str())
+                .bind(key.hex().as_str())
                 .bind(now)
                 .fetch_optional(&mut *conn)
                 .await
@@ -525,7 +525,7 @@ impl SqlStore {
                 // One statement: insert, or take over a row past its
                 // deadline; a live holder makes it change nothing.
                 let r = sqlx::query(sql.create.clone())
-                    .bind(key.as_str())
+                    .bind(key.hex().as_str())
                     .bind(&data)
                     .bind(deadline)
                     .bind(now)
@@ -542,7 +542,7 @@ impl SqlStore {
             // which is the right answer.
             let insert = || {
                 sqlx::query(sql.create.clone())
-                    .bind(key.as_str())
+                    .bind(key.hex().as_str())
                     .bind(&data)
                     .bind(deadline)
             };
@@ -552,7 +552,7 @@ impl SqlStore {
                 Err(e) => return Err(SqlError::from_sqlx(e, self.inner.timeout)),
             }
             let cleared = sqlx::query(sql.delete_expired_key.clone())
-                .bind(key.as_str())
+                .bind(key.hex().as_str())
                 .bind(now)
                 .execute(&mut *conn)
                 .await
@@ -585,7 +585,7 @@ impl SqlStore {
             sqlx::query(sql.clone())
                 .bind(&data)
                 .bind(deadline)
-                .bind(key.as_str())
+                .bind(key.hex().as_str())
                 .bind(now)
                 .execute(&mut *conn)
                 .await
@@ -602,7 +602,7 @@ impl SqlStore {
             // touch to the same millisecond still counts as found.
             sqlx::query(sql.clone())
                 .bind(deadline)
-                .bind(key.as_str())
+                .bind(key.hex().as_str())
                 .bind(now)
                 .execute(&mut *conn)
                 .await
@@ -615,7 +615,7 @@ impl SqlStore {
         let sql = &self.inner.sql.delete;
         each_pool!(self.ready().await?, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
             sqlx::query(sql.clone())
-                .bind(key.as_str())
+                .bind(key.hex().as_str())
                 .execute(&mut *conn)
                 .await
                 .map(drop)

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use bytes::Bytes;
 use cloakroom_core::{BoxError, Error, ErrorKind, Id};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, VARY};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, Entry, VARY};
 use http::{HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use time::OffsetDateTime;
@@ -396,20 +396,24 @@ fn save_to_cookie(
 }
 
 fn add_vary_cookie(response: &mut Response<Body>) {
-    let already = response
-        .headers()
-        .get_all(VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|v| {
-            let v = v.trim();
-            v == "*" || v.eq_ignore_ascii_case("cookie")
-        });
-    if !already {
-        response
-            .headers_mut()
-            .append(VARY, HeaderValue::from_static("Cookie"));
+    // One lookup in the usual case, a response with no `Vary` yet.
+    match response.headers_mut().entry(VARY) {
+        Entry::Vacant(vacant) => {
+            vacant.insert(HeaderValue::from_static("Cookie"));
+        }
+        Entry::Occupied(mut occupied) => {
+            let already = occupied
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|v| {
+                    let v = v.trim();
+                    v == "*" || v.eq_ignore_ascii_case("cookie")
+                });
+            if !already {
+                occupied.append(HeaderValue::from_static("Cookie"));
+            }
+        }
     }
 }
 
@@ -453,6 +457,33 @@ mod tests {
     use super::*;
     use crate::memory::MemoryStore;
     use crate::{Engine, SessionLayer};
+
+    #[test]
+    fn vary_names_cookie_once_and_keeps_what_was_there() {
+        let vary = |existing: &[&'static str]| {
+            let mut response = Response::new(Body::empty());
+            for value in existing {
+                response
+                    .headers_mut()
+                    .append(VARY, HeaderValue::from_static(value));
+            }
+            add_vary_cookie(&mut response);
+            response
+                .headers()
+                .get_all(VARY)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(vary(&[]), ["Cookie"]);
+        assert_eq!(vary(&["Accept-Encoding"]), ["Accept-Encoding", "Cookie"]);
+        assert_eq!(
+            vary(&["Accept-Encoding, COOKIE"]),
+            ["Accept-Encoding, COOKIE"]
+        );
+        assert_eq!(vary(&["Origin", " cookie "]), ["Origin", " cookie "]);
+        assert_eq!(vary(&["*"]), ["*"]);
+    }
 
     /// A handler that hands its session to a task which still holds the
     /// session's lock when the response is ready: the layer must wait for
