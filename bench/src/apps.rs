@@ -44,6 +44,25 @@ pub fn token() -> String {
     token
 }
 
+/// The four routes on a variant's handlers; `/nosession` is the same for
+/// all.
+fn routes<S, L, LT, R, RT, W, WT>(login: L, read: R, write: W) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    L: axum::handler::Handler<LT, S>,
+    R: axum::handler::Handler<RT, S>,
+    W: axum::handler::Handler<WT, S>,
+    LT: 'static,
+    RT: 'static,
+    WT: 'static,
+{
+    Router::new()
+        .route("/login", get(login))
+        .route("/nosession", get(|| async { "ok" }))
+        .route("/read", get(read))
+        .route("/write", get(write))
+}
+
 fn counter(n: u64) -> String {
     n.to_string()
 }
@@ -61,11 +80,7 @@ pub fn plain() -> Router {
             "ok",
         )
     }
-    Router::new()
-        .route("/login", get(login))
-        .route("/nosession", get(|| async { "ok" }))
-        .route("/read", get(|| async { "0" }))
-        .route("/write", get(|| async { "1" }))
+    routes(login, || async { "0" }, || async { "1" })
 }
 
 /// cloakroom behind `layer`.
@@ -84,12 +99,7 @@ pub fn cloakroom(layer: cloakroom::SessionLayer) -> Router {
         s.insert("n", n).await?;
         Ok(counter(n))
     }
-    Router::new()
-        .route("/login", get(login))
-        .route("/nosession", get(|| async { "ok" }))
-        .route("/read", get(read))
-        .route("/write", get(write))
-        .layer(layer)
+    routes(login, read, write).layer(layer)
 }
 
 /// A failed request of the benchmark's own handlers: a status and a reason.
@@ -124,12 +134,7 @@ where
         Ok(counter(n))
     }
     let layer = tower_sessions::SessionManagerLayer::new(store).with_secure(false);
-    Router::new()
-        .route("/login", get(login))
-        .route("/nosession", get(|| async { "ok" }))
-        .route("/read", get(read))
-        .route("/write", get(write))
-        .layer(layer)
+    routes(login, read, write).layer(layer)
 }
 
 /// The session id of the hand-written variants, from their plain `sid`
@@ -180,12 +185,7 @@ pub fn memory_by_hand() -> Router {
         payload.n += 1;
         Ok(counter(payload.n))
     }
-    Router::new()
-        .route("/login", get(login))
-        .route("/nosession", get(|| async { "ok" }))
-        .route("/read", get(read))
-        .route("/write", get(write))
-        .with_state(Arc::default())
+    routes(login, read, write).with_state(Arc::default())
 }
 
 /// What the spec's required parts cost on their own: the id from a plain
@@ -254,12 +254,7 @@ pub fn moka_by_hand() -> Router {
         .eviction_policy(moka::policy::EvictionPolicy::lru())
         .expire_after(Age)
         .build_with_hasher(foldhash::fast::RandomState::default());
-    Router::new()
-        .route("/login", get(login))
-        .route("/nosession", get(|| async { "ok" }))
-        .route("/read", get(read))
-        .route("/write", get(write))
-        .with_state(sessions)
+    routes(login, read, write).with_state(sessions)
 }
 
 /// What the cookie-jar and hand-written variants keep per session.
@@ -309,12 +304,7 @@ pub fn signed_cookie_jar(key: Key) -> Router {
         let value = encode(&p)?;
         Ok((jar.add(cookie(value)), counter(n)))
     }
-    Router::new()
-        .route("/login", get(login))
-        .route("/nosession", get(|| async { "ok" }))
-        .route("/read", get(read))
-        .route("/write", get(write))
-        .with_state(key)
+    routes(login, read, write).with_state(key)
 }
 
 fn time_seconds(seconds: u64) -> time::Duration {
@@ -379,10 +369,5 @@ pub fn redis_by_hand(connection: redis::aio::MultiplexedConnection) -> Router {
         save(&mut conn, &key, &payload).await?;
         Ok(counter(payload.n))
     }
-    Router::new()
-        .route("/login", get(login))
-        .route("/nosession", get(|| async { "ok" }))
-        .route("/read", get(read))
-        .route("/write", get(write))
-        .with_state(connection)
+    routes(login, read, write).with_state(connection)
 }
