@@ -1,6 +1,6 @@
 # Redis for the tests: sourced by tests/run (see lib.sh for the conventions).
 #
-# Starts three private things on free loopback ports under $CLOAKROOM_TEST_DIR:
+# Starts five private things on free loopback ports under $CLOAKROOM_TEST_DIR:
 #   * the main redis-server, shared by the tests that run in parallel
 #     (each uses its own key prefix):          CLOAKROOM_REDIS_URL
 #   * a second redis-server that only the fault test uses, because that test
@@ -9,6 +9,11 @@
 #                                              CLOAKROOM_REDIS_FAULT_START
 #   * a Redis Cluster of three masters:        CLOAKROOM_REDIS_CLUSTER_URL
 #                                              (redis+cluster://:pw@h:p,h:p,h:p)
+#   * a second one that only the fault test uses, because it stops and
+#     restarts one of its masters:             CLOAKROOM_REDIS_CLUSTER_FAULT_URL,
+#                                              CLOAKROOM_REDIS_CLUSTER_FAULT_<N>_PIDFILE,
+#                                              CLOAKROOM_REDIS_CLUSTER_FAULT_<N>_START
+#                                              (N = 1, 2, 3, in the URL's order)
 #   * a redis-server that also speaks TLS, with a certificate from a private
 #     CA made here:                            CLOAKROOM_REDIS_TLS_URL (rediss://),
 #                                              CLOAKROOM_REDIS_TLS_CA (PEM file)
@@ -49,6 +54,42 @@ redis_instance() {
   "$dir/start"
 }
 
+# redis_cluster NAME [EXTRA ARGS...]: three masters NAME-1..3 (each with the
+# extra arguments) made into a Redis Cluster with a password of its own; sets
+# redis_cluster_url to its redis+cluster:// URL once every node reports
+# cluster_state:ok.
+redis_cluster() {
+  local name=$1 nodes=() hosts="" ok=0 p n node
+  shift
+  # REDISCLI_AUTH keeps the password off redis-cli's command line.
+  local -x REDISCLI_AUTH
+  REDISCLI_AUTH=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
+  for n in 1 2 3; do
+    p=$(free_port)
+    # The bus port defaults to port + 10000, which overflows for the high ports
+    # free_port hands out, so it gets a free port of its own.
+    redis_instance "$name-$n" "$p" \
+      --cluster-enabled yes --cluster-port "$(free_port)" \
+      --cluster-config-file "$CLOAKROOM_TEST_DIR/$name-$n/nodes.conf" \
+      --cluster-node-timeout 5000 --requirepass "$REDISCLI_AUTH" --masterauth "$REDISCLI_AUTH" "$@"
+    nodes+=("127.0.0.1:$p")
+    hosts="${hosts:+$hosts,}127.0.0.1:$p"
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
+  # `--cluster create` returns once the slots are assigned; the nodes agree on
+  # the state a moment later.
+  for _ in $(seq 100); do
+    ok=0
+    for node in "${nodes[@]}"; do
+      redis-cli -h 127.0.0.1 -p "${node##*:}" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && ok=$((ok + 1))
+    done
+    [ "$ok" -eq 3 ] && break
+    sleep 0.1
+  done
+  [ "$ok" -eq 3 ] || { log "the redis cluster $name did not reach cluster_state:ok"; return 1; }
+  redis_cluster_url="redis+cluster://:$REDISCLI_AUTH@$hosts"
+}
+
 redis_port=$(free_port)
 redis_password=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
 redis_instance redis "$redis_port" --requirepass "$redis_password"
@@ -64,37 +105,17 @@ if extra_instances; then
   export CLOAKROOM_REDIS_FAULT_PIDFILE="$CLOAKROOM_TEST_DIR/redis-fault/redis.pid"
   export CLOAKROOM_REDIS_FAULT_START="$CLOAKROOM_TEST_DIR/redis-fault/start"
 
-  redis_cluster_nodes=()
-  redis_cluster_url=""
-  # REDISCLI_AUTH keeps the password off redis-cli's command line.
-  export REDISCLI_AUTH
-  REDISCLI_AUTH=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
+  redis_cluster redis-cluster
+  export CLOAKROOM_REDIS_CLUSTER_URL="$redis_cluster_url"
+  # A second cluster for the fault test, which stops one of its masters. Its
+  # nodes keep an append-only file with an fsync per write, so that what was
+  # acknowledged before an outage is there after it.
+  redis_cluster redis-cluster-fault --appendonly yes --appendfsync always
+  export CLOAKROOM_REDIS_CLUSTER_FAULT_URL="$redis_cluster_url"
   for n in 1 2 3; do
-    p=$(free_port)
-    # The bus port defaults to port + 10000, which overflows for the high ports
-    # free_port hands out, so it gets a free port of its own.
-    redis_instance "redis-cluster-$n" "$p" \
-      --cluster-enabled yes --cluster-port "$(free_port)" \
-      --cluster-config-file "$CLOAKROOM_TEST_DIR/redis-cluster-$n/nodes.conf" \
-      --cluster-node-timeout 5000 --requirepass "$REDISCLI_AUTH" --masterauth "$REDISCLI_AUTH"
-    redis_cluster_nodes+=("127.0.0.1:$p")
-    redis_cluster_url="${redis_cluster_url:+$redis_cluster_url,}127.0.0.1:$p"
+    export "CLOAKROOM_REDIS_CLUSTER_FAULT_${n}_PIDFILE=$CLOAKROOM_TEST_DIR/redis-cluster-fault-$n/redis.pid"
+    export "CLOAKROOM_REDIS_CLUSTER_FAULT_${n}_START=$CLOAKROOM_TEST_DIR/redis-cluster-fault-$n/start"
   done
-  redis-cli --cluster create "${redis_cluster_nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
-  # `--cluster create` returns once the slots are assigned; the nodes agree on
-  # the state a moment later.
-  for _ in $(seq 100); do
-    ok=0
-    for node in "${redis_cluster_nodes[@]}"; do
-      redis-cli -h 127.0.0.1 -p "${node##*:}" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && ok=$((ok + 1))
-    done
-    [ "$ok" -eq 3 ] && break
-    sleep 0.1
-  done
-  [ "$ok" -eq 3 ] || { log "the redis cluster did not reach cluster_state:ok"; return 1; }
-  export CLOAKROOM_REDIS_CLUSTER_URL="redis+cluster://:$REDISCLI_AUTH@$redis_cluster_url"
-  export -n REDISCLI_AUTH
-  unset REDISCLI_AUTH
 
   # TLS: a private CA and a certificate for 127.0.0.1 signed by it.
   redis_tls_dir="$CLOAKROOM_TEST_DIR/redis-tls"
@@ -120,4 +141,4 @@ if extra_instances; then
 
 fi
 
-unset redis_cluster_nodes redis_cluster_url ok p n node redis_password redis_tls_dir
+unset redis_cluster_url n redis_password redis_tls_dir

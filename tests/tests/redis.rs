@@ -9,7 +9,9 @@
 //! * `tls`: the suite over `rediss://` with a private CA
 //!   (`CLOAKROOM_REDIS_TLS_URL`, `CLOAKROOM_REDIS_TLS_CA`);
 //! * `fault`: stopping, hanging and restarting a redis-server of its own
-//!   (`CLOAKROOM_REDIS_FAULT_*`) while requests flow.
+//!   (`CLOAKROOM_REDIS_FAULT_*`) while requests flow, and stopping and
+//!   restarting one master of a Redis Cluster of its own
+//!   (`CLOAKROOM_REDIS_CLUSTER_FAULT_*`).
 //!
 //! Every engine gets a key prefix of its own, so the cases run in parallel
 //! on the shared servers.
@@ -50,6 +52,13 @@ fn options_for(url: &str) -> RedisOptions {
     } else {
         RedisOptions::new()
     }
+}
+
+/// The prefix of every Redis key `store` writes.
+fn key_prefix(store: &RedisStore) -> String {
+    let zero = StoreKey::from_hex(&"0".repeat(64)).expect("hex");
+    let key = store.redis_key(&zero);
+    key[..key.len() - 64].to_owned()
 }
 
 fn new_key() -> StoreKey {
@@ -133,6 +142,11 @@ impl Raw {
     }
 
     /// Every key matching `pattern`, per node.
+    /// How many keys match `pattern` on each node.
+    async fn count(&self, pattern: &str) -> Vec<usize> {
+        self.scan(pattern).await.iter().map(Vec::len).collect()
+    }
+
     async fn scan(&self, pattern: &str) -> Vec<Vec<String>> {
         let mut per_node = Vec::new();
         for node in &self.nodes {
@@ -602,16 +616,8 @@ mod cluster {
                     .expect("create")
             );
         }
-        let prefix = store
-            .redis_key(&StoreKey::from_hex(&"0".repeat(64)).expect("hex"))
-            .trim_end_matches('0')
-            .to_owned();
-        let per_node: Vec<usize> = raw
-            .scan(&format!("{prefix}*"))
-            .await
-            .iter()
-            .map(Vec::len)
-            .collect();
+        let prefix = key_prefix(&store);
+        let per_node = raw.count(&format!("{prefix}*")).await;
         assert_eq!(per_node.iter().sum::<usize>(), 60, "{per_node:?}");
         let used = per_node.iter().filter(|n| **n > 0).count();
         assert!(used >= 2, "all sessions on one master: {per_node:?}");
@@ -686,5 +692,36 @@ mod fault {
         all_unavailable(&flood(&client, "/get/a", Duration::from_millis(2500)).await);
         drop(paused);
         recovers_within(&mut client, "/get/a", Duration::from_secs(5), Some("again")).await;
+    }
+
+    /// The outage drill on a Redis Cluster: the master that holds the
+    /// session is stopped (every request for it answers 503 within 2 s),
+    /// restarted, and the same process serves the session again within 5 s,
+    /// with nothing acknowledged lost (the fault cluster's nodes fsync their
+    /// append-only files on every write).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_stopped_cluster_master_gives_503_then_recovers() {
+        let url = required_env("CLOAKROOM_REDIS_CLUSTER_FAULT_URL");
+        let store = store_at(&url);
+        assert!(store.is_cluster());
+        let prefix = key_prefix(&store);
+        let (mut client, _, _) = cloakroom_tests::cases::setup(Engine::store(store), |l| l);
+        assert_eq!(client.get("/set/k/first").await.status, StatusCode::OK);
+
+        // The master that holds this session (the URL lists the nodes in
+        // the order of their numbers).
+        let held = Raw::open(&url).await.count(&format!("{prefix}*")).await;
+        assert_eq!(held.iter().sum::<usize>(), 1, "{held:?}");
+        let holder = held.iter().position(|n| *n == 1).expect("one master");
+        let server = cloakroom_tests::fault::Server::from_env(&format!(
+            "REDIS_CLUSTER_FAULT_{}",
+            holder + 1
+        ));
+
+        let outage =
+            cloakroom_tests::fault::drill(&mut client, &server, Duration::from_secs(3), true).await;
+        assert!(outage.requests > 0);
+        assert_eq!(client.get("/set/k/after").await.status, StatusCode::OK);
+        assert_eq!(client.get("/get/k").await.body, "after");
     }
 }
