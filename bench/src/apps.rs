@@ -193,32 +193,44 @@ pub fn memory_by_hand() -> Router {
 /// ([`Id::store_key`]), and looked up in a moka cache built as the memory
 /// engine builds it (LRU, an expiry per entry, foldhash) that holds sessions
 /// decoded.
-/// No layer; a write changes the session in place without moving its
-/// deadline or refreshing the cookie.
+///
+/// No layer. A write does the least a save must: it replaces the session
+/// with a changed copy (so a request that fails leaves the stored session as
+/// it was), moves its deadline in moka in the lookup that finds it, and sends
+/// a fresh `Set-Cookie` with `Max-Age` and `Expires`. It skips what cloakroom
+/// adds for its own reasons: encoding the session to bytes, the session
+/// handle and the layer.
 pub fn moka_by_hand() -> Router {
     use moka::future::Cache;
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
-    type Sessions = Cache<[u8; 32], Arc<Mutex<Payload>>, foldhash::fast::RandomState>;
+    type Slot = Arc<Mutex<Arc<Payload>>>;
+    type Sessions = Cache<[u8; 32], Slot, foldhash::fast::RandomState>;
+    const AGE: Duration = Duration::from_secs(AGE_SECONDS);
+    /// Every lookup moves the deadline: the cheapest way to tell moka a
+    /// write's new one (reads then move it too, which costs them nothing
+    /// more).
     struct Age;
-    impl moka::Expiry<[u8; 32], Arc<Mutex<Payload>>> for Age {
-        fn expire_after_create(
+    impl moka::Expiry<[u8; 32], Slot> for Age {
+        fn expire_after_create(&self, _: &[u8; 32], _: &Slot, _: Instant) -> Option<Duration> {
+            Some(AGE)
+        }
+        fn expire_after_read(
             &self,
             _: &[u8; 32],
-            _: &Arc<Mutex<Payload>>,
+            _: &Slot,
+            _: Instant,
+            _: Option<Duration>,
             _: Instant,
         ) -> Option<Duration> {
-            Some(Duration::from_secs(AGE_SECONDS))
+            Some(AGE)
         }
     }
     fn digest(headers: &HeaderMap) -> Result<[u8; 32], Failure> {
         let id = Id::parse(sid(headers)?).ok_or_else(bad_request)?;
         Ok(id.store_key().digest())
     }
-    async fn session(
-        sessions: &Sessions,
-        headers: &HeaderMap,
-    ) -> Result<Arc<Mutex<Payload>>, Failure> {
+    async fn session(sessions: &Sessions, headers: &HeaderMap) -> Result<Slot, Failure> {
         sessions
             .get(&digest(headers)?)
             .await
@@ -231,23 +243,36 @@ pub fn moka_by_hand() -> Router {
             n: 0,
         };
         sessions
-            .insert(id.store_key().digest(), Arc::new(Mutex::new(payload)))
+            .insert(
+                id.store_key().digest(),
+                Arc::new(Mutex::new(Arc::new(payload))),
+            )
             .await;
         Ok((AppendHeaders([(header::SET_COOKIE, sid_cookie(&id))]), "ok").into_response())
     }
     async fn read(State(sessions): State<Sessions>, headers: HeaderMap) -> Result<String, Failure> {
-        let payload = session(&sessions, &headers).await?;
-        let n = payload.lock().map_err(unavailable)?.n;
+        let slot = session(&sessions, &headers).await?;
+        let n = slot.lock().map_err(unavailable)?.n;
         Ok(counter(n))
     }
     async fn write(
         State(sessions): State<Sessions>,
         headers: HeaderMap,
-    ) -> Result<String, Failure> {
-        let payload = session(&sessions, &headers).await?;
-        let mut payload = payload.lock().map_err(unavailable)?;
-        payload.n += 1;
-        Ok(counter(payload.n))
+    ) -> Result<Response, Failure> {
+        let slot = session(&sessions, &headers).await?;
+        let stored = Arc::clone(&*slot.lock().map_err(unavailable)?);
+        let changed = Payload {
+            token: stored.token.clone(),
+            n: stored.n + 1,
+        };
+        let n = changed.n;
+        *slot.lock().map_err(unavailable)? = Arc::new(changed);
+        let expires = httpdate::fmt_http_date(std::time::SystemTime::now() + AGE);
+        let cookie = format!(
+            "sid={}; HttpOnly; SameSite=Lax; Path=/; Max-Age={AGE_SECONDS}; Expires={expires}",
+            sid(&headers)?
+        );
+        Ok((AppendHeaders([(header::SET_COOKIE, cookie)]), counter(n)).into_response())
     }
     let sessions: Sessions = Cache::builder()
         .max_capacity(CACHE_ENTRIES)

@@ -255,7 +255,11 @@ fn decode_value<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error
 /// # Errors
 /// When it is outside the years the `time` crate represents.
 pub fn from_millis(ms: i64) -> Result<OffsetDateTime, Error> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+    // Whole seconds and the milliseconds within them: no 128-bit division,
+    // which the nanosecond constructor needs (this runs on every load).
+    let within = u16::try_from(ms.rem_euclid(1000)).unwrap_or(0);
+    OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .and_then(|t| t.replace_millisecond(within))
         .map_err(|e| Error::with_source(ErrorKind::Serialization, "bad deadline", e))
 }
 
@@ -268,7 +272,11 @@ fn unknown_version(version: u8) -> Error {
 
 /// Whole milliseconds since the Unix epoch.
 pub fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    // Seconds are floored and the milliseconds within them count up, so a
+    // moment before 1970 rounds down, as `from_millis` reads it back.
+    t.unix_timestamp()
+        .saturating_mul(1000)
+        .saturating_add(i64::from(t.millisecond()))
 }
 
 /// The current time in whole milliseconds since the Unix epoch: what
@@ -318,6 +326,34 @@ mod tests {
             before <= quick && quick <= after,
             "{before} {quick} {after}"
         );
+    }
+
+    #[test]
+    fn milliseconds_convert_both_ways_without_loss() {
+        for ms in [
+            0,
+            1,
+            999,
+            1000,
+            1_800_000_001_234,
+            -1,
+            -999,
+            -1000,
+            -1001,
+            253_402_300_799_999,
+        ] {
+            let t = from_millis(ms).unwrap();
+            assert_eq!(t.unix_timestamp_nanos(), i128::from(ms) * 1_000_000, "{ms}");
+            assert_eq!(millis(t), ms);
+        }
+        // Below a millisecond is dropped, rounding down.
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_234_567_890).unwrap();
+        assert_eq!(millis(t), 1_234);
+        let t = OffsetDateTime::from_unix_timestamp_nanos(-1_500_000).unwrap();
+        assert_eq!(millis(t), -2);
+        // Past year 9999 the calendar ends: an error, not a panic.
+        assert!(from_millis(i64::MAX).is_err());
+        assert!(from_millis(i64::MIN).is_err());
     }
 
     #[test]

@@ -116,7 +116,7 @@ where
             }
             // Uncontended (the handler is done with the session) unless it
             // handed the session to a task that still runs.
-            let Ok(mut state) = session.shared.state.try_lock() else {
+            let Some(mut state) = session.shared.state.try_lock() else {
                 *this.finishing = Some(Box::pin(async move { finish(&session, response).await }));
                 continue;
             };

@@ -12,10 +12,10 @@ use cloakroom_core::{ErrorKind, Expiry, Id, Record};
 use crate::Error;
 /// The error of store calls inside the crate.
 type StoreError = cloakroom_core::Error;
+use async_lock::{Mutex, MutexGuard};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
-use tokio::sync::{Mutex, MutexGuard};
 
 use crate::Engine;
 use crate::config::SessionConfig;
@@ -76,6 +76,9 @@ pub(crate) struct Shared {
     /// Set by the first access of any kind, so that the layer can skip
     /// locking the state of a request that never used its session.
     used: AtomicBool,
+    /// Held across store calls, so an async lock. async-lock's, because
+    /// taking and releasing it uncontended is one atomic operation each;
+    /// tokio's takes an inner mutex on every release.
     pub(crate) state: Mutex<State>,
 }
 
