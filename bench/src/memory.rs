@@ -9,10 +9,11 @@ use time::OffsetDateTime;
 use crate::apps::token;
 
 /// The stores this module can measure: cloakroom's memory engine,
-/// tower-sessions' `MemoryStore`, and a bare moka cache set up as the memory
+/// tower-sessions' `MemoryStore`, a bare moka cache set up as the memory
 /// engine sets up its own (per-entry expiry, LRU, 32-byte keys) holding
-/// only each record's bytes: the floor of any moka-based store.
-pub const ENGINES: [&str; 3] = ["cloakroom", "tower-sessions", "moka"];
+/// only each record's bytes, the floor of a moka-based memory engine; and
+/// the same cache without per-entry expiry, moka's own floor.
+pub const ENGINES: [&str; 4] = ["cloakroom", "tower-sessions", "moka", "moka-no-expiry"];
 
 /// Per-entry expiry for the bare moka measurement.
 struct Fixed;
@@ -130,13 +131,16 @@ pub async fn measure(engine: &str, sessions: usize) -> Result<Footprint, String>
             }
             after = resident()?;
         }
-        "moka" => {
+        "moka" | "moka-no-expiry" => {
+            let builder = moka::future::Cache::builder()
+                .max_capacity(count * 2)
+                .eviction_policy(moka::policy::EvictionPolicy::lru());
             let cache: moka::future::Cache<[u8; 32], std::sync::Arc<Box<[u8]>>> =
-                moka::future::Cache::builder()
-                    .max_capacity(count * 2)
-                    .eviction_policy(moka::policy::EvictionPolicy::lru())
-                    .expire_after(Fixed)
-                    .build();
+                if engine == "moka" {
+                    builder.expire_after(Fixed).build()
+                } else {
+                    builder.build()
+                };
             before = resident()?;
             for _ in 0..sessions {
                 let key = Id::generate().map_err(|e| e.to_string())?.store_key();
