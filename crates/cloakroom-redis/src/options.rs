@@ -33,7 +33,8 @@ pub const DEFAULT_KEY_PREFIX: &str = "cloakroom:session:";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisOptions {
     key_prefix: String,
-    pool_size: usize,
+    /// `None`: one per worker thread of the runtime (see `pool_size`).
+    pool_size: Option<usize>,
     connect_timeout: Duration,
     command_timeout: Duration,
     timeout: Duration,
@@ -44,7 +45,7 @@ impl Default for RedisOptions {
     fn default() -> Self {
         Self {
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
-            pool_size: 2,
+            pool_size: None,
             connect_timeout: Duration::from_millis(500),
             command_timeout: Duration::from_millis(500),
             timeout: Duration::from_millis(1000),
@@ -57,7 +58,8 @@ impl Default for RedisOptions {
 pub mod settings {
     /// Prefix of every session key.
     pub const KEY_PREFIX: &str = "SESSION_REDIS_KEY_PREFIX";
-    /// Connections the store keeps open, each shared by all calls.
+    /// Connections the store keeps open, each shared by all calls (default:
+    /// one per worker thread of the tokio runtime).
     pub const POOL_SIZE: &str = "SESSION_REDIS_POOL_SIZE";
     /// Limit on opening one connection, in milliseconds.
     pub const CONNECT_TIMEOUT_MS: &str = "SESSION_REDIS_CONNECT_TIMEOUT_MS";
@@ -81,13 +83,16 @@ impl RedisOptions {
     /// A set value that does not parse, naming the setting.
     pub fn from_settings(s: &dyn Settings) -> Result<Self, ConfigError> {
         let d = Self::default();
-        let pool_size = config::parse_or(
-            s,
-            settings::POOL_SIZE,
-            d.pool_size,
-            "a whole number above 0",
-        )?;
-        if pool_size == 0 {
+        let pool_size = match s.get(settings::POOL_SIZE) {
+            None => None,
+            Some(_) => Some(config::parse_or(
+                s,
+                settings::POOL_SIZE,
+                0,
+                "a whole number above 0",
+            )?),
+        };
+        if pool_size == Some(0) {
             return Err(ConfigError::new(
                 settings::POOL_SIZE,
                 "0",
@@ -120,10 +125,15 @@ impl RedisOptions {
         self
     }
 
-    /// Connections the store keeps open (default 2). Each one pipelines the
-    /// commands of any number of concurrent calls, and calls take turns over
-    /// them, so this is not a cap on concurrency; more than a few rarely
-    /// helps. A value of 0 counts as 1.
+    /// Connections the store keeps open (default: one per worker thread of
+    /// the tokio runtime the store is built on, else one per CPU the process
+    /// may run on). Each one pipelines the commands of any number of
+    /// concurrent calls, and calls take turns over them, so this is not a cap
+    /// on concurrency. A connection's reads and writes are one task, which
+    /// runs on one worker at a time: more connections than workers only
+    /// split the same commands into more, smaller batches, which cost more
+    /// system calls and wake-ups (measured in the crate README). A value of
+    /// 0 counts as 1.
     ///
     /// ```
     /// # use cloakroom_redis::RedisOptions;
@@ -131,7 +141,7 @@ impl RedisOptions {
     /// assert_eq!(options.pool_size(), 8);
     /// ```
     pub fn with_pool_size(mut self, size: usize) -> Self {
-        self.pool_size = size.max(1);
+        self.pool_size = Some(size.max(1));
         self
     }
 
@@ -197,9 +207,10 @@ impl RedisOptions {
         &self.key_prefix
     }
 
-    /// The pool size.
+    /// The pool size: the one set, or else the default for where it is
+    /// asked (see [`with_pool_size`](Self::with_pool_size)).
     pub fn pool_size(&self) -> usize {
-        self.pool_size
+        self.pool_size.unwrap_or_else(default_pool_size)
     }
 
     /// The connect timeout.
@@ -302,6 +313,15 @@ fn check_tls(scheme: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// One connection per worker thread of the current tokio runtime; outside
+/// one, per CPU this process may run on (what a tokio runtime would start).
+fn default_pool_size() -> usize {
+    tokio::runtime::Handle::try_current()
+        .map(|runtime| runtime.metrics().num_workers())
+        .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, usize::from))
+        .max(1)
+}
+
 /// The URL with any password masked, for errors and `Debug`. Query options
 /// are dropped too, since they may carry credentials.
 pub(crate) fn redact(url: &str) -> String {
@@ -319,9 +339,35 @@ mod tests {
     use cloakroom_core::config::from_pairs;
 
     #[test]
+    fn the_default_pool_has_a_connection_per_runtime_worker() {
+        for workers in [1, 3] {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .build()
+                .unwrap();
+            let size = runtime.block_on(async { RedisOptions::new().pool_size() });
+            assert_eq!(size, workers);
+            let set = runtime.block_on(async { RedisOptions::new().with_pool_size(5).pool_size() });
+            assert_eq!(set, 5);
+        }
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(
+            current.block_on(async { RedisOptions::new().pool_size() }),
+            1
+        );
+    }
+
+    #[test]
     fn settings_have_defaults_and_name_bad_values() {
         let o = RedisOptions::from_settings(&from_pairs([])).unwrap();
         assert_eq!(o, RedisOptions::default());
+        // Unset, the pool size follows where it is asked: here, no runtime.
+        assert_eq!(
+            o.pool_size(),
+            std::thread::available_parallelism().map_or(1, usize::from)
+        );
         let o = RedisOptions::from_settings(&from_pairs([
             ("SESSION_REDIS_KEY_PREFIX", "x:"),
             ("SESSION_REDIS_POOL_SIZE", "4"),
