@@ -12,7 +12,7 @@ use cloakroom_core::{ErrorKind, Expiry, Id, Record};
 use crate::Error;
 /// The error of store calls inside the crate.
 type StoreError = cloakroom_core::Error;
-use async_lock::{Mutex, MutexGuard};
+use futures_util::lock::{Mutex, MutexGuard};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
@@ -76,9 +76,10 @@ pub(crate) struct Shared {
     /// Set by the first access of any kind, so that the layer can skip
     /// locking the state of a request that never used its session.
     used: AtomicBool,
-    /// Held across store calls, so an async lock. async-lock's, because
-    /// taking and releasing it uncontended is one atomic operation each;
-    /// tokio's takes an inner mutex on every release.
+    /// Held across store calls, so an async lock. futures-util's, because
+    /// taking and releasing it uncontended is one atomic operation each,
+    /// with nothing allocated; tokio's and async-lock's take an inner mutex
+    /// on every release (async-lock's also allocates on the first).
     pub(crate) state: Mutex<State>,
 }
 
