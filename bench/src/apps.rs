@@ -260,6 +260,9 @@ pub fn moka_by_hand() -> Router {
         headers: HeaderMap,
     ) -> Result<Response, Failure> {
         let slot = session(&sessions, &headers).await?;
+        // Two short locks, as the copy is made outside the second: a write
+        // racing on the same session may be lost, which is harmless here
+        // (only the cost is measured) but not how a store may do it.
         let stored = Arc::clone(&*slot.lock().map_err(unavailable)?);
         let changed = Payload {
             token: stored.token.clone(),
