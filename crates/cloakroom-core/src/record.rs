@@ -1,5 +1,9 @@
 //! What stores keep for a session: its data, its expiry policy and its deadline.
 
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -7,7 +11,7 @@ use time::{Duration, OffsetDateTime};
 
 pub use crate::data::Data;
 use crate::data::{Reader, encode_error};
-use crate::{Error, ErrorKind};
+use crate::{Error, ErrorKind, StoreKey};
 
 /// How a session expires, as set by `Session::set_expiry` in the `cloakroom` crate.
 ///
@@ -45,7 +49,10 @@ mod seconds {
 /// Stores treat it as an opaque blob ([`Record::to_bytes`], MessagePack) plus its deadline
 /// ([`Record::expires_at`]), which they must enforce on load and may use for
 /// their own expiry (Redis TTL, memcached exptime, an indexed SQL column).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Two records are equal when their data, expiry policy and deadline are;
+/// their [`Origin`] does not count.
+#[derive(Debug, Clone)]
 pub struct Record {
     /// The session's values.
     pub data: Data,
@@ -53,6 +60,62 @@ pub struct Record {
     pub expiry: Option<Expiry>,
     /// The moment after which the session no longer exists.
     pub expires_at: OffsetDateTime,
+    /// Where the store that loaded this record keeps it, if that store
+    /// leaves a note (see [`Origin`]); `None` for a record made in memory.
+    pub origin: Option<Origin>,
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        self.data == other.data
+            && self.expiry == other.expiry
+            && self.expires_at == other.expires_at
+    }
+}
+
+/// A store's note on a record it loaded, saying where it keeps the session,
+/// so that saving the record again does not have to find it a second time
+/// (the memory engine keeps its cache entry here).
+///
+/// The layer carries it from the load to the save of the same request and
+/// never looks inside. It is tied to the store that made it and to the key
+/// the record was loaded under: [`Origin::handle_for`] gives nothing for
+/// any other, so a record saved under a new id (`cycle_id`), or by hand
+/// into another store, is found the usual way.
+#[derive(Clone)]
+pub struct Origin {
+    store: u64,
+    key: StoreKey,
+    handle: Arc<dyn Any + Send + Sync>,
+}
+
+impl Origin {
+    /// A note by the store tagged `store` (a number it picked, unique among
+    /// the stores of its kind in this process) that `handle` is where it
+    /// keeps the session under `key`.
+    pub fn new(store: u64, key: &StoreKey, handle: Arc<dyn Any + Send + Sync>) -> Self {
+        Self {
+            store,
+            key: *key,
+            handle,
+        }
+    }
+
+    /// The handle, if this note is the store `store`'s about `key` and
+    /// holds a `T`.
+    pub fn handle_for<T: Any>(&self, store: u64, key: &StoreKey) -> Option<&T> {
+        if self.store == store && self.key == *key {
+            self.handle.downcast_ref()
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Origin")
+    }
 }
 
 /// The first wire format (JSON object), still read so that sessions stored by
@@ -123,6 +186,7 @@ impl Record {
             data,
             expiry: None,
             expires_at,
+            origin: None,
         }
     }
 
@@ -229,6 +293,7 @@ impl Record {
             data,
             expiry,
             expires_at: from_millis(expires_at_ms)?,
+            origin: None,
         })
     }
 
@@ -241,6 +306,7 @@ impl Record {
             data: Data::from(wire.data),
             expiry: wire.expiry,
             expires_at: from_millis(wire.expires_at_ms)?,
+            origin: None,
         })
     }
 }
@@ -311,6 +377,7 @@ mod tests {
                 data,
                 expiry,
                 expires_at: now + Duration::milliseconds(1234),
+                origin: None,
             };
             let back = Record::from_bytes(&record.to_bytes().unwrap()).unwrap();
             assert_eq!(back, record);

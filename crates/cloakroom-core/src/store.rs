@@ -30,7 +30,10 @@ use crate::{Error, Record, StoreKey};
 /// * **`update`** replaces the record of a live session and returns
 ///   `Ok(false)` if there is none: a session deleted meanwhile (a logout in a
 ///   concurrent request) stays deleted. It must be atomic (`SET XX`,
-///   `gets`/`cas`, `UPDATE ... WHERE`), never an upsert.
+///   `gets`/`cas`, `UPDATE ... WHERE`), never an upsert. The record passed
+///   in still carries the [`Origin`](crate::Origin) that `load` gave it, if
+///   any, which a store may use to find the session again without a lookup;
+///   the rule is the same either way.
 /// * **`touch`** moves the deadline of a live session to `expires_at` without
 ///   rewriting its data; `Ok(false)` if there is no live session.
 /// * **`delete`** removes the record; deleting a missing key is not an error.

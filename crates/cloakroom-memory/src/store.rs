@@ -1,11 +1,11 @@
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cloakroom_core::config::{ConfigError, Settings, parse_or};
-use cloakroom_core::record::{from_millis, millis, now_millis};
+use cloakroom_core::record::{Origin, from_millis, millis, now_millis};
 use cloakroom_core::{Error, Record, SessionStore, StoreKey, async_trait};
 use moka::future::Cache;
 use time::OffsetDateTime;
@@ -25,11 +25,22 @@ pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 /// and its deadline. Updates and touches change an entry in place
 /// and never insert one, and a delete removes the entry and empties it, so a
 /// concurrent delete is never undone by an update.
+///
+/// A record it loads carries its entry as [`Record::origin`]; an update of
+/// that record under the same key changes the entry without a second
+/// lookup, unless the new deadline is past the one moka has for the entry
+/// (a little past the session's). Every entry that leaves the cache is
+/// emptied, so such an update cannot save into a session that is gone.
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Cache<[u8; 32], Arc<Slot>, Hasher>,
     max_entries: u64,
+    /// Tells this store's [`Origin`] notes from another's.
+    tag: u64,
 }
+
+/// Where the next store's tag comes from.
+static TAGS: AtomicU64 = AtomicU64::new(0);
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,23 +82,46 @@ impl Stored {
         Ok(record)
     }
 
-    fn is_live(&self) -> bool {
-        now_millis() < self.deadline_ms
+    fn is_live_at(&self, now_ms: i64) -> bool {
+        now_ms < self.deadline_ms
     }
 }
 
-/// One cache entry: the session, or nothing once it was deleted (a request
-/// that fetched the entry just before the delete then finds it empty).
+/// One cache entry: the session, or nothing once it was deleted or left the
+/// cache (a request holding the entry since its load then finds it empty).
 struct Slot {
     current: Mutex<Option<Stored>>,
-    /// Set when the deadline moved in place, until moka has read it again.
+    /// The deadline moka has for this entry, in whole seconds since the Unix
+    /// epoch: never before the session's own, so moka never drops a live
+    /// session, and it only ever moves later (see [`UntilSlotDeadline`]).
+    moka_deadline: AtomicU32,
+    /// Set when `moka_deadline` moved without moka seeing it, until moka has
+    /// read it.
     moved: AtomicBool,
 }
 
+/// The most that moka's deadline for an entry runs ahead of the session's.
+const HEADROOM_MS: i64 = 3_600_000;
+
+/// The deadline to give moka for a session whose deadline becomes
+/// `deadline_ms` at `now_ms`: later by an eighth of the time left, at most
+/// an hour. The saves that follow each move the session's deadline a
+/// little later, and while it stays within this one they need not tell moka
+/// (which takes a second lookup); an expired session stays in memory at
+/// most that much longer before moka drops it.
+fn moka_deadline_for(deadline_ms: i64, now_ms: i64) -> u32 {
+    let headroom = (deadline_ms.saturating_sub(now_ms) / 8).clamp(0, HEADROOM_MS);
+    let ms = deadline_ms.saturating_add(headroom);
+    // Rounded up to whole seconds, which fit in 32 bits until 2106; a
+    // later deadline is told as that, and every save past it tells moka.
+    u32::try_from(ms.saturating_add(999).div_euclid(1000).max(0)).unwrap_or(u32::MAX)
+}
+
 impl Slot {
-    fn new(stored: Option<Stored>) -> Arc<Self> {
+    fn new(stored: Stored, now_ms: i64) -> Arc<Self> {
         Arc::new(Self {
-            current: Mutex::new(stored),
+            moka_deadline: AtomicU32::new(moka_deadline_for(stored.deadline_ms, now_ms)),
+            current: Mutex::new(Some(stored)),
             moved: AtomicBool::new(false),
         })
     }
@@ -98,31 +132,36 @@ impl Slot {
         self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Time left until the session's deadline (zero once deleted).
-    fn remaining(&self) -> Duration {
-        match &*self.lock() {
-            Some(stored) => until(stored.deadline_ms),
-            None => Duration::ZERO,
-        }
+    /// moka's deadline for this entry, in milliseconds since the Unix epoch.
+    fn moka_deadline_ms(&self) -> i64 {
+        i64::from(self.moka_deadline.load(Ordering::Acquire)) * 1000
+    }
+
+    /// Moves moka's deadline to `secs` unless it is later already, and
+    /// returns the time left until it.
+    fn raise_moka_deadline(&self, secs: u32) -> Duration {
+        self.moka_deadline.fetch_max(secs, Ordering::AcqRel);
+        until(self.moka_deadline_ms())
     }
 }
 
-/// moka's per-entry expiry: each entry lives until its session's deadline.
+/// moka's per-entry expiry: each entry lives until the deadline in its
+/// [`Slot::moka_deadline`], which is never before the session's.
 ///
-/// An update or touch moves the deadline in place. It announces the new
-/// deadline in [`MOVING`] before the cache lookup that finds the entry, so
-/// that this lookup already gives moka the new expiry. If the announcement
-/// did not reach moka (another task on this thread replaced it while the
-/// lookup waited), the slot is marked `moved` and looked up once more, and
-/// that read works the expiry out from the slot. Other reads leave moka's
-/// figure as it is.
+/// A save whose new deadline is past it announces a later one in [`MOVING`]
+/// before the cache lookup that finds the entry, so that this lookup
+/// already gives moka the new expiry. If the announcement did not reach
+/// moka (another task on this thread replaced it while the lookup waited),
+/// the slot is marked `moved` and looked up once more, and that read gives
+/// moka the slot's deadline. Other reads leave moka's figure as it is.
 struct UntilSlotDeadline;
 
 /// A deadline move announced to the expiry policy.
 #[derive(Clone, Copy)]
 struct Moving {
     digest: [u8; 32],
-    deadline_ms: i64,
+    /// The new [`Slot::moka_deadline`].
+    moka_deadline: u32,
     /// Set by the policy once moka has the new deadline.
     taken: bool,
 }
@@ -140,7 +179,7 @@ fn until(deadline_ms: i64) -> Duration {
 
 impl moka::Expiry<[u8; 32], Arc<Slot>> for UntilSlotDeadline {
     fn expire_after_create(&self, _: &[u8; 32], slot: &Arc<Slot>, _: Instant) -> Option<Duration> {
-        Some(slot.remaining())
+        Some(until(slot.moka_deadline_ms()))
     }
 
     fn expire_after_read(
@@ -157,10 +196,10 @@ impl moka::Expiry<[u8; 32], Arc<Slot>> for UntilSlotDeadline {
                 taken: true,
                 ..moving
             }));
-            return Some(until(moving.deadline_ms));
+            return Some(slot.raise_moka_deadline(moving.moka_deadline));
         }
         if slot.moved.load(Ordering::Relaxed) && slot.moved.swap(false, Ordering::Relaxed) {
-            Some(slot.remaining())
+            Some(until(slot.moka_deadline_ms()))
         } else {
             until_now
         }
@@ -173,7 +212,7 @@ impl moka::Expiry<[u8; 32], Arc<Slot>> for UntilSlotDeadline {
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(slot.remaining())
+        Some(until(slot.moka_deadline_ms()))
     }
 }
 
@@ -203,8 +242,13 @@ impl MemoryStore {
                 // kept (TinyLFU may refuse a new, not yet popular key).
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .expire_after(UntilSlotDeadline)
+                // An entry that leaves the cache, whatever the cause, leaves
+                // empty: a request still holding it from its load then finds
+                // no session to save into.
+                .eviction_listener(|_, slot: Arc<Slot>, _| *slot.lock() = None)
                 .build_with_hasher(Hasher::default()),
             max_entries,
+            tag: TAGS.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -235,18 +279,20 @@ impl MemoryStore {
     }
 
     /// Changes the live session under `key` in place, its deadline becoming
-    /// `deadline`; false when there is none (never stored, expired or
-    /// deleted).
+    /// `deadline_ms`, after finding it in the cache; false when there is none
+    /// (never stored, expired or deleted).
     async fn change_live(
         &self,
         key: &StoreKey,
-        deadline: OffsetDateTime,
+        deadline_ms: i64,
         change: impl FnOnce(&mut Stored),
     ) -> bool {
         let digest = key.digest();
+        let now = now_millis();
+        let moka_deadline = moka_deadline_for(deadline_ms, now);
         MOVING.set(Some(Moving {
             digest,
-            deadline_ms: millis(deadline),
+            moka_deadline,
             taken: false,
         }));
         let found = self.cache.get(&digest).await;
@@ -257,7 +303,7 @@ impl MemoryStore {
         {
             let mut current = slot.lock();
             match current.as_mut() {
-                Some(stored) if stored.is_live() => change(stored),
+                Some(stored) if stored.is_live_at(now) => change(stored),
                 // moka may have been told a later deadline for a session
                 // that is gone: harmless, as loads check liveness and the
                 // entry still goes when moka evicts or expires it.
@@ -266,13 +312,20 @@ impl MemoryStore {
             if told_moka {
                 return true;
             }
+            slot.moka_deadline
+                .fetch_max(moka_deadline, Ordering::AcqRel);
             slot.moved.store(true, Ordering::Relaxed);
         }
-        // The announcement did not reach moka, which worked this entry's
-        // expiry out from the old deadline; one more read makes it take the
-        // new one.
+        // The announcement did not reach moka, which still has this entry's
+        // earlier deadline; one more read makes it take the new one.
         let _ = self.cache.get(&digest).await;
         true
+    }
+
+    /// The cache entry that `record` was loaded from, if it came from this
+    /// store under `key`.
+    fn loaded_slot<'r>(&self, key: &StoreKey, record: &'r Record) -> Option<&'r Slot> {
+        record.origin.as_ref()?.handle_for(self.tag, key)
     }
 }
 
@@ -286,20 +339,22 @@ impl SessionStore for MemoryStore {
         let Some(slot) = self.cache.get(&key.digest()).await else {
             return Ok(None);
         };
-        let current = slot.lock();
-        match current.as_ref() {
-            Some(stored) if stored.is_live() => stored.decode().map(Some),
-            _ => Ok(None),
-        }
+        let mut record = match slot.lock().as_ref() {
+            Some(stored) if stored.is_live_at(now_millis()) => stored.decode()?,
+            _ => return Ok(None),
+        };
+        record.origin = Some(Origin::new(self.tag, key, slot));
+        Ok(Some(record))
     }
 
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
         let digest = key.digest();
-        let mut pending = Some(Stored::encode(record)?);
+        let now = now_millis();
+        let fresh = Slot::new(Stored::encode(record)?, now);
         let entry = self
             .cache
             .entry(digest)
-            .or_insert_with(async { Slot::new(pending.take()) })
+            .or_insert_with(async { Arc::clone(&fresh) })
             .await;
         if entry.is_fresh() {
             return Ok(true);
@@ -308,10 +363,13 @@ impl SessionStore for MemoryStore {
         let emptied = {
             let mut current = slot.lock();
             match current.as_ref() {
-                Some(stored) if stored.is_live() => return Ok(false),
+                Some(stored) if stored.is_live_at(now) => return Ok(false),
                 // An expired session moka has not dropped yet: take its place.
                 Some(_) => {
-                    *current = pending.take();
+                    *current = fresh.lock().take();
+                    let moka_deadline = fresh.moka_deadline.load(Ordering::Acquire);
+                    slot.moka_deadline
+                        .fetch_max(moka_deadline, Ordering::AcqRel);
                     slot.moved.store(true, Ordering::Relaxed);
                     false
                 }
@@ -320,7 +378,7 @@ impl SessionStore for MemoryStore {
             }
         };
         if emptied {
-            self.cache.insert(digest, Slot::new(pending.take())).await;
+            self.cache.insert(digest, fresh).await;
         } else {
             let _ = self.cache.get(&digest).await;
         }
@@ -329,16 +387,30 @@ impl SessionStore for MemoryStore {
 
     async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
         let encoded = Stored::encode(record)?;
+        if let Some(slot) = self.loaded_slot(key, record) {
+            // Saved in the request that loaded it: the entry is at hand, and
+            // unless the new deadline is past moka's, moka need not hear of it.
+            let mut current = slot.lock();
+            match current.as_mut() {
+                Some(stored) if stored.is_live_at(now_millis()) => {
+                    if encoded.deadline_ms <= slot.moka_deadline_ms() {
+                        *stored = encoded;
+                        return Ok(true);
+                    }
+                }
+                _ => return Ok(false),
+            }
+        }
+        let deadline_ms = encoded.deadline_ms;
         Ok(self
-            .change_live(key, record.expires_at, |stored| *stored = encoded)
+            .change_live(key, deadline_ms, |stored| *stored = encoded)
             .await)
     }
 
     async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error> {
+        let deadline_ms = millis(expires_at);
         Ok(self
-            .change_live(key, expires_at, |stored| {
-                stored.deadline_ms = millis(expires_at);
-            })
+            .change_live(key, deadline_ms, |stored| stored.deadline_ms = deadline_ms)
             .await)
     }
 
@@ -453,7 +525,7 @@ mod tests {
         let deadline = OffsetDateTime::now_utc() + TimeDuration::minutes(5);
         MOVING.set(Some(Moving {
             digest: a.digest(),
-            deadline_ms: millis(deadline),
+            moka_deadline: moka_deadline_for(millis(deadline), now_millis()),
             taken: false,
         }));
         // Another key's lookup leaves the announcement alone, so a move it
@@ -506,6 +578,113 @@ mod tests {
         assert!(slot.lock().is_none());
         assert!(!store.update(&k, &record(60)).await.unwrap());
         assert!(store.load(&k).await.unwrap().is_none());
+    }
+
+    /// The session's deadline and moka's for it, from the cache entry.
+    async fn deadlines(store: &MemoryStore, k: &StoreKey) -> (i64, i64) {
+        let slot = store.cache.get(&k.digest()).await.expect("in the cache");
+        let session = slot.lock().as_ref().expect("not emptied").deadline_ms;
+        (session, slot.moka_deadline_ms())
+    }
+
+    #[tokio::test]
+    async fn saves_of_a_loaded_record_keep_moka_at_or_after_the_sessions_deadline() {
+        let store = MemoryStore::new(10);
+        let k = key();
+        store.create(&k, &record(60)).await.unwrap();
+        let (session, moka) = deadlines(&store, &k).await;
+        assert!(moka > session, "{moka} {session}");
+        // Later by a second (within moka's headroom), by an hour (past it),
+        // earlier, and touched far ahead: moka is never behind the session.
+        for (secs, touch) in [
+            (61, false),
+            (3600, false),
+            (30, false),
+            (7200, true),
+            (90, false),
+        ] {
+            let mut loaded = store.load(&k).await.unwrap().unwrap();
+            assert!(loaded.origin.is_some());
+            loaded.data.insert("at".into(), json!(secs));
+            let deadline = in_secs(secs);
+            if touch {
+                assert!(store.touch(&k, deadline).await.unwrap());
+            } else {
+                loaded.expires_at = deadline;
+                assert!(store.update(&k, &loaded).await.unwrap());
+                assert_eq!(store.load(&k).await.unwrap().unwrap(), loaded);
+            }
+            let (session, moka) = deadlines(&store, &k).await;
+            assert_eq!(session, millis(deadline));
+            assert!(moka >= session, "{secs}: {moka} < {session}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_loaded_record_saves_nothing_into_a_session_that_left() {
+        let store = MemoryStore::new(1);
+        let k = key();
+        store.create(&k, &record(60)).await.unwrap();
+        let loaded = store.load(&k).await.unwrap().unwrap();
+        store.delete(&k).await.unwrap();
+        assert!(!store.update(&k, &loaded).await.unwrap());
+        assert!(store.load(&k).await.unwrap().is_none());
+
+        // Evicted: the store holds one session, and a newer one came.
+        let old = key();
+        store.create(&old, &record(60)).await.unwrap();
+        let loaded = store.load(&old).await.unwrap().unwrap();
+        store.run_pending_tasks().await;
+        store.create(&key(), &record(60)).await.unwrap();
+        store.run_pending_tasks().await;
+        assert!(store.load(&old).await.unwrap().is_none(), "not evicted");
+        assert!(!store.update(&old, &loaded).await.unwrap());
+        assert!(store.load(&old).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_loaded_record_is_tied_to_its_store_and_key() {
+        let (one, two) = (MemoryStore::new(10), MemoryStore::new(10));
+        let (k, other) = (key(), key());
+        for (store, key) in [(&one, &k), (&two, &k), (&one, &other)] {
+            store.create(key, &record(60)).await.unwrap();
+        }
+        let mut loaded = one.load(&k).await.unwrap().unwrap();
+        loaded.data.insert("k".into(), json!("changed"));
+        assert!(two.update(&k, &loaded).await.unwrap());
+        assert!(one.update(&other, &loaded).await.unwrap());
+        assert_eq!(one.load(&k).await.unwrap().unwrap().data["k"], json!("v"));
+        assert_eq!(
+            two.load(&k).await.unwrap().unwrap().data["k"],
+            json!("changed")
+        );
+        assert_eq!(
+            one.load(&other).await.unwrap().unwrap().data["k"],
+            json!("changed")
+        );
+    }
+
+    #[test]
+    fn an_entry_stays_within_a_cache_line() {
+        assert!(
+            std::mem::size_of::<Slot>() <= 64,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
+    }
+
+    #[test]
+    fn moka_is_told_an_eighth_more_at_most_an_hour() {
+        let now = 1_800_000_000_000;
+        assert_eq!(moka_deadline_for(now + 80_000, now), 1_800_000_090);
+        assert_eq!(
+            moka_deadline_for(now + 86_400_000, now),
+            1_800_000_000 + 86_400 + 3_600
+        );
+        // Rounded up to the second; a deadline already passed gets none.
+        assert_eq!(moka_deadline_for(now + 1, now), 1_800_000_001);
+        assert_eq!(moka_deadline_for(now - 5_000, now), 1_799_999_995);
+        assert_eq!(moka_deadline_for(i64::MAX, now), u32::MAX);
     }
 
     #[test]

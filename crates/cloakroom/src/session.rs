@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
-use cloakroom_core::record::Data;
+use cloakroom_core::record::{Data, Origin};
 use cloakroom_core::{ErrorKind, Expiry, Id, Record};
 
 use crate::Error;
@@ -181,6 +181,8 @@ pub(crate) struct State {
     pub(crate) retired: Option<Id>,
     pub(crate) data: Data,
     pub(crate) expiry: Option<Expiry>,
+    /// The store's note on the record it loaded, handed back on the save.
+    pub(crate) origin: Option<Origin>,
 }
 
 /// A failed store operation, kept to shape the response.
@@ -293,6 +295,7 @@ impl Session {
         state.expiry = None;
         state.modified = true;
         state.touch = false;
+        state.origin = None;
         let mut doomed: Vec<Id> = state
             .id
             .take()
@@ -399,7 +402,7 @@ impl Session {
             return Ok(state);
         }
         let now = OffsetDateTime::now_utc();
-        let record = match (self.shared.incoming(), &self.shared.engine) {
+        match (self.shared.incoming(), &self.shared.engine) {
             (Incoming::Id(id), Engine::Store(_)) => {
                 let key = id.store_key();
                 let found = self
@@ -411,27 +414,21 @@ impl Session {
                     .await?;
                 // Defence in depth: a store that returned a dead record does
                 // not revive it.
-                let live = found.filter(|r| !r.is_expired_at(now));
-                if live.is_some() {
+                if let Some(record) = found
+                    && !record.is_expired_at(now)
+                {
                     state.id = Some(id.clone());
+                    state.adopt(record);
                 }
-                live
             }
             (Incoming::Sealed(value), Engine::Cookie(codec)) => {
-                match codec.open(&self.shared.config.cookie_name, value, now) {
-                    Some(opened) => {
-                        // Re-issue under the current key at the end of this request.
-                        state.modified |= opened.stale_key;
-                        Some(opened.record)
-                    }
-                    None => None,
+                if let Some(opened) = codec.open(&self.shared.config.cookie_name, value, now) {
+                    // Re-issue under the current key at the end of this request.
+                    state.modified |= opened.stale_key;
+                    state.adopt(opened.record);
                 }
             }
-            _ => None,
-        };
-        if let Some(record) = record {
-            state.data = record.data;
-            state.expiry = record.expiry;
+            _ => {}
         }
         state.loaded = true;
         Ok(state)
@@ -532,11 +529,20 @@ impl State {
             data: std::mem::take(&mut self.data),
             expiry: self.expiry,
             expires_at: now + expiry_age(self.expiry, config, now),
+            origin: self.origin.take(),
         }
+    }
+
+    /// Takes on the session that `record` holds.
+    fn adopt(&mut self, record: Record) {
+        self.data = record.data;
+        self.expiry = record.expiry;
+        self.origin = record.origin;
     }
 
     /// Puts back the data that [`State::take_record`] took out.
     pub(crate) fn restore(&mut self, record: Record) {
         self.data = record.data;
+        self.origin = record.origin;
     }
 }
