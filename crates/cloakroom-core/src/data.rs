@@ -113,6 +113,27 @@ impl Data {
         }
     }
 
+    /// Sets the value under `key` unless it holds an equal one already, and
+    /// says whether anything changed. A stored value that cannot be decoded
+    /// counts as different and is replaced.
+    pub fn set(&mut self, key: &str, value: Value) -> bool {
+        match self.find(key) {
+            Ok(at) => {
+                let entry = &self.entries[at];
+                if self.value_of(entry).is_ok_and(|old| *old == value) {
+                    return false;
+                }
+                // The key stays where it is (in the record's bytes, if it
+                // came from there); only the value is new.
+                let entry = &mut self.entries[at];
+                entry.raw = 0..0;
+                entry.value = OnceLock::from(value);
+            }
+            Err(at) => self.entries.insert(at, Entry::set(key.to_owned(), value)),
+        }
+        true
+    }
+
     /// Removes the value under `key` and returns it.
     ///
     /// # Errors
@@ -536,6 +557,28 @@ mod tests {
     }
 
     #[test]
+    fn set_changes_only_what_differs_and_keeps_keys_in_place() {
+        let bytes = encoding(&sample(), None, 5);
+        let mut record = record_of(&bytes);
+        assert!(!record.data.set("n", json!(41)), "equal: no change");
+        assert_eq!(record.to_bytes().expect("encodes"), bytes);
+        assert!(record.data.set("n", json!(42)));
+        assert!(record.data.set("added", json!([1])));
+        assert!(!record.data.set("added", json!([1])));
+        let mut want = sample();
+        want.insert("n".into(), json!(42));
+        want.insert("added".into(), json!([1]));
+        assert_eq!(
+            record.to_bytes().expect("encodes"),
+            encoding(&want, None, 5)
+        );
+        assert_eq!(
+            record.data.keys().collect::<Vec<_>>(),
+            ["added", "catalog", "n", "nothing", "token"]
+        );
+    }
+
+    #[test]
     fn one_damaged_value_spoils_only_itself() {
         let mut map = Map::new();
         map.insert("bad".into(), json!("xy"));
@@ -553,9 +596,13 @@ mod tests {
         assert!(record.data.to_map().is_err());
         // Kept as it was when the record is written again.
         assert_eq!(record.to_bytes().expect("encodes"), bytes);
-        let mut data = record.data;
+        let mut data = record.data.clone();
         assert!(data.remove("bad").is_err());
         assert_eq!(data.keys().collect::<Vec<_>>(), ["good"]);
+        // Setting it, even to what it once was, replaces it.
+        let mut data = record.data;
+        assert!(data.set("bad", json!("xy")));
+        assert_eq!(data.get("bad").expect("decodes"), Some(&json!("xy")));
     }
 
     #[test]

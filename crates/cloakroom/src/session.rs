@@ -231,9 +231,7 @@ impl Session {
     pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), Error> {
         let value = serde_json::to_value(value).map_err(StoreError::from)?;
         let mut state = self.loaded().await?;
-        // A stored value that cannot be decoded is replaced.
-        if state.data.get(key).ok().flatten() != Some(&value) {
-            state.data.insert(key.to_owned(), value);
+        if state.data.set(key, value) {
             state.modified = true;
         }
         Ok(())
