@@ -14,6 +14,7 @@
 //! instructions it uses on hardware that has them, which costs cloakroom
 //! about 1,800 instructions per request it would not spend there.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,20 @@ pub struct CountPlan {
     /// Where to copy each route's profile for `callgrind_annotate`, if
     /// anywhere (they are removed otherwise).
     pub keep: Option<PathBuf>,
+    /// Also simulate the CPU's caches (`--cache-sim=yes`) and count the
+    /// first-level misses.
+    pub cache: bool,
+}
+
+/// What a route costs per request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cost {
+    /// Instructions executed.
+    pub instructions: f64,
+    /// First-level cache misses for instructions and for data (reads and
+    /// writes), as callgrind's model of this machine's caches counts them;
+    /// `None` unless [`CountPlan::cache`].
+    pub l1_misses: Option<(f64, f64)>,
 }
 
 /// A variant's server under callgrind, stopped on drop.
@@ -55,11 +70,12 @@ impl Drop for Counted {
 }
 
 impl Counted {
-    fn start(exe: &Path, variant: &str, work_dir: &Path) -> Result<Self, String> {
-        let out = work_dir.join(format!("callgrind.{variant}"));
+    fn start(exe: &Path, variant: &str, plan: &CountPlan) -> Result<Self, String> {
+        let out = plan.work_dir.join(format!("callgrind.{variant}"));
         let mut command = Command::new("valgrind");
         command
             .args(["--tool=callgrind", "--instr-atstart=no"])
+            .args(plan.cache.then_some("--cache-sim=yes"))
             .arg(format!("--callgrind-out-file={}", out.display()))
             .arg(exe)
             .args(["serve", variant])
@@ -95,8 +111,8 @@ impl Counted {
         }
     }
 
-    /// Counts the instructions of running `work`, from a zeroed counter.
-    fn count(&mut self, work: impl FnOnce() -> Result<(), String>) -> Result<u64, String> {
+    /// Counts the events of running `work`, from zeroed counters.
+    fn count(&mut self, work: impl FnOnce() -> Result<(), String>) -> Result<Totals, String> {
         self.control(&["--instr=on"])?;
         work()?;
         self.control(&["--instr=off"])?;
@@ -115,17 +131,33 @@ impl Counted {
     }
 }
 
-/// The event total of a callgrind output file (its `totals:` line; the
-/// `summary:` line of a dump made on request can be 0).
-fn total_of(file: &Path) -> Option<u64> {
+/// The totals of a callgrind output file, by event name (`Ir`, and with
+/// the cache simulation `I1mr`, `D1mr`, `D1mw`, ...).
+type Totals = HashMap<String, u64>;
+
+/// The totals of a callgrind output file: its `events:` line names them,
+/// its `totals:` line counts them (the `summary:` line of a dump made on
+/// request can be 0, so the larger of the two is taken).
+fn total_of(file: &Path) -> Option<Totals> {
     let text = std::fs::read_to_string(file).ok()?;
+    let names: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("events:"))?
+        .split_whitespace()
+        .collect();
     text.lines()
         .filter_map(|l| {
             l.strip_prefix("totals:")
                 .or_else(|| l.strip_prefix("summary:"))
         })
-        .filter_map(|n| n.trim().parse().ok())
-        .max()
+        .filter_map(|line| {
+            let counts: Option<Vec<u64>> =
+                line.split_whitespace().map(|n| n.parse().ok()).collect();
+            let totals: Totals = names.iter().map(|n| (*n).to_owned()).zip(counts?).collect();
+            Some(totals)
+        })
+        .max_by_key(|totals| totals.get("Ir").copied().unwrap_or(0))
+        .filter(|totals| totals.get("Ir").is_some_and(|ir| *ir > 0))
 }
 
 /// A keep-alive HTTP/1.1 connection that sends GETs and checks for 200.
@@ -187,12 +219,12 @@ impl Client {
     }
 }
 
-/// Instructions per request on each route of `variant`, in [`ROUTES`] order.
+/// The cost per request of each route of `variant`, in [`ROUTES`] order.
 ///
 /// # Errors
 /// When the server, valgrind or a request fails.
-pub fn count(exe: &Path, plan: &CountPlan, variant: &str) -> Result<Vec<f64>, String> {
-    let mut server = Counted::start(exe, variant, &plan.work_dir)?;
+pub fn count(exe: &Path, plan: &CountPlan, variant: &str) -> Result<Vec<Cost>, String> {
+    let mut server = Counted::start(exe, variant, plan)?;
     let cookies = load::log_in(server.addr(), plan.sessions)?;
     if let Some(first) = cookies.first() {
         load::check(server.addr(), first)?;
@@ -206,11 +238,19 @@ pub fn count(exe: &Path, plan: &CountPlan, variant: &str) -> Result<Vec<f64>, St
             client.get(route, &cookies[pick.below(cookies.len())])?;
         }
         let mut pick = Lcg(11);
-        let total = server.count(|| {
+        let totals = server.count(|| {
             (0..plan.requests)
                 .try_for_each(|_| client.get(route, &cookies[pick.below(cookies.len())]))
         })?;
-        counts.push(total as f64 / plan.requests as f64);
+        let per_request = |names: &[&str]| {
+            names.iter().filter_map(|n| totals.get(*n)).sum::<u64>() as f64 / plan.requests as f64
+        };
+        counts.push(Cost {
+            instructions: per_request(&["Ir"]),
+            l1_misses: plan
+                .cache
+                .then(|| (per_request(&["I1mr"]), per_request(&["D1mr", "D1mw"]))),
+        });
         if let Some(dir) = &plan.keep {
             let name = format!("{variant}.{}.callgrind", route.trim_start_matches('/'));
             std::fs::copy(server.dump(server.dumps), dir.join(&name))

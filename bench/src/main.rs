@@ -9,8 +9,9 @@
 //! cloakroom-bench serve VARIANT    # one variant's server (used by the run)
 //! cloakroom-bench memory ENGINE    # memory per session (used by the run)
 //! cloakroom-bench instructions [--requests N] [--sessions N] [--only NAME,NAME..]
-//!                              [--keep DIR]
+//!                              [--keep DIR] [--cache]
 //!                                  # instructions per request under callgrind
+//!                                  # (--cache: and first-level cache misses)
 //! ```
 
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use cloakroom_bench::count::{self, CountPlan};
+use cloakroom_bench::count::{self, Cost, CountPlan};
 use cloakroom_bench::load::{self, Measurement, Plan, ROUTES, Server};
 use cloakroom_bench::memory::{self, Footprint};
 use cloakroom_bench::variants::{self, PLAIN, Variant};
@@ -94,10 +95,15 @@ fn instructions(args: &[String]) -> Result<(), String> {
         work_dir: std::env::var_os("CLOAKROOM_TEST_DIR")
             .map_or_else(std::env::temp_dir, Into::into),
         keep: None,
+        cache: false,
     };
     let mut only: Vec<String> = IN_PROCESS.iter().map(|n| (*n).to_owned()).collect();
     let mut args = args.iter();
     while let Some(flag) = args.next() {
+        if flag == "--cache" {
+            plan.cache = true;
+            continue;
+        }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || {
             value
@@ -125,11 +131,15 @@ fn instructions(args: &[String]) -> Result<(), String> {
         }
     }
     let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
-    let mut counts: HashMap<&str, Vec<f64>> = HashMap::new();
+    let mut costs: HashMap<&str, Vec<Cost>> = HashMap::new();
     for variant in &selected {
         eprintln!("instructions: {}", variant.label);
-        counts.insert(variant.name, count::count(&exe, &plan, variant.name)?);
+        costs.insert(variant.name, count::count(&exe, &plan, variant.name)?);
     }
+    let counts: HashMap<&str, Vec<f64>> = costs
+        .iter()
+        .map(|(name, c)| (*name, c.iter().map(|c| c.instructions).collect()))
+        .collect();
     println!();
     println!(
         "cloakroom-bench instructions {} UTC: user-space instructions per request under \
@@ -179,7 +189,38 @@ fn instructions(args: &[String]) -> Result<(), String> {
         }
         println!();
     }
+    if plan.cache {
+        print_cache_misses(&selected, &costs);
+    }
     Ok(())
+}
+
+/// The table of first-level cache misses per request (`instructions --cache`).
+fn print_cache_misses(selected: &[Variant], costs: &HashMap<&str, Vec<Cost>>) {
+    println!();
+    println!(
+        "first-level cache misses per request, as callgrind's model of this machine's \
+         caches counts them: instruction fetches (I1) and data reads and writes (D1)"
+    );
+    println!();
+    print!("{:<44}", "variant");
+    for route in ROUTES {
+        print!(" | {route:<15}");
+    }
+    println!();
+    print!("{:<44}", "");
+    for _ in ROUTES {
+        print!(" | {:>7} {:>7}", "I1", "D1");
+    }
+    println!();
+    for variant in selected {
+        print!("{:<44}", variant.label);
+        for cost in &costs[variant.name] {
+            let (i1, d1) = cost.l1_misses.unwrap_or_default();
+            print!(" | {i1:>7.0} {d1:>7.0}");
+        }
+        println!();
+    }
 }
 
 #[derive(Debug)]
