@@ -207,7 +207,9 @@ impl<S: Source> Lanes<S> {
         if let Some(current) = lane.current() {
             return Ok(current);
         }
-        let object = self.pool.checkout().await?;
+        // Boxed: connecting is rare, and its future is several kilobytes
+        // that every query's future would otherwise carry and copy.
+        let object = Box::pin(self.pool.checkout()).await?;
         let conn = S::conn(&object);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         *lane.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(Held {
@@ -558,8 +560,10 @@ impl SessionStore for RedisStore {
         // field says the session is over while the key is still there (a
         // touch by an instance of an earlier version during an upgrade).
         // Both are rare: the usual load is the `GET` alone.
+        // Boxed, as it is rare: its future would otherwise make every
+        // load's bigger.
         if (!current || record.is_expired())
-            && !self.deadline_from_ttl(&redis_key, &mut record).await?
+            && !Box::pin(self.deadline_from_ttl(&redis_key, &mut record)).await?
         {
             return Ok(None);
         }
@@ -599,6 +603,21 @@ impl SessionStore for RedisStore {
 mod tests {
     use super::*;
     use cloakroom_core::config::from_pairs;
+
+    #[test]
+    fn store_calls_carry_no_connection_attempt_in_their_futures() {
+        // Each call's future is boxed (and so copied) on every request; a
+        // connection attempt kept inline once made each several kilobytes.
+        let store = RedisStore::new("redis://127.0.0.1:1/0", RedisOptions::new()).unwrap();
+        let key = cloakroom_core::Id::generate().unwrap().store_key();
+        let record = Record::new(Default::default(), OffsetDateTime::now_utc());
+        let sizes = [
+            std::mem::size_of_val(&*store.load(&key)),
+            std::mem::size_of_val(&*store.update(&key, &record)),
+            std::mem::size_of_val(&*store.touch(&key, record.expires_at)),
+        ];
+        assert!(sizes.iter().all(|s| *s < 2048), "{sizes:?}");
+    }
 
     #[test]
     fn building_does_not_connect_and_debug_hides_the_password() {
