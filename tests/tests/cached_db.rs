@@ -63,6 +63,7 @@ async fn store_contract() {
     let db: Arc<dyn SessionStore> =
         Arc::new(database("CLOAKROOM_MARIADB_URL", &unique_table()).await);
     let store = cached(Arc::clone(&db), Duration::from_secs(60));
+    contract::calls_stay_small(&store);
     contract::create_never_overwrites(&store).await;
     let (db, cache) = (&db, &store);
     let held = |key| async move {

@@ -352,6 +352,7 @@ async fn an_update_after_a_concurrent_delete_does_not_recreate() {
     let url = required_env("CLOAKROOM_MEMCACHED_URL");
     let server = &first_server(&url);
     let store = store(&url, &unique_prefix());
+    contract::calls_stay_small(&store);
     contract::create_never_overwrites(&store).await;
     let held = |key| {
         let item = store.memcached_key(&key);

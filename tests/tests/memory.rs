@@ -15,6 +15,7 @@ cloakroom_tests::conformance_suite!(engine);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_contract() {
     let store = MemoryStore::new(10_000);
+    contract::calls_stay_small(&store);
     contract::create_never_overwrites(&store).await;
     // In process, the store is the backend: what it loads is what it holds.
     let store = &store;

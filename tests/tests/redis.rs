@@ -273,7 +273,9 @@ mod cases {
 
     /// `create` never overwrites.
     pub(crate) async fn create_does_not_overwrite(url: &str) {
-        contract::create_never_overwrites(&store_at(url)).await;
+        let store = store_at(url);
+        contract::calls_stay_small(&store);
+        contract::create_never_overwrites(&store).await;
     }
 
     /// Updates and touches after a delete, and updates racing deletes, never

@@ -478,6 +478,7 @@ mod cases {
     /// updates racing deletes, never bring a session back.
     pub(crate) async fn update_after_delete_does_not_recreate(url: &str) {
         let store = store_at(url).await;
+        contract::calls_stay_small(&store);
         contract::create_never_overwrites(&store).await;
         let raw = &Raw::open(url).await;
         let table = store.table();
