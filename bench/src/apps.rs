@@ -399,3 +399,101 @@ pub fn redis_by_hand(connection: redis::aio::MultiplexedConnection) -> Router {
     }
     routes(login, read, write).with_state(connection)
 }
+
+/// The table of [`mariadb_by_hand`], made afresh.
+///
+/// # Errors
+/// When MariaDB cannot be reached or refuses.
+pub async fn mariadb_by_hand_table(pool: &sqlx::MySqlPool) -> Result<(), sqlx::Error> {
+    sqlx::query("DROP TABLE IF EXISTS by_hand")
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE by_hand (id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL \
+         PRIMARY KEY, data MEDIUMBLOB NOT NULL) ENGINE = InnoDB",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The least a MariaDB-backed session can cost through sqlx: one `SELECT`
+/// by primary key per request (and an `UPDATE` of the same row when it
+/// changed), on a deadpool of cloakroom's default size holding plain sqlx
+/// connections (no ping on release, as sqlx's own pool does), the session id
+/// in a plain cookie, no layer, no expiry check.
+pub mod mariadb_by_hand {
+    use super::{
+        AppendHeaders, Failure, HeaderMap, Id, IntoResponse, Payload, Response, Router, State,
+        bad_request, counter, decode, encode, header, routes, sid, sid_cookie, token, unavailable,
+    };
+    use deadpool::managed::{self, Metrics, RecycleResult};
+    use sqlx::Connection;
+
+    /// Opens plain connections; hands them out again as they are.
+    #[derive(Debug)]
+    pub struct Manager(pub sqlx::mysql::MySqlConnectOptions);
+
+    impl managed::Manager for Manager {
+        type Type = sqlx::MySqlConnection;
+        type Error = sqlx::Error;
+        async fn create(&self) -> Result<Self::Type, sqlx::Error> {
+            sqlx::MySqlConnection::connect_with(&self.0).await
+        }
+        async fn recycle(&self, _: &mut Self::Type, _: &Metrics) -> RecycleResult<sqlx::Error> {
+            Ok(())
+        }
+    }
+
+    /// The handler's pool.
+    pub type Pool = managed::Pool<Manager>;
+    type Conn = managed::Object<Manager>;
+
+    async fn load(pool: &Pool, id: &str) -> Result<(Conn, Payload), Failure> {
+        let mut conn = pool.get().await.map_err(unavailable)?;
+        let bytes: Option<Vec<u8>> = sqlx::query_scalar("SELECT data FROM by_hand WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        Ok((conn, decode(&bytes.ok_or_else(bad_request)?)?))
+    }
+
+    async fn login(State(pool): State<Pool>) -> Result<Response, Failure> {
+        let id = Id::generate().map_err(unavailable)?;
+        let payload = Payload {
+            token: token(),
+            n: 0,
+        };
+        let mut conn = pool.get().await.map_err(unavailable)?;
+        sqlx::query("INSERT INTO by_hand (id, data) VALUES (?, ?)")
+            .bind(id.expose())
+            .bind(encode(&payload)?)
+            .execute(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        Ok((AppendHeaders([(header::SET_COOKIE, sid_cookie(&id))]), "ok").into_response())
+    }
+
+    async fn read(State(pool): State<Pool>, headers: HeaderMap) -> Result<String, Failure> {
+        Ok(counter(load(&pool, sid(&headers)?).await?.1.n))
+    }
+
+    async fn write(State(pool): State<Pool>, headers: HeaderMap) -> Result<String, Failure> {
+        let id = sid(&headers)?;
+        let (mut conn, mut payload) = load(&pool, id).await?;
+        payload.n += 1;
+        sqlx::query("UPDATE by_hand SET data = ? WHERE id = ?")
+            .bind(encode(&payload)?)
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(counter(payload.n))
+    }
+
+    /// The routes on `pool`.
+    pub fn app(pool: Pool) -> Router {
+        routes(login, read, write).with_state(pool)
+    }
+}

@@ -53,6 +53,11 @@ pub const ALL: &[Variant] = &[
     variant("db-mariadb", "cloakroom db, MariaDB", Some("ts-mysql")),
     variant("ts-mysql", "tower-sessions MySqlStore, MariaDB", None),
     variant(
+        "mariadb-by-hand",
+        "hand-written SELECT (+UPDATE), sqlx, MariaDB",
+        None,
+    ),
+    variant(
         "db-postgres",
         "cloakroom db, PostgreSQL",
         Some("ts-postgres"),
@@ -158,6 +163,24 @@ pub async fn app(variant: &str) -> Result<Router, String> {
                 .await
                 .map_err(|e| err(&e))?;
             apps::redis_by_hand(connection)
+        }
+        "mariadb-by-hand" => {
+            let mariadb = url("CLOAKROOM_MARIADB_URL")?;
+            let setup = ::sqlx::MySqlPool::connect(&mariadb)
+                .await
+                .map_err(|e| err(&e))?;
+            apps::mariadb_by_hand_table(&setup)
+                .await
+                .map_err(|e| err(&e))?;
+            setup.close().await;
+            let options = mariadb.parse().map_err(|e| err(&e))?;
+            let size = usize::try_from(cloakroom::sql::options::DEFAULT_POOL_SIZE).unwrap_or(10);
+            let pool =
+                apps::mariadb_by_hand::Pool::builder(apps::mariadb_by_hand::Manager(options))
+                    .max_size(size)
+                    .build()
+                    .map_err(|e| err(&e))?;
+            apps::mariadb_by_hand::app(pool)
         }
         "ts-mysql" | "ts-moka-mysql" => {
             let pool = sqlx::MySqlPool::connect(&url("CLOAKROOM_MARIADB_URL")?)

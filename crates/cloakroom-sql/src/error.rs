@@ -68,6 +68,21 @@ impl SqlError {
         Self::Database(e)
     }
 
+    /// True when the connection that returned this error can serve the
+    /// next statement: the server answered (a refused statement, an
+    /// unreadable row, a schema it cannot migrate) or nothing was sent.
+    /// After anything else (a broken connection, a timeout, a packet the
+    /// server may have dropped the connection over) it is closed.
+    pub(crate) fn leaves_connection_usable(&self) -> bool {
+        matches!(
+            self,
+            Self::Database(sqlx::Error::Database(_))
+                | Self::RecordTooLarge { .. }
+                | Self::Corrupt(_)
+                | Self::Schema(_)
+        )
+    }
+
     /// The [`ErrorKind`] the layer sees.
     pub fn kind(&self) -> ErrorKind {
         match self {

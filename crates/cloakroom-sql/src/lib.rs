@@ -61,9 +61,12 @@
 //! default): a database that is down or hung gives an error of kind
 //! [`Timeout`](cloakroom_core::ErrorKind::Timeout) or
 //! [`Backend`](cloakroom_core::ErrorKind::Backend), answered 503 by the
-//! layer. A connection cut off mid-statement is closed, not reused; idle
+//! layer. A connection cut off mid-statement, or whose statement failed
+//! other than by the server's answer, is closed, not reused; idle
 //! connections are pinged before reuse, so when the database comes back the
-//! next calls reconnect without a restart.
+//! next calls reconnect without a restart. Connections are pooled by
+//! deadpool, not by sqlx's pool, which pings every connection it gets back
+//! (a second round trip per statement; the crate README has the figures).
 //!
 //! # Example
 //!
@@ -97,6 +100,7 @@ compile_error!(
 pub mod cleanup;
 pub mod error;
 pub mod options;
+mod pool;
 mod schema;
 mod sql;
 pub mod store;

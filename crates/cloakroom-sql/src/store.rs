@@ -2,36 +2,19 @@
 //! `clear_expired`.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cloakroom_core::record::{from_millis, millis};
 use cloakroom_core::{ConfigError, Error, Record, SessionStore, Settings, StoreKey};
-use sqlx::pool::{PoolConnectionMetadata, PoolOptions};
 use time::OffsetDateTime;
 
 use crate::cleanup::{self, CleanupGuard};
 use crate::options::{Connect, SqlOptions, redact_url};
+use crate::pool::{self, Pool};
 use crate::sql::{CLEAR_BATCH, Statements};
 use crate::{Backend, SqlError};
-
-/// A connection that has sat idle this long is pinged before it is handed
-/// out; one used more recently is trusted. The pool pings every connection
-/// as it comes back, so this only catches a server that went away while the
-/// connection was idle (a restart, `wait_timeout`), at the cost of one round
-/// trip on quiet pools instead of one per statement.
-const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
-
-/// Idle connections are closed after this, so a burst does not hold server
-/// connections for ever.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Connections are replaced after this, so server-side session state and
-/// memory do not grow without end.
-const MAX_LIFETIME: Duration = Duration::from_secs(1800);
 
 /// Bound on each statement of `migrate` and `clear_expired`: they may
 /// rewrite or scan a large table, so the request bound does not fit them,
@@ -39,7 +22,7 @@ const MAX_LIFETIME: Duration = Duration::from_secs(1800);
 const MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Session storage in a SQL table: MySQL 8 / MariaDB, PostgreSQL or SQLite,
-/// through a sqlx connection pool.
+/// through sqlx connections in a deadpool pool.
 ///
 /// Cheap to clone: clones share the pool. Build it with
 /// [`SqlStore::from_settings`] (what `SessionLayer::from_env()` calls),
@@ -65,7 +48,7 @@ pub struct SqlStore {
 pub(crate) struct Inner {
     backend: Backend,
     connect: Connect,
-    /// Built on first use: sqlx spawns its pool maintenance on the Tokio
+    /// Built on first use: the pool spawns its maintenance on the Tokio
     /// runtime, and the constructors are sync and may run before one exists.
     pool: OnceLock<Pools>,
     table: String,
@@ -88,11 +71,11 @@ pub(crate) struct Inner {
 /// [`each_pool!`]), so the enum costs a branch, not a dynamic driver.
 enum Pools {
     #[cfg(feature = "mysql")]
-    MySql(sqlx::MySqlPool),
+    MySql(Pool<sqlx::MySqlConnection>),
     #[cfg(feature = "postgres")]
-    Postgres(sqlx::PgPool),
+    Postgres(Pool<sqlx::PgConnection>),
     #[cfg(feature = "sqlite")]
-    Sqlite(sqlx::SqlitePool),
+    Sqlite(Pool<sqlx::SqliteConnection>),
 }
 
 /// Runs `$body` with `$pool` bound to the typed pool of whichever driver
@@ -112,9 +95,10 @@ macro_rules! each_pool {
 
 /// Checks out a connection and runs `$body` with `$conn: &mut Connection`,
 /// all within `$limit` from the start of the checkout. A statement cut
-/// off by the limit leaves its connection mid-protocol, so that connection
-/// is closed instead of going back to the pool, where a later request would
-/// inherit it.
+/// off by the limit (or by the caller dropping the call) leaves its
+/// connection mid-protocol, so that connection is closed instead of going
+/// back to the pool, where a later request would inherit it; so is one whose
+/// statement failed for any reason but the server's own answer.
 ///
 /// A body that fails because the database chose it as a deadlock victim is
 /// run again (a few times, within the same limit): each statement runs on
@@ -124,20 +108,16 @@ macro_rules! each_pool {
 /// the row through the expiry index racing a `DELETE` that came through the
 /// primary key, each holding one of the two locks the other needed.
 macro_rules! bounded {
-    ($inner:expr, $pool:expr, $limit:expr, |$conn:ident| $body:expr) => {{
+    ($pool:expr, $limit:expr, |$conn:ident| $body:expr) => {{
         let limit: Duration = $limit;
         let deadline = tokio::time::Instant::now() + limit;
-        // Boxed: the pool's future holds a whole connection attempt, and
-        // kept inline it would make every store call's future kilobytes
-        // bigger, each of them copied when the call starts.
-        let mut pooled = Box::pin($pool.acquire())
-            .await
-            .map_err(|e| SqlError::from_sqlx(e, $inner.timeout))?;
+        let mut lease = pool::checkout($pool, deadline, limit).await?;
         let outcome = tokio::time::timeout_at(deadline, async {
             let mut attempt = 0u32;
             loop {
-                let $conn = &mut *pooled;
+                let $conn = lease.conn();
                 let result = async { $body }.await;
+                lease.keep_after(&result);
                 match result {
                     Err(SqlError::Database(e)) if is_deadlock(&e) && attempt < DEADLOCK_RETRIES => {
                         attempt += 1;
@@ -155,40 +135,10 @@ macro_rules! bounded {
         .await;
         match outcome {
             Ok(result) => result,
-            Err(_) => {
-                pooled.close_on_drop();
-                Err(SqlError::StatementTimeout(limit))
-            }
+            // The lease, dropped here unfinished, closes the connection.
+            Err(_) => Err(SqlError::StatementTimeout(limit)),
         }
     }};
-}
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-fn ping_if_idle<C: sqlx::Connection>(
-    conn: &mut C,
-    meta: PoolConnectionMetadata,
-) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
-    Box::pin(async move {
-        if meta.idle_for >= PING_IF_IDLE_FOR {
-            // An error closes this connection and the pool opens another.
-            conn.ping().await?;
-        }
-        Ok(true)
-    })
-}
-
-fn pool_options<DB: sqlx::Database>(size: u32, timeout: Duration) -> PoolOptions<DB> {
-    PoolOptions::new()
-        .max_connections(size)
-        .min_connections(0)
-        // The pool's own bound covers waiting for a free connection and
-        // opening a new one (it retries a refused connect until then).
-        .acquire_timeout(timeout)
-        .idle_timeout(IDLE_TIMEOUT)
-        .max_lifetime(MAX_LIFETIME)
-        .test_before_acquire(false)
-        .before_acquire(ping_if_idle::<DB::Connection>)
 }
 
 fn db(e: sqlx::Error) -> SqlError {
@@ -317,39 +267,20 @@ impl SqlStore {
     fn pools(&self) -> &Pools {
         self.inner.pool.get_or_init(|| {
             let size = self.inner.pool_size;
-            let timeout = self.inner.timeout;
+            let max_packet = || Arc::clone(&self.inner.max_packet);
             match &self.inner.connect {
                 #[cfg(feature = "mysql")]
-                Connect::MySql(o) => {
-                    let max_packet = Arc::clone(&self.inner.max_packet);
-                    let po = pool_options(size, timeout).after_connect(
-                        move |conn: &mut sqlx::MySqlConnection, _| {
-                            let max_packet = Arc::clone(&max_packet);
-                            Box::pin(async move {
-                                let max: i64 = sqlx::query_scalar(
-                                    "SELECT CAST(@@max_allowed_packet AS SIGNED)",
-                                )
-                                .fetch_one(conn)
-                                .await?;
-                                max_packet.store(max.unsigned_abs(), Ordering::Relaxed);
-                                Ok(())
-                            })
-                        },
-                    );
-                    Pools::MySql(po.connect_lazy_with(o.clone()))
-                }
+                Connect::MySql(o) => Pools::MySql(pool::new(o.clone(), size, false, max_packet())),
                 #[cfg(feature = "postgres")]
                 Connect::Postgres(o) => {
-                    Pools::Postgres(pool_options(size, timeout).connect_lazy_with(o.clone()))
+                    Pools::Postgres(pool::new(o.clone(), size, false, max_packet()))
                 }
                 #[cfg(feature = "sqlite")]
                 Connect::Sqlite { options, in_memory } => {
-                    let mut po = pool_options(size, timeout);
-                    if *in_memory {
-                        // The database vanishes with its last connection.
-                        po = po.max_connections(1).idle_timeout(None).max_lifetime(None);
-                    }
-                    Pools::Sqlite(po.connect_lazy_with(options.clone()))
+                    // An in-memory database vanishes with its last
+                    // connection: exactly one, kept open.
+                    let size = if *in_memory { 1 } else { size };
+                    Pools::Sqlite(pool::new(options.clone(), size, *in_memory, max_packet()))
                 }
             }
         })
@@ -389,29 +320,24 @@ impl SqlStore {
         match self.pools() {
             #[cfg(feature = "mysql")]
             Pools::MySql(pool) => {
-                let mut conn = pool
-                    .acquire()
+                let deadline = tokio::time::Instant::now() + MAINTENANCE_TIMEOUT;
+                // MySQL's named lock belongs to the connection. The lease is
+                // never kept, so the connection closes when it is dropped,
+                // which frees the lock even should this future be dropped
+                // between GET_LOCK and RELEASE_LOCK (a request timing out
+                // during a first-use migration); back in the pool it would
+                // hold it for other processes' migrations.
+                let mut lease = pool::checkout(pool, deadline, MAINTENANCE_TIMEOUT).await?;
+                tokio::time::timeout_at(deadline, crate::schema::migrate_mysql(lease.conn(), table))
                     .await
-                    .map_err(|e| SqlError::from_sqlx(e, self.inner.timeout))?;
-                // MySQL's named lock belongs to the connection. Should this
-                // future be dropped between GET_LOCK and RELEASE_LOCK (a
-                // request timing out during a first-use migration), closing
-                // the connection frees the lock; back in the pool it would
-                // hold it for other processes' migrations until idle-closed.
-                conn.close_on_drop();
-                tokio::time::timeout(
-                    MAINTENANCE_TIMEOUT,
-                    crate::schema::migrate_mysql(&mut conn, table),
-                )
-                .await
-                .map_err(|_| SqlError::StatementTimeout(MAINTENANCE_TIMEOUT))?
+                    .map_err(|_| SqlError::StatementTimeout(MAINTENANCE_TIMEOUT))?
             }
             #[cfg(feature = "postgres")]
-            Pools::Postgres(pool) => bounded!(self.inner, pool, MAINTENANCE_TIMEOUT, |conn| {
+            Pools::Postgres(pool) => bounded!(pool, MAINTENANCE_TIMEOUT, |conn| {
                 crate::schema::migrate_postgres(conn, table).await
             }),
             #[cfg(feature = "sqlite")]
-            Pools::Sqlite(pool) => bounded!(self.inner, pool, MAINTENANCE_TIMEOUT, |conn| {
+            Pools::Sqlite(pool) => bounded!(pool, MAINTENANCE_TIMEOUT, |conn| {
                 crate::schema::migrate_sqlite(conn, table).await
             }),
         }
@@ -437,7 +363,7 @@ impl SqlStore {
         let sql = &self.inner.sql.clear_batch;
         let mut total = 0;
         loop {
-            let n = each_pool!(self.pools(), pool => bounded!(self.inner, pool, MAINTENANCE_TIMEOUT, |conn| {
+            let n = each_pool!(self.pools(), pool => bounded!(pool, MAINTENANCE_TIMEOUT, |conn| {
                 sqlx::query(sql.clone())
                     .bind(cutoff)
                     .execute(&mut *conn)
@@ -475,14 +401,14 @@ impl SqlStore {
     /// [`Backend`](cloakroom_core::ErrorKind::Backend) error.
     pub async fn close(&self) {
         if let Some(pools) = self.inner.pool.get() {
-            each_pool!(pools, pool => pool.close().await)
+            each_pool!(pools, pool => pool.close());
         }
     }
 
     async fn load_row(&self, key: &StoreKey) -> Result<Option<(Vec<u8>, i64)>, SqlError> {
         let sql = &self.inner.sql.load;
         let now = now_ms();
-        each_pool!(self.ready().await?, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
+        each_pool!(self.ready().await?, pool => bounded!(pool, self.inner.timeout, |conn| {
             sqlx::query_as::<_, (Vec<u8>, i64)>(sql.clone())
                 .bind(key.hex().as_str())
                 .bind(now)
@@ -524,7 +450,7 @@ impl SqlStore {
         let now = now_ms();
         let pools = self.ready().await?;
         self.check_size(data.len())?;
-        each_pool!(pools, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
+        each_pool!(pools, pool => bounded!(pool, self.inner.timeout, |conn| {
             if !mysql {
                 // One statement: insert, or take over a row past its
                 // deadline; a live holder makes it change nothing.
@@ -583,7 +509,7 @@ impl SqlStore {
         let now = now_ms();
         let pools = self.ready().await?;
         self.check_size(data.len())?;
-        each_pool!(pools, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
+        each_pool!(pools, pool => bounded!(pool, self.inner.timeout, |conn| {
             // Never an upsert: a row deleted meanwhile (logout in another
             // request) or past its deadline matches nothing and stays gone.
             sqlx::query(sql.clone())
@@ -601,7 +527,7 @@ impl SqlStore {
     async fn touch_row(&self, key: &StoreKey, deadline: i64) -> Result<bool, SqlError> {
         let sql = &self.inner.sql.touch;
         let now = now_ms();
-        each_pool!(self.ready().await?, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
+        each_pool!(self.ready().await?, pool => bounded!(pool, self.inner.timeout, |conn| {
             // The driver reports matched rows (MySQL's FOUND_ROWS), so a
             // touch to the same millisecond still counts as found.
             sqlx::query(sql.clone())
@@ -617,7 +543,7 @@ impl SqlStore {
 
     async fn delete_row(&self, key: &StoreKey) -> Result<(), SqlError> {
         let sql = &self.inner.sql.delete;
-        each_pool!(self.ready().await?, pool => bounded!(self.inner, pool, self.inner.timeout, |conn| {
+        each_pool!(self.ready().await?, pool => bounded!(pool, self.inner.timeout, |conn| {
             sqlx::query(sql.clone())
                 .bind(key.hex().as_str())
                 .execute(&mut *conn)
