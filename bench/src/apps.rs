@@ -410,7 +410,8 @@ pub async fn mariadb_by_hand_table(pool: &sqlx::MySqlPool) -> Result<(), sqlx::E
         .await?;
     sqlx::query(
         "CREATE TABLE by_hand (id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL \
-         PRIMARY KEY, data MEDIUMBLOB NOT NULL) ENGINE = InnoDB",
+         PRIMARY KEY, data MEDIUMBLOB NOT NULL, expires_at_ms BIGINT NOT NULL, \
+         INDEX by_hand_expires (expires_at_ms)) ENGINE = InnoDB",
     )
     .execute(pool)
     .await?;
@@ -421,11 +422,14 @@ pub async fn mariadb_by_hand_table(pool: &sqlx::MySqlPool) -> Result<(), sqlx::E
 /// by primary key per request (and an `UPDATE` of the same row when it
 /// changed), on a deadpool of cloakroom's default size holding plain sqlx
 /// connections (no ping on release, as sqlx's own pool does), the session id
-/// in a plain cookie, no layer, no expiry check.
+/// in a plain cookie, no layer. Each row has an indexed deadline, which the
+/// `SELECT` checks and the `UPDATE` moves: what any SQL session store needs
+/// to expire sessions on the server and to delete expired rows in bulk.
 pub mod mariadb_by_hand {
     use super::{
-        AppendHeaders, Failure, HeaderMap, Id, IntoResponse, Payload, Response, Router, State,
-        bad_request, counter, decode, encode, header, routes, sid, sid_cookie, token, unavailable,
+        AGE_SECONDS, AppendHeaders, Failure, HeaderMap, Id, IntoResponse, Payload, Response,
+        Router, State, bad_request, counter, decode, encode, header, routes, sid, sid_cookie,
+        token, unavailable,
     };
     use deadpool::managed::{self, Metrics, RecycleResult};
     use sqlx::Connection;
@@ -449,13 +453,23 @@ pub mod mariadb_by_hand {
     pub type Pool = managed::Pool<Manager>;
     type Conn = managed::Object<Manager>;
 
+    /// Now and the deadline of a session saved now, in milliseconds.
+    fn clock() -> (i64, i64) {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let age = i64::try_from(AGE_SECONDS * 1000).unwrap_or(i64::MAX);
+        (now, now.saturating_add(age))
+    }
+
     async fn load(pool: &Pool, id: &str) -> Result<(Conn, Payload), Failure> {
         let mut conn = pool.get().await.map_err(unavailable)?;
-        let bytes: Option<Vec<u8>> = sqlx::query_scalar("SELECT data FROM by_hand WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(unavailable)?;
+        let bytes: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT data FROM by_hand WHERE id = ? AND expires_at_ms > ?")
+                .bind(id)
+                .bind(clock().0)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(unavailable)?;
         Ok((conn, decode(&bytes.ok_or_else(bad_request)?)?))
     }
 
@@ -466,9 +480,10 @@ pub mod mariadb_by_hand {
             n: 0,
         };
         let mut conn = pool.get().await.map_err(unavailable)?;
-        sqlx::query("INSERT INTO by_hand (id, data) VALUES (?, ?)")
+        sqlx::query("INSERT INTO by_hand (id, data, expires_at_ms) VALUES (?, ?, ?)")
             .bind(id.expose())
             .bind(encode(&payload)?)
+            .bind(clock().1)
             .execute(&mut *conn)
             .await
             .map_err(unavailable)?;
@@ -483,12 +498,17 @@ pub mod mariadb_by_hand {
         let id = sid(&headers)?;
         let (mut conn, mut payload) = load(&pool, id).await?;
         payload.n += 1;
-        sqlx::query("UPDATE by_hand SET data = ? WHERE id = ?")
-            .bind(encode(&payload)?)
-            .bind(id)
-            .execute(&mut *conn)
-            .await
-            .map_err(unavailable)?;
+        let (now, deadline) = clock();
+        sqlx::query(
+            "UPDATE by_hand SET data = ?, expires_at_ms = ? WHERE id = ? AND expires_at_ms > ?",
+        )
+        .bind(encode(&payload)?)
+        .bind(deadline)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
         Ok(counter(payload.n))
     }
 

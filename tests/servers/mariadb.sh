@@ -37,8 +37,8 @@ port = $port
 skip-name-resolve
 skip-log-bin
 max-connections = 400
-innodb-buffer-pool-size = 64M
-innodb-log-file-size = 16M
+innodb-buffer-pool-size = 256M
+innodb-log-file-size = 256M
 innodb-flush-log-at-trx-commit = 2
 EOF
   # mariadbd runs as mysql and writes its pid and log files here.
