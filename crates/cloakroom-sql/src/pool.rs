@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 use sqlx::{ConnectOptions, Connection};
 use tokio::time::Instant;
@@ -100,13 +101,17 @@ impl<C: Driver> managed::Manager for Manager<C> {
 pub(crate) type Pool<C> = managed::Pool<Manager<C>>;
 
 /// A pool of at most `size` connections made from `options`; none is opened
-/// until the first checkout. Inside a Tokio runtime, a task that holds only
-/// a weak reference closes idle and old connections now and then.
+/// until the first checkout. Waiting for a free connection, opening one and
+/// pinging an idle one are each bounded by `timeout` (the store's request
+/// bound), also for maintenance calls whose statements may run far longer.
+/// Inside a Tokio runtime, a task that holds only a weak reference closes
+/// idle and old connections now and then.
 pub(crate) fn new<C: Driver + 'static>(
     options: C::Options,
     size: u32,
     keep_forever: bool,
     max_packet: Arc<AtomicU64>,
+    timeout: Duration,
 ) -> Pool<C> {
     let manager = Manager {
         options,
@@ -114,11 +119,18 @@ pub(crate) fn new<C: Driver + 'static>(
         max_packet,
     };
     let size = usize::try_from(size).unwrap_or(usize::MAX).max(1);
-    let pool = match Pool::builder(manager).max_size(size).build() {
+    let built = Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .build();
+    let pool = match built {
         Ok(pool) => pool,
-        // `build` fails only when a timeout is set without a runtime; the
-        // checkout is bounded by `checkout`'s deadline instead.
-        Err(e) => unreachable!("deadpool refused a pool without timeouts: {e}"),
+        // `build` fails only when a timeout is set without a runtime, and the
+        // runtime is set above.
+        Err(e) => unreachable!("deadpool refused a pool with a runtime: {e}"),
     };
     if !keep_forever && let Ok(runtime) = tokio::runtime::Handle::try_current() {
         let weak = pool.weak();
@@ -177,7 +189,7 @@ impl<C: Driver> Drop for Lease<C> {
 }
 
 /// Checks a connection out of `pool` by `deadline` (the bound of the whole
-/// store call). Boxed: the checkout's future holds a whole connection
+/// store call) and within the pool's own timeouts. Boxed: the checkout's future holds a whole connection
 /// attempt, and kept inline it would make every store call's future
 /// kilobytes bigger, each of them copied when the call starts.
 pub(crate) async fn checkout<C: Driver>(
@@ -192,7 +204,10 @@ pub(crate) async fn checkout<C: Driver>(
         }),
         Ok(Err(PoolError::Backend(e))) => Err(SqlError::from_sqlx(e, limit)),
         Ok(Err(PoolError::Closed)) => Err(SqlError::Database(sqlx::Error::PoolClosed)),
-        Ok(Err(PoolError::Timeout(_))) | Err(_) => Err(SqlError::PoolTimeout(limit)),
+        Ok(Err(PoolError::Timeout(_))) => Err(SqlError::PoolTimeout(
+            pool.timeouts().wait.unwrap_or(limit).min(limit),
+        )),
+        Err(_) => Err(SqlError::PoolTimeout(limit)),
         Ok(Err(other)) => Err(SqlError::Database(sqlx::Error::Configuration(
             other.to_string().into(),
         ))),
@@ -207,7 +222,7 @@ mod tests {
     /// enough to watch connections come and go.
     fn sqlite_pool(size: u32) -> Pool<sqlx::SqliteConnection> {
         let options: sqlx::sqlite::SqliteConnectOptions = "sqlite::memory:".parse().expect("url");
-        new(options, size, false, Arc::default())
+        new(options, size, false, Arc::default(), Duration::from_secs(5))
     }
 
     async fn lease(pool: &Pool<sqlx::SqliteConnection>) -> Lease<sqlx::SqliteConnection> {

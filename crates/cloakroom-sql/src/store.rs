@@ -267,20 +267,29 @@ impl SqlStore {
     fn pools(&self) -> &Pools {
         self.inner.pool.get_or_init(|| {
             let size = self.inner.pool_size;
+            let timeout = self.inner.timeout;
             let max_packet = || Arc::clone(&self.inner.max_packet);
             match &self.inner.connect {
                 #[cfg(feature = "mysql")]
-                Connect::MySql(o) => Pools::MySql(pool::new(o.clone(), size, false, max_packet())),
+                Connect::MySql(o) => {
+                    Pools::MySql(pool::new(o.clone(), size, false, max_packet(), timeout))
+                }
                 #[cfg(feature = "postgres")]
                 Connect::Postgres(o) => {
-                    Pools::Postgres(pool::new(o.clone(), size, false, max_packet()))
+                    Pools::Postgres(pool::new(o.clone(), size, false, max_packet(), timeout))
                 }
                 #[cfg(feature = "sqlite")]
                 Connect::Sqlite { options, in_memory } => {
                     // An in-memory database vanishes with its last
                     // connection: exactly one, kept open.
                     let size = if *in_memory { 1 } else { size };
-                    Pools::Sqlite(pool::new(options.clone(), size, *in_memory, max_packet()))
+                    Pools::Sqlite(pool::new(
+                        options.clone(),
+                        size,
+                        *in_memory,
+                        max_packet(),
+                        timeout,
+                    ))
                 }
             }
         })
