@@ -63,6 +63,31 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
 
     /// Removes the record, if any.
     async fn delete(&self, key: &StoreKey) -> Result<(), Error>;
+
+    /// [`load`](Self::load) answered on the spot, when the store can do so
+    /// without waiting (the session is in this process's memory); `None`
+    /// when it cannot, and the layer then calls `load`. The default is
+    /// always `None`.
+    ///
+    /// The layer asks this first on every load, so it must not block or do
+    /// I/O. The same contract holds for what it returns.
+    fn load_now(&self, key: &StoreKey) -> Option<Result<Option<Record>, Error>> {
+        let _ = key;
+        None
+    }
+
+    /// [`update`](Self::update) done on the spot, when the store can do so
+    /// without waiting; `None` when it cannot, and the layer then calls
+    /// `update`. A `None` must leave the store as it was. The default is
+    /// always `None`.
+    ///
+    /// The layer asks this first for the save of a session that the same
+    /// request loaded and changed. The same contract holds for what it
+    /// returns.
+    fn update_now(&self, key: &StoreKey, record: &Record) -> Option<Result<bool, Error>> {
+        let _ = (key, record);
+        None
+    }
 }
 
 /// A client-side engine: the whole session travels in the cookie, sealed so

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use cloakroom_core::config::{ConfigError, Settings, millis_or};
 use cloakroom_core::{Error, Record, SessionStore, StoreKey, async_trait};
+use futures_util::FutureExt as _;
 use moka::future::Cache;
 use time::OffsetDateTime;
 
@@ -184,6 +185,13 @@ impl CachedStore {
     }
 }
 
+/// A copy of the session a cache lookup found, unless it expired.
+fn live_copy(found: Option<Arc<Record>>) -> Option<Record> {
+    found
+        .filter(|hit| !hit.is_expired())
+        .map(|hit| Record::clone(&hit))
+}
+
 #[async_trait]
 impl SessionStore for CachedStore {
     fn engine(&self) -> &'static str {
@@ -191,10 +199,8 @@ impl SessionStore for CachedStore {
     }
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
-        if let Some(hit) = self.cache.get(key).await
-            && !hit.is_expired()
-        {
-            return Ok(Some(Record::clone(&hit)));
+        if let Some(hit) = live_copy(self.cache.get(key).await) {
+            return Ok(Some(hit));
         }
         let found = self.inner.load(key).await?;
         if let Some(record) = &found {
@@ -238,6 +244,12 @@ impl SessionStore for CachedStore {
         // serving the session at once.
         self.forget(key).await;
         self.inner.delete(key).await
+    }
+
+    fn load_now(&self, key: &StoreKey) -> Option<Result<Option<Record>, Error>> {
+        // A miss, or a lookup that would wait, is left to `load`. Writes
+        // have no such path: each one goes to the inner store.
+        live_copy(self.cache.get(key).now_or_never()?).map(|hit| Ok(Some(hit)))
     }
 }
 
@@ -320,6 +332,21 @@ mod tests {
         assert!(cached.load(&key).await.unwrap().is_some());
         assert!(cached.load(&key).await.unwrap().is_some());
         assert_eq!(db.loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn only_cached_sessions_load_on_the_spot() {
+        let (db, cached, key) = setup(Duration::from_secs(60));
+        db.inner.create(&key, &record("a")).await.unwrap();
+        assert!(cached.load_now(&key).is_none(), "not cached yet");
+        assert_eq!(db.loads.load(Ordering::SeqCst), 0);
+        let loaded = cached.load(&key).await.unwrap().unwrap();
+        assert_eq!(cached.load_now(&key).unwrap().unwrap(), Some(loaded));
+        assert_eq!(db.loads.load(Ordering::SeqCst), 1);
+        // Writes always go to the database.
+        assert!(cached.update_now(&key, &record("b")).is_none());
+        cached.delete(&key).await.unwrap();
+        assert!(cached.load_now(&key).is_none());
     }
 
     #[tokio::test]

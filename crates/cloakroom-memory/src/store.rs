@@ -7,6 +7,7 @@ use bytes::Bytes;
 use cloakroom_core::config::{ConfigError, Settings, parse_or};
 use cloakroom_core::record::{Origin, from_millis, millis, now_millis};
 use cloakroom_core::{Error, Record, SessionStore, StoreKey, async_trait};
+use futures_util::FutureExt as _;
 use moka::future::Cache;
 use time::OffsetDateTime;
 
@@ -327,6 +328,47 @@ impl MemoryStore {
     fn loaded_slot<'r>(&self, key: &StoreKey, record: &'r Record) -> Option<&'r Slot> {
         record.origin.as_ref()?.handle_for(self.tag, key)
     }
+
+    /// The live record in the entry a lookup of `key` found, if any.
+    fn record_in(&self, key: &StoreKey, found: Option<Arc<Slot>>) -> Result<Option<Record>, Error> {
+        let Some(slot) = found else {
+            return Ok(None);
+        };
+        let mut record = match slot.lock().as_ref() {
+            Some(stored) if stored.is_live_at(now_millis()) => stored.decode()?,
+            _ => return Ok(None),
+        };
+        record.origin = Some(Origin::new(self.tag, key, slot));
+        Ok(Some(record))
+    }
+
+    /// Updates a record that the same request loaded from this store under
+    /// `key`, in the entry it carries, without a cache lookup. `Err` hands
+    /// `encoded` back when that cannot be done so: the record did not come
+    /// from here, or its new deadline is past the one moka has, which a
+    /// lookup must tell moka (see [`UntilSlotDeadline`]).
+    fn update_loaded(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        encoded: Stored,
+    ) -> Result<bool, Stored> {
+        let Some(slot) = self.loaded_slot(key, record) else {
+            return Err(encoded);
+        };
+        let mut current = slot.lock();
+        match current.as_mut() {
+            Some(stored) if stored.is_live_at(now_millis()) => {
+                if encoded.deadline_ms <= slot.moka_deadline_ms() {
+                    *stored = encoded;
+                    Ok(true)
+                } else {
+                    Err(encoded)
+                }
+            }
+            _ => Ok(false),
+        }
+    }
 }
 
 #[async_trait]
@@ -336,15 +378,8 @@ impl SessionStore for MemoryStore {
     }
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
-        let Some(slot) = self.cache.get(&key.digest()).await else {
-            return Ok(None);
-        };
-        let mut record = match slot.lock().as_ref() {
-            Some(stored) if stored.is_live_at(now_millis()) => stored.decode()?,
-            _ => return Ok(None),
-        };
-        record.origin = Some(Origin::new(self.tag, key, slot));
-        Ok(Some(record))
+        let found = self.cache.get(&key.digest()).await;
+        self.record_in(key, found)
     }
 
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
@@ -386,21 +421,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-        let encoded = Stored::encode(record)?;
-        if let Some(slot) = self.loaded_slot(key, record) {
-            // Saved in the request that loaded it: the entry is at hand, and
-            // unless the new deadline is past moka's, moka need not hear of it.
-            let mut current = slot.lock();
-            match current.as_mut() {
-                Some(stored) if stored.is_live_at(now_millis()) => {
-                    if encoded.deadline_ms <= slot.moka_deadline_ms() {
-                        *stored = encoded;
-                        return Ok(true);
-                    }
-                }
-                _ => return Ok(false),
-            }
-        }
+        let encoded = match self.update_loaded(key, record, Stored::encode(record)?) {
+            Ok(updated) => return Ok(updated),
+            Err(encoded) => encoded,
+        };
         let deadline_ms = encoded.deadline_ms;
         Ok(self
             .change_live(key, deadline_ms, |stored| *stored = encoded)
@@ -419,6 +443,20 @@ impl SessionStore for MemoryStore {
             *slot.lock() = None;
         }
         Ok(())
+    }
+
+    fn load_now(&self, key: &StoreKey) -> Option<Result<Option<Record>, Error>> {
+        // moka's lookup waits only when its bookkeeping is contended; such a
+        // load is left to `load` (moka's calls may be dropped half-way).
+        let found = self.cache.get(&key.digest()).now_or_never()?;
+        Some(self.record_in(key, found))
+    }
+
+    fn update_now(&self, key: &StoreKey, record: &Record) -> Option<Result<bool, Error>> {
+        match Stored::encode(record) {
+            Ok(encoded) => self.update_loaded(key, record, encoded).ok().map(Ok),
+            Err(err) => Some(Err(err)),
+        }
     }
 }
 
@@ -662,6 +700,49 @@ mod tests {
             one.load(&other).await.unwrap().unwrap().data["k"],
             json!("changed")
         );
+    }
+
+    #[tokio::test]
+    async fn answers_on_the_spot_match_the_async_ones() {
+        let store = MemoryStore::new(10);
+        let k = key();
+        assert!(store.load_now(&k).unwrap().unwrap().is_none());
+        store.create(&k, &record(60)).await.unwrap();
+        let mut loaded = store.load_now(&k).unwrap().unwrap().unwrap();
+        assert_eq!(loaded, store.load(&k).await.unwrap().unwrap());
+        assert!(loaded.origin.is_some());
+
+        // A record loaded here updates on the spot.
+        loaded.data.insert("k".into(), json!("now"));
+        loaded.expires_at = in_secs(61);
+        assert!(store.update_now(&k, &loaded).unwrap().unwrap());
+        assert_eq!(store.load(&k).await.unwrap().unwrap(), loaded);
+
+        // One from elsewhere needs the lookup, and nothing changes until
+        // `update` does it.
+        let mut elsewhere = record(60);
+        elsewhere.data.insert("k".into(), json!("elsewhere"));
+        assert!(store.update_now(&k, &elsewhere).is_none());
+        assert_eq!(store.load(&k).await.unwrap().unwrap(), loaded);
+        assert!(store.update(&k, &elsewhere).await.unwrap());
+        assert_eq!(
+            store.load(&k).await.unwrap().unwrap().data["k"],
+            json!("elsewhere")
+        );
+
+        // So does a deadline past moka's, which moka must be told.
+        let mut later = store.load_now(&k).unwrap().unwrap().unwrap();
+        later.expires_at = in_secs(5 * 3600);
+        assert!(store.update_now(&k, &later).is_none());
+        assert_eq!(
+            store.load(&k).await.unwrap().unwrap().expires_at,
+            elsewhere.expires_at
+        );
+
+        // A session deleted since the load stays deleted.
+        store.delete(&k).await.unwrap();
+        assert!(!store.update_now(&k, &later).unwrap().unwrap());
+        assert!(store.load_now(&k).unwrap().unwrap().is_none());
     }
 
     #[test]

@@ -401,15 +401,19 @@ impl Session {
         }
         let now = OffsetDateTime::now_utc();
         match (self.shared.incoming(), &self.shared.engine) {
-            (Incoming::Id(id), Engine::Store(_)) => {
+            (Incoming::Id(id), Engine::Store(store)) => {
                 let key = id.store_key();
-                let found = self
-                    .run(
-                        &mut state,
-                        "load",
-                        |store| async move { store.load(&key).await },
-                    )
-                    .await?;
+                let found = match store.load_now(&key) {
+                    Some(result) => self.checked(&mut state, "load", result)?,
+                    None => {
+                        self.run(
+                            &mut state,
+                            "load",
+                            |store| async move { store.load(&key).await },
+                        )
+                        .await?
+                    }
+                };
                 // Defence in depth: a store that returned a dead record does
                 // not revive it.
                 if let Some(record) = found
@@ -480,8 +484,19 @@ impl Session {
                     })
             }
         };
+        self.checked(state, operation, result)
+    }
+
+    /// Passes on the result of a store operation; a failure is logged with
+    /// the engine and operation, and remembered for the response.
+    pub(crate) fn checked<T>(
+        &self,
+        state: &mut State,
+        operation: &'static str,
+        result: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         if let Err(err) = &result {
-            let engine = store.engine();
+            let engine = self.shared.engine.name();
             tracing::error!(engine, operation, error = %err, "session store operation failed");
             state.failure = Some(Failure { kind: err.kind() });
         }
