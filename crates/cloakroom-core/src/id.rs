@@ -1,7 +1,6 @@
 //! Session ids and the store keys derived from them.
 
 use std::fmt;
-use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,11 +22,12 @@ pub const ID_LEN: usize = 43;
 /// layer when it writes the cookie. Stores never see it: they get the
 /// [`StoreKey`] (SHA-256 of the id).
 ///
-/// Its [`StoreKey`] is worked out once, on first use, and kept with it.
+/// Its [`StoreKey`] is worked out when the id is made (every id the layer
+/// makes or accepts is looked up or stored under it) and kept with it.
 #[derive(Clone)]
 pub struct Id {
     text: [u8; ID_LEN],
-    key: OnceLock<StoreKey>,
+    key: StoreKey,
 }
 
 impl PartialEq for Id {
@@ -89,9 +89,12 @@ impl Id {
     }
 
     fn from_text(text: [u8; ID_LEN]) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &text);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
         Self {
             text,
-            key: OnceLock::new(),
+            key: StoreKey::from_digest(key),
         }
     }
 
@@ -102,12 +105,7 @@ impl Id {
 
     /// The key under which stores keep this session: the SHA-256 of the id.
     pub fn store_key(&self) -> StoreKey {
-        *self.key.get_or_init(|| {
-            let digest = ring::digest::digest(&ring::digest::SHA256, &self.text);
-            let mut bytes = [0u8; 32];
-            bytes.copy_from_slice(digest.as_ref());
-            StoreKey::from_digest(bytes)
-        })
+        self.key
     }
 }
 

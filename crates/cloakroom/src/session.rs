@@ -405,12 +405,13 @@ impl Session {
                 let key = id.store_key();
                 let found = match store.load_now(&key) {
                     Some(result) => self.checked(&mut state, "load", result)?,
+                    // Boxed: the future of a call that waits (with its
+                    // timer) would make this one, and each accessor's, many
+                    // times larger, copied on every access.
                     None => {
-                        self.run(
-                            &mut state,
-                            "load",
-                            |store| async move { store.load(&key).await },
-                        )
+                        Box::pin(self.run(&mut state, "load", |store| async move {
+                            store.load(&key).await
+                        }))
                         .await?
                     }
                 };
