@@ -134,23 +134,4 @@ impl SessionStore for Probe {
         self.enter(&self.counts.delete)?;
         self.inner.delete(key).await
     }
-
-    // Forwarded, so that the suite takes the layer's on-the-spot path on the
-    // engines that have one; counted only when they answer (a `None` is
-    // followed by the async call, which counts).
-
-    fn load_now(&self, key: &StoreKey) -> Option<Result<Option<Record>, Error>> {
-        let answer = self.inner.load_now(key)?;
-        Some(self.enter(&self.counts.load).and(answer))
-    }
-
-    fn update_now(&self, key: &StoreKey, record: &Record) -> Option<Result<bool, Error>> {
-        if self.counts.fail.load(Ordering::SeqCst) {
-            // A failing backend takes no writes: the inner store never sees
-            // this one.
-            return Some(self.enter(&self.counts.update).and(Ok(false)));
-        }
-        let answer = self.inner.update_now(key, record)?;
-        Some(self.enter(&self.counts.update).and(answer))
-    }
 }

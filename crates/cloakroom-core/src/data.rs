@@ -520,7 +520,7 @@ mod tests {
                 data: Data::from(sample()),
                 expiry,
                 expires_at: deadline(),
-                origin: None,
+                version: None,
             };
             let ms = record.expires_at_millis();
             let now = encoding(&sample(), expiry, ms);

@@ -37,7 +37,7 @@ pub mod store;
 pub use config::{ConfigError, Env, Settings};
 pub use error::{BoxError, Error, ErrorKind};
 pub use id::{Id, KeyHex, StoreKey};
-pub use record::{Expiry, Origin, Record};
+pub use record::{Expiry, Record};
 pub use store::{CookieCodec, Opened, SessionStore};
 
 /// Re-exported so engine crates implement [`SessionStore`] with the same macro.

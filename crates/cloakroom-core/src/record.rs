@@ -1,17 +1,13 @@
 //! What stores keep for a session: its data, its expiry policy and its deadline.
 
-use std::any::Any;
-use std::fmt;
-use std::sync::Arc;
-
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+
 use time::{Duration, OffsetDateTime};
 
 pub use crate::data::Data;
 use crate::data::{Reader, encode_error};
-use crate::{Error, ErrorKind, StoreKey};
+use crate::{Error, ErrorKind};
 
 /// How a session expires, as set by `Session::set_expiry` in the `cloakroom` crate.
 ///
@@ -51,7 +47,7 @@ mod seconds {
 /// their own expiry (Redis TTL, memcached exptime, an indexed SQL column).
 ///
 /// Two records are equal when their data, expiry policy and deadline are;
-/// their [`Origin`] does not count.
+/// their [`version`](Record::version) does not count.
 #[derive(Debug, Clone)]
 pub struct Record {
     /// The session's values.
@@ -60,9 +56,13 @@ pub struct Record {
     pub expiry: Option<Expiry>,
     /// The moment after which the session no longer exists.
     pub expires_at: OffsetDateTime,
-    /// Where the store that loaded this record keeps it, if that store
-    /// leaves a note (see [`Origin`]); `None` for a record made in memory.
-    pub origin: Option<Origin>,
+    /// The store's version of the record as it was loaded, for stores whose
+    /// backend numbers each write (memcached's CAS unique): an update may
+    /// then write only if the record is still that version. `None` for a
+    /// record made in memory or by a store without versions. The layer
+    /// carries it from the load to the save of the same request and never
+    /// looks at it.
+    pub version: Option<u64>,
 }
 
 impl PartialEq for Record {
@@ -71,67 +71,6 @@ impl PartialEq for Record {
             && self.expiry == other.expiry
             && self.expires_at == other.expires_at
     }
-}
-
-/// A store's note on a record it loaded, saying where it keeps the session,
-/// so that saving the record again does not have to find it a second time
-/// (the memory engine keeps its cache entry here).
-///
-/// The layer carries it from the load to the save of the same request and
-/// never looks inside. It is tied to the store that made it and to the key
-/// the record was loaded under: [`Origin::handle_for`] gives nothing for
-/// any other, so a record saved under a new id (`cycle_id`), or by hand
-/// into another store, is found the usual way.
-#[derive(Clone)]
-pub struct Origin {
-    store: u64,
-    key: StoreKey,
-    handle: Arc<dyn Any + Send + Sync>,
-}
-
-impl Origin {
-    /// A note by the store tagged `store` (a number it picked, unique among
-    /// the stores of its kind in this process) that `handle` is where it
-    /// keeps the session under `key`.
-    pub fn new(store: u64, key: &StoreKey, handle: Arc<dyn Any + Send + Sync>) -> Self {
-        Self {
-            store,
-            key: *key,
-            handle,
-        }
-    }
-
-    /// The handle, if this note is the store `store`'s about `key` and
-    /// holds a `T`.
-    pub fn handle_for<T: Any>(&self, store: u64, key: &StoreKey) -> Option<&T> {
-        if self.store == store && self.key == *key {
-            self.handle.downcast_ref()
-        } else {
-            None
-        }
-    }
-}
-
-impl fmt::Debug for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Origin")
-    }
-}
-
-/// The first wire format (JSON object), still read so that sessions stored by
-/// earlier versions keep working.
-#[derive(Deserialize)]
-struct WireV1 {
-    #[serde(rename = "v")]
-    version: u8,
-    #[serde(rename = "d")]
-    data: Map<String, Value>,
-    #[serde(rename = "e", default)]
-    expiry: Option<Expiry>,
-    /// Milliseconds since the Unix epoch: seconds would cut up to a second off
-    /// short expiries.
-    #[serde(rename = "x")]
-    expires_at_ms: i64,
 }
 
 /// The current wire format: a MessagePack array of the version, the data
@@ -170,13 +109,11 @@ pub fn deadline_field(expires_at: OffsetDateTime) -> [u8; DEADLINE_FIELD_LEN] {
 }
 
 /// True when `bytes` end with a deadline in the form of [`deadline_field`].
-/// Every record this version writes does; records written by earlier
-/// versions (JSON, or another MessagePack integer form) may not, and then a
-/// store must keep the deadline some other way.
+/// Every record [`Record::to_bytes`] writes does; bytes written some other
+/// way (another MessagePack integer form) may not, and then a store must
+/// keep the deadline some other way.
 pub fn has_deadline_field(bytes: &[u8]) -> bool {
-    bytes.first() != Some(&b'{')
-        && bytes.len() > DEADLINE_FIELD_LEN
-        && bytes[bytes.len() - DEADLINE_FIELD_LEN] == DEADLINE_MARKER
+    bytes.len() > DEADLINE_FIELD_LEN && bytes[bytes.len() - DEADLINE_FIELD_LEN] == DEADLINE_MARKER
 }
 
 impl Record {
@@ -186,7 +123,7 @@ impl Record {
             data,
             expiry: None,
             expires_at,
-            origin: None,
+            version: None,
         }
     }
 
@@ -238,16 +175,13 @@ impl Record {
         Ok(())
     }
 
-    /// Reads a record written by [`Record::to_bytes`], or by the JSON format
-    /// of earlier versions. The values are decoded when first used (see
-    /// [`Data`]); [`Record::from_shared`] avoids copying `bytes`.
+    /// Reads a record written by [`Record::to_bytes`]. The values are
+    /// decoded when first used (see [`Data`]); [`Record::from_shared`]
+    /// avoids copying `bytes`.
     ///
     /// # Errors
     /// When the bytes are not a record of a known version.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        if bytes.first() == Some(&b'{') {
-            return Self::from_json(bytes);
-        }
         Self::from_shared(Bytes::copy_from_slice(bytes))
     }
 
@@ -257,9 +191,6 @@ impl Record {
     /// # Errors
     /// When the bytes are not a record of a known version.
     pub fn from_shared(bytes: Bytes) -> Result<Self, Error> {
-        if bytes.first() == Some(&b'{') {
-            return Self::from_json(&bytes);
-        }
         let mut reader = Reader {
             bytes: &bytes,
             at: 0,
@@ -293,20 +224,7 @@ impl Record {
             data,
             expiry,
             expires_at: from_millis(expires_at_ms)?,
-            origin: None,
-        })
-    }
-
-    fn from_json(bytes: &[u8]) -> Result<Self, Error> {
-        let wire: WireV1 = serde_json::from_slice(bytes)?;
-        if wire.version != 1 {
-            return Err(unknown_version(wire.version));
-        }
-        Ok(Self {
-            data: Data::from(wire.data),
-            expiry: wire.expiry,
-            expires_at: from_millis(wire.expires_at_ms)?,
-            origin: None,
+            version: None,
         })
     }
 }
@@ -377,7 +295,7 @@ mod tests {
                 data,
                 expiry,
                 expires_at: now + Duration::milliseconds(1234),
-                origin: None,
+                version: None,
             };
             let back = Record::from_bytes(&record.to_bytes().unwrap()).unwrap();
             assert_eq!(back, record);
@@ -466,28 +384,27 @@ mod tests {
             assert_eq!(back.expires_at, moved);
             assert_eq!(back.data["token"], data["token"]);
         }
-        // Records of earlier versions do not have the fixed form.
-        let json = br#"{"v":1,"d":{"user":"ada"},"x":1800000001234}"#;
-        assert!(!has_deadline_field(json));
-        let shortest = rmp_serde::to_vec(&(2u8, Map::new(), None::<Expiry>, 1_800_000_001_234i64));
+        let shortest = rmp_serde::to_vec(&(
+            2u8,
+            serde_json::Map::new(),
+            None::<Expiry>,
+            1_800_000_001_234i64,
+        ));
         assert!(!has_deadline_field(&shortest.unwrap()));
         assert!(!has_deadline_field(&deadline_field(now)));
     }
 
     #[test]
-    fn records_of_the_json_format_are_still_read() {
-        let old =
-            br#"{"v":1,"d":{"user":"ada","n":3},"e":{"on_inactivity":300},"x":1800000001234}"#;
-        let record = Record::from_bytes(old).unwrap();
-        assert_eq!(record.data["user"], json!("ada"));
-        assert_eq!(record.data["n"], json!(3));
-        assert_eq!(
-            record.expiry,
-            Some(Expiry::OnInactivity(Duration::seconds(300)))
-        );
-        assert_eq!(record.expires_at_millis(), 1_800_000_001_234);
-        let without_expiry = br#"{"v":1,"d":{},"x":5}"#;
-        assert_eq!(Record::from_bytes(without_expiry).unwrap().expiry, None);
+    fn bytes_that_are_no_record_are_an_error_not_a_panic() {
+        for bytes in [
+            &br#"{"v":1,"d":{"user":"ada"},"x":1800000001234}"#[..],
+            b"",
+            &[0x94, 0x01, 0x80, 0xc0][..],
+            &[0x94, 0x09, 0x80, 0xc0, 0x05][..],
+        ] {
+            let err = Record::from_bytes(bytes).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Serialization, "{bytes:?}");
+        }
     }
 
     #[test]

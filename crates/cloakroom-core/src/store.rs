@@ -31,9 +31,11 @@ use crate::{Error, Record, StoreKey};
 ///   `Ok(false)` if there is none: a session deleted meanwhile (a logout in a
 ///   concurrent request) stays deleted. It must be atomic (`SET XX`,
 ///   `gets`/`cas`, `UPDATE ... WHERE`), never an upsert. The record passed
-///   in still carries the [`Origin`](crate::Origin) that `load` gave it, if
-///   any, which a store may use to find the session again without a lookup;
-///   the rule is the same either way.
+///   in still carries the [`version`](Record::version) that `load` gave it,
+///   if any; a store that versions its records may write only over that
+///   version, and must then still let the last writer win over a session
+///   changed meanwhile (retry against the newer version), never over one
+///   deleted meanwhile.
 /// * **`touch`** moves the deadline of a live session to `expires_at` without
 ///   rewriting its data; `Ok(false)` if there is no live session.
 /// * **`delete`** removes the record; deleting a missing key is not an error.
@@ -63,31 +65,6 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
 
     /// Removes the record, if any.
     async fn delete(&self, key: &StoreKey) -> Result<(), Error>;
-
-    /// [`load`](Self::load) answered on the spot, when the store can do so
-    /// without waiting (the session is in this process's memory); `None`
-    /// when it cannot, and the layer then calls `load`. The default is
-    /// always `None`.
-    ///
-    /// The layer asks this first on every load, so it must not block or do
-    /// I/O. The same contract holds for what it returns.
-    fn load_now(&self, key: &StoreKey) -> Option<Result<Option<Record>, Error>> {
-        let _ = key;
-        None
-    }
-
-    /// [`update`](Self::update) done on the spot, when the store can do so
-    /// without waiting; `None` when it cannot, and the layer then calls
-    /// `update`. A `None` must leave the store as it was. The default is
-    /// always `None`.
-    ///
-    /// The layer asks this first for the save of a session that the same
-    /// request loaded and changed. The same contract holds for what it
-    /// returns.
-    fn update_now(&self, key: &StoreKey, record: &Record) -> Option<Result<bool, Error>> {
-        let _ = (key, record);
-        None
-    }
 }
 
 /// A client-side engine: the whole session travels in the cookie, sealed so

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use cloakroom_core::config::{ConfigError, Settings, millis_or};
 use cloakroom_core::{Error, Record, SessionStore, StoreKey, async_trait};
-use futures_util::FutureExt as _;
 use moka::future::Cache;
 use time::OffsetDateTime;
 
@@ -245,12 +244,6 @@ impl SessionStore for CachedStore {
         self.forget(key).await;
         self.inner.delete(key).await
     }
-
-    fn load_now(&self, key: &StoreKey) -> Option<Result<Option<Record>, Error>> {
-        // A miss, or a lookup that would wait, is left to `load`. Writes
-        // have no such path: each one goes to the inner store.
-        live_copy(self.cache.get(key).now_or_never()?).map(|hit| Ok(Some(hit)))
-    }
 }
 
 #[cfg(test)]
@@ -332,21 +325,6 @@ mod tests {
         assert!(cached.load(&key).await.unwrap().is_some());
         assert!(cached.load(&key).await.unwrap().is_some());
         assert_eq!(db.loads.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn only_cached_sessions_load_on_the_spot() {
-        let (db, cached, key) = setup(Duration::from_secs(60));
-        db.inner.create(&key, &record("a")).await.unwrap();
-        assert!(cached.load_now(&key).is_none(), "not cached yet");
-        assert_eq!(db.loads.load(Ordering::SeqCst), 0);
-        let loaded = cached.load(&key).await.unwrap().unwrap();
-        assert_eq!(cached.load_now(&key).unwrap().unwrap(), Some(loaded));
-        assert_eq!(db.loads.load(Ordering::SeqCst), 1);
-        // Writes always go to the database.
-        assert!(cached.update_now(&key, &record("b")).is_none());
-        cached.delete(&key).await.unwrap();
-        assert!(cached.load_now(&key).is_none());
     }
 
     #[tokio::test]

@@ -1,13 +1,11 @@
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cloakroom_core::config::{ConfigError, Settings, parse_or};
-use cloakroom_core::record::{Origin, from_millis, millis, now_millis};
+use cloakroom_core::record::{from_millis, millis, now_millis};
 use cloakroom_core::{Error, Record, SessionStore, StoreKey, async_trait};
-use futures_util::FutureExt as _;
 use moka::future::Cache;
 use time::OffsetDateTime;
 
@@ -27,21 +25,16 @@ pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 /// and never insert one, and a delete removes the entry and empties it, so a
 /// concurrent delete is never undone by an update.
 ///
-/// A record it loads carries its entry as [`Record::origin`]; an update of
-/// that record under the same key changes the entry without a second
-/// lookup, unless the new deadline is past the one moka has for the entry
-/// (a little past the session's). Every entry that leaves the cache is
-/// emptied, so such an update cannot save into a session that is gone.
+/// moka's deadline for an entry runs a little ahead of the session's, so
+/// that most saves (each moves the session's deadline a little later) find
+/// the entry with one lookup and need not tell moka anything. Every entry
+/// that leaves the cache is emptied, so a save holding an entry found just
+/// before it left saves into nothing.
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Cache<[u8; 32], Arc<Slot>, Hasher>,
     max_entries: u64,
-    /// Tells this store's [`Origin`] notes from another's.
-    tag: u64,
 }
-
-/// Where the next store's tag comes from.
-static TAGS: AtomicU64 = AtomicU64::new(0);
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,40 +130,15 @@ impl Slot {
     fn moka_deadline_ms(&self) -> i64 {
         i64::from(self.moka_deadline.load(Ordering::Acquire)) * 1000
     }
-
-    /// Moves moka's deadline to `secs` unless it is later already, and
-    /// returns the time left until it.
-    fn raise_moka_deadline(&self, secs: u32) -> Duration {
-        self.moka_deadline.fetch_max(secs, Ordering::AcqRel);
-        until(self.moka_deadline_ms())
-    }
 }
 
 /// moka's per-entry expiry: each entry lives until the deadline in its
 /// [`Slot::moka_deadline`], which is never before the session's.
 ///
-/// A save whose new deadline is past it announces a later one in [`MOVING`]
-/// before the cache lookup that finds the entry, so that this lookup
-/// already gives moka the new expiry. If the announcement did not reach
-/// moka (another task on this thread replaced it while the lookup waited),
-/// the slot is marked `moved` and looked up once more, and that read gives
-/// moka the slot's deadline. Other reads leave moka's figure as it is.
+/// A save whose new deadline is past it raises the slot's deadline and
+/// marks the slot `moved`, then looks the entry up once more: that read
+/// gives moka the slot's deadline. Other reads leave moka's figure as it is.
 struct UntilSlotDeadline;
-
-/// A deadline move announced to the expiry policy.
-#[derive(Clone, Copy)]
-struct Moving {
-    digest: [u8; 32],
-    /// The new [`Slot::moka_deadline`].
-    moka_deadline: u32,
-    /// Set by the policy once moka has the new deadline.
-    taken: bool,
-}
-
-thread_local! {
-    /// The deadline move this thread is about to make (see [`UntilSlotDeadline`]).
-    static MOVING: Cell<Option<Moving>> = const { Cell::new(None) };
-}
 
 /// Time from now until the deadline `deadline_ms`, zero once passed.
 fn until(deadline_ms: i64) -> Duration {
@@ -185,20 +153,12 @@ impl moka::Expiry<[u8; 32], Arc<Slot>> for UntilSlotDeadline {
 
     fn expire_after_read(
         &self,
-        digest: &[u8; 32],
+        _: &[u8; 32],
         slot: &Arc<Slot>,
         _: Instant,
         until_now: Option<Duration>,
         _: Instant,
     ) -> Option<Duration> {
-        let announced = MOVING.get().filter(|m| m.digest == *digest);
-        if let Some(moving) = announced {
-            MOVING.set(Some(Moving {
-                taken: true,
-                ..moving
-            }));
-            return Some(slot.raise_moka_deadline(moving.moka_deadline));
-        }
         if slot.moved.load(Ordering::Relaxed) && slot.moved.swap(false, Ordering::Relaxed) {
             Some(until(slot.moka_deadline_ms()))
         } else {
@@ -249,7 +209,6 @@ impl MemoryStore {
                 .eviction_listener(|_, slot: Arc<Slot>, _| *slot.lock() = None)
                 .build_with_hasher(Hasher::default()),
             max_entries,
-            tag: TAGS.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -291,14 +250,7 @@ impl MemoryStore {
         let digest = key.digest();
         let now = now_millis();
         let moka_deadline = moka_deadline_for(deadline_ms, now);
-        MOVING.set(Some(Moving {
-            digest,
-            moka_deadline,
-            taken: false,
-        }));
-        let found = self.cache.get(&digest).await;
-        let told_moka = MOVING.take().is_some_and(|m| m.taken && m.digest == digest);
-        let Some(slot) = found else {
+        let Some(slot) = self.cache.get(&digest).await else {
             return false;
         };
         {
@@ -310,63 +262,28 @@ impl MemoryStore {
                 // entry still goes when moka evicts or expires it.
                 _ => return false,
             }
-            if told_moka {
+            // Within moka's deadline (the usual save): nothing to tell it.
+            if i64::from(moka_deadline) * 1000 <= slot.moka_deadline_ms() {
                 return true;
             }
             slot.moka_deadline
                 .fetch_max(moka_deadline, Ordering::AcqRel);
             slot.moved.store(true, Ordering::Relaxed);
         }
-        // The announcement did not reach moka, which still has this entry's
-        // earlier deadline; one more read makes it take the new one.
+        // moka still has this entry's earlier deadline; one more read makes
+        // it take the new one.
         let _ = self.cache.get(&digest).await;
         true
     }
 
-    /// The cache entry that `record` was loaded from, if it came from this
-    /// store under `key`.
-    fn loaded_slot<'r>(&self, key: &StoreKey, record: &'r Record) -> Option<&'r Slot> {
-        record.origin.as_ref()?.handle_for(self.tag, key)
-    }
-
     /// The live record in the entry a lookup of `key` found, if any.
-    fn record_in(&self, key: &StoreKey, found: Option<Arc<Slot>>) -> Result<Option<Record>, Error> {
+    fn record_in(found: Option<Arc<Slot>>) -> Result<Option<Record>, Error> {
         let Some(slot) = found else {
             return Ok(None);
         };
-        let mut record = match slot.lock().as_ref() {
-            Some(stored) if stored.is_live_at(now_millis()) => stored.decode()?,
-            _ => return Ok(None),
-        };
-        record.origin = Some(Origin::new(self.tag, key, slot));
-        Ok(Some(record))
-    }
-
-    /// Updates a record that the same request loaded from this store under
-    /// `key`, in the entry it carries, without a cache lookup. `Err` hands
-    /// `encoded` back when that cannot be done so: the record did not come
-    /// from here, or its new deadline is past the one moka has, which a
-    /// lookup must tell moka (see [`UntilSlotDeadline`]).
-    fn update_loaded(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        encoded: Stored,
-    ) -> Result<bool, Stored> {
-        let Some(slot) = self.loaded_slot(key, record) else {
-            return Err(encoded);
-        };
-        let mut current = slot.lock();
-        match current.as_mut() {
-            Some(stored) if stored.is_live_at(now_millis()) => {
-                if encoded.deadline_ms <= slot.moka_deadline_ms() {
-                    *stored = encoded;
-                    Ok(true)
-                } else {
-                    Err(encoded)
-                }
-            }
-            _ => Ok(false),
+        match slot.lock().as_ref() {
+            Some(stored) if stored.is_live_at(now_millis()) => stored.decode().map(Some),
+            _ => Ok(None),
         }
     }
 }
@@ -378,8 +295,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
-        let found = self.cache.get(&key.digest()).await;
-        self.record_in(key, found)
+        Self::record_in(self.cache.get(&key.digest()).await)
     }
 
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
@@ -421,10 +337,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-        let encoded = match self.update_loaded(key, record, Stored::encode(record)?) {
-            Ok(updated) => return Ok(updated),
-            Err(encoded) => encoded,
-        };
+        let encoded = Stored::encode(record)?;
         let deadline_ms = encoded.deadline_ms;
         Ok(self
             .change_live(key, deadline_ms, |stored| *stored = encoded)
@@ -443,20 +356,6 @@ impl SessionStore for MemoryStore {
             *slot.lock() = None;
         }
         Ok(())
-    }
-
-    fn load_now(&self, key: &StoreKey) -> Option<Result<Option<Record>, Error>> {
-        // moka's lookup waits only when its bookkeeping is contended; such a
-        // load is left to `load` (moka's calls may be dropped half-way).
-        let found = self.cache.get(&key.digest()).now_or_never()?;
-        Some(self.record_in(key, found))
-    }
-
-    fn update_now(&self, key: &StoreKey, record: &Record) -> Option<Result<bool, Error>> {
-        match Stored::encode(record) {
-            Ok(encoded) => self.update_loaded(key, record, encoded).ok().map(Ok),
-            Err(err) => Some(Err(err)),
-        }
     }
 }
 
@@ -555,29 +454,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_deadline_move_reaches_moka_only_through_the_lookup_of_its_own_key() {
-        let store = MemoryStore::new(10);
-        let (a, b) = (key(), key());
-        store.create(&a, &record(60)).await.unwrap();
-        store.create(&b, &record(60)).await.unwrap();
-        let deadline = OffsetDateTime::now_utc() + TimeDuration::minutes(5);
-        MOVING.set(Some(Moving {
-            digest: a.digest(),
-            moka_deadline: moka_deadline_for(millis(deadline), now_millis()),
-            taken: false,
-        }));
-        // Another key's lookup leaves the announcement alone, so a move it
-        // did not reach falls back to the second lookup.
-        let _ = store.cache.get(&b.digest()).await;
-        assert!(MOVING.get().is_some_and(|m| !m.taken));
-        let _ = store.cache.get(&a.digest()).await;
-        assert!(MOVING.take().is_some_and(|m| m.taken));
-        // Nor does a lookup without one disturb anything.
-        let _ = store.cache.get(&a.digest()).await;
-        assert!(MOVING.get().is_none());
-    }
-
-    #[tokio::test]
     async fn every_kind_of_value_comes_back_as_it_went_in() {
         let store = MemoryStore::new(10);
         let k = key();
@@ -626,7 +502,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn saves_of_a_loaded_record_keep_moka_at_or_after_the_sessions_deadline() {
+    async fn saves_keep_moka_at_or_after_the_sessions_deadline() {
         let store = MemoryStore::new(10);
         let k = key();
         store.create(&k, &record(60)).await.unwrap();
@@ -642,7 +518,6 @@ mod tests {
             (90, false),
         ] {
             let mut loaded = store.load(&k).await.unwrap().unwrap();
-            assert!(loaded.origin.is_some());
             loaded.data.insert("at".into(), json!(secs));
             let deadline = in_secs(secs);
             if touch {
@@ -659,7 +534,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_loaded_record_saves_nothing_into_a_session_that_left() {
+    async fn a_save_after_the_session_left_saves_nothing() {
         let store = MemoryStore::new(1);
         let k = key();
         store.create(&k, &record(60)).await.unwrap();
@@ -678,71 +553,6 @@ mod tests {
         assert!(store.load(&old).await.unwrap().is_none(), "not evicted");
         assert!(!store.update(&old, &loaded).await.unwrap());
         assert!(store.load(&old).await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn a_loaded_record_is_tied_to_its_store_and_key() {
-        let (one, two) = (MemoryStore::new(10), MemoryStore::new(10));
-        let (k, other) = (key(), key());
-        for (store, key) in [(&one, &k), (&two, &k), (&one, &other)] {
-            store.create(key, &record(60)).await.unwrap();
-        }
-        let mut loaded = one.load(&k).await.unwrap().unwrap();
-        loaded.data.insert("k".into(), json!("changed"));
-        assert!(two.update(&k, &loaded).await.unwrap());
-        assert!(one.update(&other, &loaded).await.unwrap());
-        assert_eq!(one.load(&k).await.unwrap().unwrap().data["k"], json!("v"));
-        assert_eq!(
-            two.load(&k).await.unwrap().unwrap().data["k"],
-            json!("changed")
-        );
-        assert_eq!(
-            one.load(&other).await.unwrap().unwrap().data["k"],
-            json!("changed")
-        );
-    }
-
-    #[tokio::test]
-    async fn answers_on_the_spot_match_the_async_ones() {
-        let store = MemoryStore::new(10);
-        let k = key();
-        assert!(store.load_now(&k).unwrap().unwrap().is_none());
-        store.create(&k, &record(60)).await.unwrap();
-        let mut loaded = store.load_now(&k).unwrap().unwrap().unwrap();
-        assert_eq!(loaded, store.load(&k).await.unwrap().unwrap());
-        assert!(loaded.origin.is_some());
-
-        // A record loaded here updates on the spot.
-        loaded.data.insert("k".into(), json!("now"));
-        loaded.expires_at = in_secs(61);
-        assert!(store.update_now(&k, &loaded).unwrap().unwrap());
-        assert_eq!(store.load(&k).await.unwrap().unwrap(), loaded);
-
-        // One from elsewhere needs the lookup, and nothing changes until
-        // `update` does it.
-        let mut elsewhere = record(60);
-        elsewhere.data.insert("k".into(), json!("elsewhere"));
-        assert!(store.update_now(&k, &elsewhere).is_none());
-        assert_eq!(store.load(&k).await.unwrap().unwrap(), loaded);
-        assert!(store.update(&k, &elsewhere).await.unwrap());
-        assert_eq!(
-            store.load(&k).await.unwrap().unwrap().data["k"],
-            json!("elsewhere")
-        );
-
-        // So does a deadline past moka's, which moka must be told.
-        let mut later = store.load_now(&k).unwrap().unwrap().unwrap();
-        later.expires_at = in_secs(5 * 3600);
-        assert!(store.update_now(&k, &later).is_none());
-        assert_eq!(
-            store.load(&k).await.unwrap().unwrap().expires_at,
-            elsewhere.expires_at
-        );
-
-        // A session deleted since the load stays deleted.
-        store.delete(&k).await.unwrap();
-        assert!(!store.update_now(&k, &later).unwrap().unwrap());
-        assert!(store.load_now(&k).unwrap().unwrap().is_none());
     }
 
     #[test]

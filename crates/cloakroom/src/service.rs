@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use bytes::Bytes;
-use cloakroom_core::{BoxError, Error, ErrorKind, Id, SessionStore};
+use cloakroom_core::{BoxError, Error, ErrorKind, Id};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, Entry, VARY};
 use http::{HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
@@ -164,17 +164,14 @@ fn finish_now(session: &Session, state: &mut State, mut response: Response<Body>
             let result = save_to_cookie(session, codec.as_ref(), state, &mut response);
             Finish::Done(respond(session, result, response))
         }
-        Engine::Store(store)
+        Engine::Store(_)
             if state.is_blank()
                 || state.modified
                 || state.id.is_none()
                 || state.touch
                 || config.save_every_request =>
         {
-            match save_now(session, store.as_ref(), state, &mut response) {
-                Some(result) => Finish::Done(respond(session, result, response)),
-                None => Finish::Save(response),
-            }
+            Finish::Save(response)
         }
         Engine::Store(_) => Finish::Done(response),
     }
@@ -279,34 +276,6 @@ async fn save_to_store(
     };
     set_id_cookie(session, state, response, &id, now);
     Ok(())
-}
-
-/// The save done on the spot, when it is the update of a session that this
-/// request loaded and the store can take it without waiting
-/// ([`SessionStore::update_now`]; most saves on the memory engine): no
-/// future to box, no timer. `None` leaves the save to [`save`].
-fn save_now(
-    session: &Session,
-    store: &dyn SessionStore,
-    state: &mut State,
-    response: &mut Response<Body>,
-) -> Option<Result<(), Error>> {
-    if !state.modified || state.is_blank() || state.retired.is_some() {
-        return None;
-    }
-    let id = state.id.clone()?;
-    let now = OffsetDateTime::now_utc();
-    let record = state.take_record(&session.shared.config, now);
-    let updated = store.update_now(&id.store_key(), &record);
-    state.restore(record);
-    Some(match session.checked(state, "update", updated?) {
-        Ok(true) => {
-            set_id_cookie(session, state, response, &id, now);
-            Ok(())
-        }
-        Ok(false) => Err(Error::new(ErrorKind::Interrupted, "")),
-        Err(err) => Err(err),
-    })
 }
 
 /// `Set-Cookie` for the session `id`, saved at `now`.

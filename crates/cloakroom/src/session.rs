@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
-use cloakroom_core::record::{Data, Origin};
+use cloakroom_core::record::Data;
 use cloakroom_core::{ErrorKind, Expiry, Id, Record};
 
 use crate::Error;
@@ -181,8 +181,8 @@ pub(crate) struct State {
     pub(crate) retired: Option<Id>,
     pub(crate) data: Data,
     pub(crate) expiry: Option<Expiry>,
-    /// The store's note on the record it loaded, handed back on the save.
-    pub(crate) origin: Option<Origin>,
+    /// The store's version of the record it loaded, handed back on the save.
+    pub(crate) version: Option<u64>,
 }
 
 /// A failed store operation, kept to shape the response.
@@ -293,7 +293,7 @@ impl Session {
         state.expiry = None;
         state.modified = true;
         state.touch = false;
-        state.origin = None;
+        state.version = None;
         let mut doomed: Vec<Id> = state
             .id
             .take()
@@ -403,18 +403,11 @@ impl Session {
         match (self.shared.incoming(), &self.shared.engine) {
             (Incoming::Id(id), Engine::Store(store)) => {
                 let key = id.store_key();
-                let found = match store.load_now(&key) {
-                    Some(result) => self.checked(&mut state, "load", result)?,
-                    // Boxed: the future of a call that waits (with its
-                    // timer) would make this one, and each accessor's, many
-                    // times larger, copied on every access.
-                    None => {
-                        Box::pin(self.run(&mut state, "load", |store| async move {
-                            store.load(&key).await
-                        }))
-                        .await?
-                    }
-                };
+                let _ = store;
+                let found = Box::pin(self.run(&mut state, "load", |store| async move {
+                    store.load(&key).await
+                }))
+                .await?;
                 // Defence in depth: a store that returned a dead record does
                 // not revive it.
                 if let Some(record) = found
@@ -543,7 +536,7 @@ impl State {
             data: std::mem::take(&mut self.data),
             expiry: self.expiry,
             expires_at: now + expiry_age(self.expiry, config, now),
-            origin: self.origin.take(),
+            version: self.version.take(),
         }
     }
 
@@ -551,12 +544,12 @@ impl State {
     fn adopt(&mut self, record: Record) {
         self.data = record.data;
         self.expiry = record.expiry;
-        self.origin = record.origin;
+        self.version = record.version;
     }
 
     /// Puts back the data that [`State::take_record`] took out.
     pub(crate) fn restore(&mut self, record: Record) {
         self.data = record.data;
-        self.origin = record.origin;
+        self.version = record.version;
     }
 }
