@@ -25,6 +25,9 @@ pub enum ErrorKind {
     Interrupted,
     /// The session layer is misconfigured or missing.
     Config,
+    /// The application passed a value out of range (an expiry past
+    /// [`MAX_AGE`](crate::record::MAX_AGE)).
+    InvalidInput,
 }
 
 impl ErrorKind {
@@ -36,6 +39,7 @@ impl ErrorKind {
             Self::TooLarge => "session data too large for the engine",
             Self::Interrupted => "session was deleted before the request completed",
             Self::Config => "session configuration error",
+            Self::InvalidInput => "session value out of range",
         }
     }
 }

@@ -27,6 +27,23 @@ pub enum Expiry {
     OnBrowserClose,
 }
 
+/// The longest a session may live from one save to the next: 100 years.
+/// Every age the layer takes (`SESSION_COOKIE_AGE`, an inactivity period
+/// given to `set_expiry`, one read from a store) is checked against it, so
+/// that a deadline is always a moment the calendar can hold.
+pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
+impl Expiry {
+    /// True when the policy's age is within `(0, MAX_AGE]` (a fixed moment
+    /// or the browser's close always is).
+    pub fn is_within_bounds(&self) -> bool {
+        match self {
+            Self::OnInactivity(age) => age.is_positive() && age.unsigned_abs() <= MAX_AGE,
+            Self::AtDateTime(_) | Self::OnBrowserClose => true,
+        }
+    }
+}
+
 mod seconds {
     use serde::{Deserialize, Deserializer, Serializer};
     use time::Duration;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use cloakroom_core::config::{ConfigError, Settings, bool_or, millis_or, parse_or, redact_url};
+use cloakroom_core::record::MAX_AGE;
 use cookie::SameSite;
 
 use crate::Engine;
@@ -25,17 +26,16 @@ pub(crate) fn config(s: &dyn Settings) -> Result<SessionConfig, ConfigError> {
             ));
         }
     };
-    let age: u64 = parse_or(
-        s,
-        "SESSION_COOKIE_AGE",
-        1_209_600,
-        "a whole number of seconds above 0",
-    )?;
-    if age == 0 {
+    let age_accepted = format!(
+        "a whole number of seconds above 0 and at most {} (100 years)",
+        MAX_AGE.as_secs()
+    );
+    let age: u64 = parse_or(s, "SESSION_COOKIE_AGE", 1_209_600, &age_accepted)?;
+    if age == 0 || age > MAX_AGE.as_secs() {
         return Err(ConfigError::new(
             "SESSION_COOKIE_AGE",
-            "0",
-            "a whole number of seconds above 0",
+            age.to_string(),
+            age_accepted,
         ));
     }
     let cookie_domain = match s.get("SESSION_COOKIE_DOMAIN") {
@@ -339,6 +339,15 @@ mod tests {
         assert!(e.contains("SESSION_COOKIE_SECURE"), "{e}");
         let e = err(&[("SESSION_COOKIE_AGE", "soon")]);
         assert!(e.contains("SESSION_COOKIE_AGE=\"soon\""), "{e}");
+        // An age whose deadline the calendar cannot hold is refused at
+        // startup, not a panic on every saving request.
+        for age in ["315360000000", "3153600001", "18446744073709551615", "0"] {
+            let e = err(&[("SESSION_COOKIE_AGE", age)]);
+            assert!(e.contains(&format!("SESSION_COOKIE_AGE=\"{age}\"")), "{e}");
+            assert!(e.contains("at most 3153600000"), "{e}");
+        }
+        let c = config(&from_pairs([("SESSION_COOKIE_AGE", "3153600000")])).unwrap();
+        assert_eq!(c.cookie_age, MAX_AGE);
         let e = err(&[("SESSION_COOKIE_NAME", "a b")]);
         assert!(e.contains("SESSION_COOKIE_NAME"), "{e}");
         let e = err(&[("SESSION_COOKIE_HTTPONLY", "maybe")]);

@@ -49,6 +49,6 @@ impl std::error::Error for Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        crate::service::error_response(self.kind())
+        crate::finish::failure(self.kind())
     }
 }

@@ -113,7 +113,9 @@ impl SessionLayer {
         self.edit(|c| c.cookie_name = name)
     }
 
-    /// Sets the session lifetime (`SESSION_COOKIE_AGE`).
+    /// Sets the session lifetime (`SESSION_COOKIE_AGE`). An age past
+    /// [`MAX_AGE`](crate::core::record::MAX_AGE) (100 years) is taken as
+    /// that.
     ///
     /// ```
     /// # use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
@@ -123,7 +125,7 @@ impl SessionLayer {
     /// assert_eq!(layer.config().cookie_age.as_secs(), 3600);
     /// ```
     pub fn with_cookie_age(self, age: Duration) -> Self {
-        self.edit(|c| c.cookie_age = age)
+        self.edit(|c| c.cookie_age = age.min(cloakroom_core::record::MAX_AGE))
     }
 
     /// Sets the cookie's `Domain` (`SESSION_COOKIE_DOMAIN`).

@@ -65,10 +65,13 @@ mod config;
 mod env;
 mod error;
 mod extract;
+mod finish;
 mod jar;
 mod layer;
+mod plan;
 mod service;
 mod session;
+mod store;
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,47 +1,39 @@
-//! The per-request [`Session`] handle.
+//! The per-request [`Session`] handle: its API, and the state behind it,
+//! which no other module touches except through the methods at the end.
+//!
+//! The handle records what the handler did (read, changed, emptied, logged
+//! out, cycled the id, moved the deadline); once the handler is done, the
+//! layer asks for the [`Outcome`] and [`plan::decide`](crate::plan::decide)
+//! says what to write.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::Poll;
 use std::time::Duration;
 
-use cloakroom_core::record::Data;
+use cloakroom_core::record::{Data, MAX_AGE};
 use cloakroom_core::{ErrorKind, Expiry, Id, Record};
-
-use crate::Error;
-/// The error of store calls inside the crate.
-type StoreError = cloakroom_core::Error;
 use futures_util::lock::{Mutex, MutexGuard};
+use http::HeaderValue;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
-use crate::Engine;
 use crate::config::SessionConfig;
 use crate::jar::{self, RequestCookies};
-use http::HeaderValue;
+use crate::plan::{End, Outcome};
+use crate::{Engine, Error, store};
 
-/// What the request's cookie said, checked for form before any store is asked.
-#[derive(Debug)]
-pub(crate) enum Incoming {
-    /// No session cookie.
-    Absent,
-    /// A cookie that cannot be a session of this engine.
-    Malformed,
-    /// A well-formed id (server-side engines).
-    Id(Id),
-    /// A sealed value, chunks joined (cookie engines).
-    Sealed(String),
-}
+/// The error of store calls inside the crate.
+type StoreError = cloakroom_core::Error;
 
 /// The session of one request: an axum extractor, cheap to clone, loaded from
 /// the store on first use and written back by the layer after the handler.
 ///
 /// Every accessor is `async` because the first one loads the session (so a
 /// handler that never touches it costs no I/O). They fail only when the
-/// backend is unavailable; the error turns into a 503 response with `?`, and
-/// the layer answers 503 for that request in any case.
+/// backend is unavailable or a value does not (de)serialize; the error turns
+/// into a 503 (or 500) response with `?`, and the layer answers 503 for a
+/// request whose store call failed in any case.
 ///
 /// ```
 /// use cloakroom::Session;
@@ -54,7 +46,7 @@ pub(crate) enum Incoming {
 /// ```
 #[derive(Clone)]
 pub struct Session {
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Session {
@@ -66,9 +58,9 @@ impl std::fmt::Debug for Session {
     }
 }
 
-pub(crate) struct Shared {
-    pub(crate) engine: Engine,
-    pub(crate) config: Arc<SessionConfig>,
+struct Shared {
+    engine: Engine,
+    config: Arc<SessionConfig>,
     /// The request's `Cookie` headers, read only when the session is used
     /// (a handler that ignores the session costs no parsing).
     cookie_headers: CookieHeaders,
@@ -80,7 +72,7 @@ pub(crate) struct Shared {
     /// taking and releasing it uncontended is one atomic operation each,
     /// with nothing allocated; tokio's and async-lock's take an inner mutex
     /// on every release (async-lock's also allocates on the first).
-    pub(crate) state: Mutex<State>,
+    state: Mutex<State>,
 }
 
 /// The `Cookie` header values of a request; one is the common case and
@@ -100,6 +92,23 @@ impl CookieHeaders {
             rest: values.cloned().collect(),
         }
     }
+
+    fn iter(&self) -> impl Iterator<Item = &HeaderValue> {
+        self.first.iter().chain(&self.rest)
+    }
+}
+
+/// What the request's cookie said, checked for form before any store is asked.
+#[derive(Debug)]
+enum Incoming {
+    /// No session cookie.
+    Absent,
+    /// A cookie that cannot be a session of this engine.
+    Malformed,
+    /// A well-formed id (server-side engines).
+    Id(Id),
+    /// A sealed value, chunks joined (cookie engines).
+    Sealed(String),
 }
 
 /// What the cookies said, worked out on first use.
@@ -112,32 +121,21 @@ struct Parsed {
 impl Shared {
     fn parsed(&self) -> &Parsed {
         self.parsed.get_or_init(|| {
-            let headers = &self.cookie_headers;
-            if let Engine::Store(_) = &self.engine {
+            let name = &self.config.cookie_name;
+            let Engine::Cookie(_) = &self.engine else {
                 // Only the id matters: no chunks, nothing copied.
-                let value = jar::first_value(
-                    headers.first.iter().chain(&headers.rest),
-                    &self.config.cookie_name,
-                );
+                let value = jar::first_value(self.cookie_headers.iter(), name);
                 return Parsed {
                     incoming: value.map_or(Incoming::Absent, |v| {
                         Id::parse(v).map_or(Incoming::Malformed, Incoming::Id)
                     }),
                     chunk_numbers: Vec::new(),
                 };
-            }
-            let found = RequestCookies::read(
-                headers.first.iter().chain(&headers.rest),
-                &self.config.cookie_name,
-            );
-            let incoming = match (&self.engine, found.main.as_deref()) {
-                (_, None) => Incoming::Absent,
-                (Engine::Store(_), Some(value)) => {
-                    Id::parse(value).map_or(Incoming::Malformed, Incoming::Id)
-                }
-                (Engine::Cookie(_), Some(_)) => {
-                    found.joined().map_or(Incoming::Malformed, Incoming::Sealed)
-                }
+            };
+            let found = RequestCookies::read(self.cookie_headers.iter(), name);
+            let incoming = match found.main {
+                None => Incoming::Absent,
+                Some(_) => found.joined().map_or(Incoming::Malformed, Incoming::Sealed),
             };
             Parsed {
                 incoming,
@@ -145,50 +143,49 @@ impl Shared {
             }
         })
     }
-
-    /// Whether anything touched the session (before that, nothing can need
-    /// saving or a `Vary` header).
-    pub(crate) fn used(&self) -> bool {
-        self.used.load(Ordering::Acquire)
-    }
-
-    /// What the request's session cookie holds.
-    pub(crate) fn incoming(&self) -> &Incoming {
-        &self.parsed().incoming
-    }
-
-    /// Numbers of the `NAME.N` chunk cookies the request carried.
-    pub(crate) fn chunk_numbers(&self) -> &[usize] {
-        &self.parsed().chunk_numbers
-    }
 }
 
+/// What the handler did with the session. Private to this module: others
+/// read it through [`Session::outcome`] and the save methods below.
 #[derive(Default)]
-pub(crate) struct State {
-    pub(crate) loaded: bool,
-    /// A store error this request hit; the response becomes an error.
-    pub(crate) failure: Option<Failure>,
-    /// Set on the first access: only then does the layer add `Vary: Cookie`
-    /// and consider saving.
-    pub(crate) accessed: bool,
-    /// The data changed: the next save rewrites the record.
-    pub(crate) modified: bool,
+struct State {
+    /// The store (or the cookie) was asked; what it said is below.
+    loaded: bool,
+    /// The handler used an accessor.
+    accessed: bool,
+    /// The cookie opened a session that was live when loaded.
+    live: bool,
+    /// Data or expiry policy changed: the next save writes the record.
+    modified: bool,
     /// Only the deadline must move: a touch is enough.
-    pub(crate) touch: bool,
+    touch: bool,
+    /// `flush` ran (and deleted the records).
+    flushed: bool,
     /// The live id of a server-side session; `None` for a new one.
-    pub(crate) id: Option<Id>,
-    /// The id that `cycle_id` retired, deleted once the new one is saved.
-    pub(crate) retired: Option<Id>,
-    pub(crate) data: Data,
-    pub(crate) expiry: Option<Expiry>,
-    /// The store's version of the record it loaded, handed back on the save.
-    pub(crate) version: Option<u64>,
+    id: Option<Id>,
+    /// The id that `cycle_id` retired, retired once the new one is stored.
+    retired: Option<Id>,
+    data: Data,
+    expiry: Option<Expiry>,
+    /// The store's version of the record it loaded, handed back on save.
+    version: Option<u64>,
+    /// A store call of this request failed: the response says so.
+    failure: Option<ErrorKind>,
 }
 
-/// A failed store operation, kept to shape the response.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Failure {
-    pub(crate) kind: ErrorKind,
+impl State {
+    /// Nothing worth keeping: no values and no expiry of its own (an expiry
+    /// set on a fresh session is kept, as Django keeps it among the values).
+    fn is_blank(&self) -> bool {
+        self.data.is_empty() && self.expiry.is_none()
+    }
+}
+
+/// The lock on a session's state, held by the layer while it writes the
+/// session back.
+pub(crate) struct Locked<'a> {
+    session: &'a Session,
+    state: MutexGuard<'a, State>,
 }
 
 impl Session {
@@ -279,8 +276,9 @@ impl Session {
     }
 
     /// Logs out: removes every value, deletes the stored session at once and
-    /// makes the response remove the cookie. The old cookie then opens
-    /// nothing on server-side engines (cookie engines cannot revoke a copy).
+    /// makes the response remove the cookie, whatever its status. The old
+    /// cookie then opens nothing on server-side engines (cookie engines
+    /// cannot revoke a copy).
     ///
     /// # Errors
     /// When the backend is unavailable; the response is then a 503, never a
@@ -289,9 +287,11 @@ impl Session {
         let mut state = self.lock().await;
         state.accessed = true;
         state.loaded = true;
+        state.flushed = true;
+        state.live = false;
         state.data.clear();
         state.expiry = None;
-        state.modified = true;
+        state.modified = false;
         state.touch = false;
         state.version = None;
         let mut doomed: Vec<Id> = state
@@ -300,20 +300,25 @@ impl Session {
             .into_iter()
             .chain(state.retired.take())
             .collect();
-        if let Incoming::Id(id) = self.shared.incoming()
+        if let Incoming::Id(id) = &self.shared.parsed().incoming
             && !doomed.contains(id)
         {
             doomed.push(id.clone());
         }
-        for id in doomed {
-            self.delete_record(&mut state, &id).await?;
+        if let Engine::Store(store) = &self.shared.engine {
+            for id in doomed {
+                let result = store::delete(store.as_ref(), &self.shared.config, &id).await;
+                note_failure(&mut state, result)?;
+            }
         }
         Ok(())
     }
 
     /// Gives the session a new id and keeps its data (call it at login, so a
-    /// session id planted before login is worthless after). The old record
-    /// is deleted once the new one is stored.
+    /// session id planted before login is worthless after). The new record
+    /// is stored and the old one retired at the end of the request; if
+    /// another request logged the session out meanwhile, nothing is stored
+    /// and the response is a 400 that removes the cookie.
     ///
     /// # Errors
     /// When the backend is unavailable.
@@ -322,6 +327,7 @@ impl Session {
         if let Some(old) = state.id.take() {
             state.retired.get_or_insert(old);
         }
+        state.live = false;
         state.modified = true;
         Ok(())
     }
@@ -334,8 +340,20 @@ impl Session {
     /// rewrite of the data.
     ///
     /// # Errors
-    /// When the backend is unavailable.
+    /// When the backend is unavailable, or an inactivity period is not
+    /// above zero and at most [`MAX_AGE`](cloakroom_core::record::MAX_AGE)
+    /// (the session is then left as it was).
     pub async fn set_expiry(&self, expiry: Option<Expiry>) -> Result<(), Error> {
+        if let Some(bad) = expiry.filter(|e| !e.is_within_bounds()) {
+            return Err(StoreError::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "set_expiry({bad:?}): an inactivity period must be above zero and at most {} seconds",
+                    MAX_AGE.as_secs()
+                ),
+            )
+            .into());
+        }
         let mut state = self.loaded().await?;
         if state.expiry == expiry {
             if matches!(expiry, Some(Expiry::OnInactivity(_))) {
@@ -374,8 +392,12 @@ impl Session {
     /// # Errors
     /// When the backend is unavailable.
     pub async fn expiry_date(&self) -> Result<OffsetDateTime, Error> {
-        let age = self.expiry_age().await?;
-        Ok(OffsetDateTime::now_utc() + age)
+        let state = self.loaded().await?;
+        Ok(deadline(
+            state.expiry,
+            &self.shared.config,
+            OffsetDateTime::now_utc(),
+        )?)
     }
 
     /// True when the cookie has no `Max-Age` and so ends with the browser.
@@ -387,123 +409,216 @@ impl Session {
         Ok(browser_close(state.expiry, &self.shared.config))
     }
 
-    pub(crate) async fn lock(&self) -> MutexGuard<'_, State> {
+    async fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.used.store(true, Ordering::Release);
         self.shared.state.lock().await
     }
 
-    /// The state, loaded from the store on first use.
+    /// The state, loaded from the store on first use by the handler.
     async fn loaded(&self) -> Result<MutexGuard<'_, State>, StoreError> {
         let mut state = self.lock().await;
         state.accessed = true;
-        if state.loaded {
-            return Ok(state);
+        if !state.loaded {
+            // Boxed: the future of a store call (with its timer) would make
+            // each accessor's future many times larger, copied on every
+            // access.
+            Box::pin(self.load_into(&mut state)).await?;
         }
-        let now = OffsetDateTime::now_utc();
-        match (self.shared.incoming(), &self.shared.engine) {
-            (Incoming::Id(id), Engine::Store(store)) => {
-                let key = id.store_key();
-                let _ = store;
-                let found = Box::pin(self.run(&mut state, "load", |store| async move {
-                    store.load(&key).await
-                }))
-                .await?;
-                // Defence in depth: a store that returned a dead record does
-                // not revive it.
-                if let Some(record) = found
-                    && !record.is_expired_at(now)
-                {
-                    state.id = Some(id.clone());
-                    state.adopt(record);
-                }
-            }
-            (Incoming::Sealed(value), Engine::Cookie(codec)) => {
-                if let Some(opened) = codec.open(&self.shared.config.cookie_name, value, now) {
-                    // Re-issue under the current key at the end of this request.
-                    state.modified |= opened.stale_key;
-                    state.adopt(opened.record);
-                }
-            }
-            _ => {}
-        }
-        state.loaded = true;
         Ok(state)
     }
 
-    /// Deletes the record of `id` (a logout, a retired id, an emptied session).
-    pub(crate) async fn delete_record(&self, state: &mut State, id: &Id) -> Result<(), StoreError> {
-        let key = id.store_key();
-        self.run(
-            state,
-            "delete",
-            |store| async move { store.delete(&key).await },
-        )
-        .await
-    }
-
-    /// Runs one store operation under the layer's timeout; on failure logs it
-    /// with the engine and operation, remembers it for the response, and
-    /// returns it.
-    pub(crate) async fn run<T, F, Fut>(
-        &self,
-        state: &mut State,
-        operation: &'static str,
-        op: F,
-    ) -> Result<T, StoreError>
-    where
-        F: FnOnce(Arc<dyn cloakroom_core::SessionStore>) -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        let Engine::Store(store) = &self.shared.engine else {
-            return Err(StoreError::new(
-                ErrorKind::Config,
-                "not a server-side engine",
-            ));
-        };
-        let mut pending = std::pin::pin!(op(Arc::clone(store)));
-        // An operation that needs no I/O (the memory engine, a cached_db
-        // hit) is done at its first poll: it needs no timer.
-        let first = std::future::poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await;
-        let result = match first {
-            Poll::Ready(result) => result,
-            Poll::Pending => {
-                let timeout = self.shared.config.backend_timeout;
-                tokio::time::timeout(timeout, pending)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(StoreError::new(
-                            ErrorKind::Timeout,
-                            format!("no answer within {} ms", timeout.as_millis()),
-                        ))
-                    })
+    /// Reads the session the cookie names into `state`.
+    async fn load_into(&self, state: &mut State) -> Result<(), StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let shared = &self.shared;
+        let found = match (&shared.parsed().incoming, &shared.engine) {
+            (Incoming::Id(id), Engine::Store(store)) => {
+                let loaded = store::load(store.as_ref(), &shared.config, id).await;
+                note_failure(state, loaded)?.map(|record| (Some(id.clone()), record))
             }
+            (Incoming::Sealed(value), Engine::Cookie(codec)) => codec
+                .open(&shared.config.cookie_name, value, now)
+                .map(|opened| {
+                    // Re-issued under the current key at the end of this request.
+                    state.modified |= opened.stale_key;
+                    (None, opened.record)
+                }),
+            _ => None,
         };
-        self.checked(state, operation, result)
+        state.loaded = true;
+        // Defence in depth: a store that returned a dead record does not
+        // revive it, and a policy out of bounds is a damaged record.
+        let Some((id, record)) = found.filter(|(_, r)| {
+            !r.is_expired_at(now) && r.expiry.is_none_or(|e| e.is_within_bounds())
+        }) else {
+            return Ok(());
+        };
+        state.id = id;
+        state.live = true;
+        state.data = record.data;
+        state.expiry = record.expiry;
+        state.version = record.version;
+        Ok(())
     }
 
-    /// Passes on the result of a store operation; a failure is logged with
-    /// the engine and operation, and remembered for the response.
-    pub(crate) fn checked<T>(
-        &self,
-        state: &mut State,
-        operation: &'static str,
-        result: Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        if let Err(err) = &result {
-            let engine = self.shared.engine.name();
-            tracing::error!(engine, operation, error = %err, "session store operation failed");
-            state.failure = Some(Failure { kind: err.kind() });
+    /// Whether anything touched the session (before that, nothing can need
+    /// saving or a `Vary` header).
+    pub(crate) fn used(&self) -> bool {
+        self.shared.used.load(Ordering::Acquire)
+    }
+
+    /// Whether every request with a session cookie refreshes it.
+    pub(crate) fn saves_every_request(&self) -> bool {
+        self.shared.config.save_every_request
+    }
+
+    /// The state, locked for the layer's write-back, if free now (the
+    /// handler is done with the session unless it handed it to a task that
+    /// still runs).
+    pub(crate) fn try_lock(&self) -> Option<Locked<'_>> {
+        Some(Locked {
+            session: self,
+            state: self.shared.state.try_lock()?,
+        })
+    }
+
+    /// The state, locked for the layer's write-back.
+    pub(crate) async fn lock_for_save(&self) -> Locked<'_> {
+        Locked {
+            session: self,
+            state: self.shared.state.lock().await,
         }
-        result
+    }
+}
+
+/// Notes a failed store call in `state`, so the response reports it even if
+/// the handler ignored the error, and passes the result on.
+fn note_failure<T>(state: &mut State, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    if let Err(err) = &result {
+        state.failure = Some(err.kind());
+    }
+    result
+}
+
+/// What the layer's write-back may read and change of a locked session.
+impl<'a> Locked<'a> {
+    pub(crate) fn engine(&self) -> &'a Engine {
+        &self.session.shared.engine
+    }
+
+    pub(crate) fn config(&self) -> &'a SessionConfig {
+        &self.session.shared.config
+    }
+
+    /// Where the session stands, or the kind of the store failure that the
+    /// request hit (its response is then that error).
+    pub(crate) fn outcome(&self) -> Result<Outcome, ErrorKind> {
+        let state = &self.state;
+        if let Some(kind) = state.failure {
+            return Err(kind);
+        }
+        let end = if !state.loaded {
+            End::Untouched
+        } else if state.is_blank() && state.flushed {
+            End::Flushed
+        } else if state.is_blank() {
+            End::Emptied {
+                stored: state.id.is_some() || state.retired.is_some(),
+            }
+        } else if state.retired.is_some() {
+            End::Cycled
+        } else if state.modified || !state.live {
+            End::Modified { live: state.live }
+        } else if state.touch {
+            End::ExpiryMoved
+        } else {
+            End::Read
+        };
+        Ok(Outcome {
+            end,
+            had_cookie: !matches!(self.session.shared.parsed().incoming, Incoming::Absent),
+            accessed: state.accessed,
+        })
+    }
+
+    /// Reads the session for the write-back (the handler never did).
+    pub(crate) async fn load(&mut self) -> Result<(), StoreError> {
+        self.session.load_into(&mut self.state).await
+    }
+
+    /// The record to store for a save at `now`. It takes the data out of
+    /// the state (a save is the end of the request, and copying a 40 KB
+    /// service catalog on every save would be waste); [`Locked::restore`]
+    /// puts it back.
+    ///
+    /// # Errors
+    /// When the deadline is past what the calendar holds (a builder age
+    /// beyond [`MAX_AGE`]).
+    pub(crate) fn take_record(&mut self, now: OffsetDateTime) -> Result<Record, StoreError> {
+        let state = &mut *self.state;
+        let expires_at = deadline(state.expiry, &self.session.shared.config, now)?;
+        Ok(Record {
+            data: std::mem::take(&mut state.data),
+            expiry: state.expiry,
+            expires_at,
+            version: state.version,
+        })
+    }
+
+    /// Puts back the data that [`Locked::take_record`] took out.
+    pub(crate) fn restore(&mut self, record: Record) {
+        self.state.data = record.data;
+    }
+
+    /// The new deadline of a session saved or touched at `now`.
+    pub(crate) fn deadline(&self, now: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
+        deadline(self.state.expiry, &self.session.shared.config, now)
+    }
+
+    /// The cookie's lifetime for a save at `now`.
+    pub(crate) fn lifetime(&self, now: OffsetDateTime) -> jar::Lifetime {
+        let config = &self.session.shared.config;
+        if browser_close(self.state.expiry, config) {
+            jar::Lifetime::BrowserSession
+        } else {
+            jar::Lifetime::For(expiry_age(self.state.expiry, config, now), now)
+        }
+    }
+
+    /// The live id (to update or touch), if the cookie opened one.
+    pub(crate) fn live_id(&self) -> Option<&Id> {
+        self.state.id.as_ref()
+    }
+
+    /// The id that `cycle_id` retired, taken: it is retired once.
+    pub(crate) fn take_retired(&mut self) -> Option<Id> {
+        self.state.retired.take()
+    }
+
+    /// The session's records to delete when it ends empty.
+    pub(crate) fn take_ids(&mut self) -> Vec<Id> {
+        let state = &mut *self.state;
+        state
+            .id
+            .take()
+            .into_iter()
+            .chain(state.retired.take())
+            .collect()
+    }
+
+    /// The session now lives under `id` (a fresh one, just stored).
+    pub(crate) fn set_id(&mut self, id: Id) {
+        self.state.id = Some(id);
+    }
+
+    /// Numbers of the `NAME.N` chunk cookies the request carried.
+    pub(crate) fn chunk_numbers(&self) -> &[usize] {
+        &self.session.shared.parsed().chunk_numbers
     }
 }
 
 /// The time to live of a session saved at `now` with this expiry policy.
-pub(crate) fn expiry_age(
-    expiry: Option<Expiry>,
-    config: &SessionConfig,
-    now: OffsetDateTime,
-) -> Duration {
+fn expiry_age(expiry: Option<Expiry>, config: &SessionConfig, now: OffsetDateTime) -> Duration {
     match expiry {
         Some(Expiry::OnInactivity(age)) => age.try_into().unwrap_or(Duration::ZERO),
         Some(Expiry::AtDateTime(at)) => (at - now).try_into().unwrap_or(Duration::ZERO),
@@ -511,8 +626,33 @@ pub(crate) fn expiry_age(
     }
 }
 
+/// The deadline of a session saved at `now` with this expiry policy,
+/// computed with checked arithmetic: ages are bounded where they are set,
+/// and one that is not (a builder's) is an error, not a panic.
+fn deadline(
+    expiry: Option<Expiry>,
+    config: &SessionConfig,
+    now: OffsetDateTime,
+) -> Result<OffsetDateTime, StoreError> {
+    if let Some(Expiry::AtDateTime(at)) = expiry {
+        return Ok(at.max(now));
+    }
+    time::Duration::try_from(expiry_age(expiry, config, now))
+        .ok()
+        .and_then(|age| now.checked_add(age))
+        .ok_or_else(|| {
+            StoreError::new(
+                ErrorKind::Config,
+                format!(
+                    "the session's age is past what a deadline can hold (at most {} seconds)",
+                    MAX_AGE.as_secs()
+                ),
+            )
+        })
+}
+
 /// Whether the cookie should outlive the browser.
-pub(crate) fn browser_close(expiry: Option<Expiry>, config: &SessionConfig) -> bool {
+fn browser_close(expiry: Option<Expiry>, config: &SessionConfig) -> bool {
     match expiry {
         Some(Expiry::OnBrowserClose) => true,
         Some(_) => false,
@@ -520,36 +660,157 @@ pub(crate) fn browser_close(expiry: Option<Expiry>, config: &SessionConfig) -> b
     }
 }
 
-impl State {
-    /// Nothing worth keeping: no values and no expiry of its own (an expiry
-    /// set on a fresh session is kept, as Django keeps it among the values).
-    pub(crate) fn is_blank(&self) -> bool {
-        self.data.is_empty() && self.expiry.is_none()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_never_overflow() {
+        let now = OffsetDateTime::now_utc();
+        let huge = SessionConfig {
+            cookie_age: Duration::from_secs(315_360_000_000),
+            ..SessionConfig::default()
+        };
+        let err = deadline(None, &huge, now).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(deadline(Some(Expiry::OnBrowserClose), &huge, now).is_err());
+        let max = SessionConfig {
+            cookie_age: MAX_AGE,
+            ..SessionConfig::default()
+        };
+        assert!(deadline(None, &max, now).unwrap() > now);
+        let corrupt = Expiry::OnInactivity(time::Duration::MAX);
+        assert!(!corrupt.is_within_bounds());
+        assert!(deadline(Some(corrupt), &max, now).is_err());
+        let far = Expiry::AtDateTime(now + time::Duration::days(365 * 500));
+        assert!(deadline(Some(far), &huge, now).is_ok());
     }
 
-    /// The record to store for a save at `now`. It takes the data out of
-    /// the state (a save is the end of the request, and copying a 40 KB
-    /// service catalog on every save would be waste); [`State::restore`]
-    /// puts it back.
-    pub(crate) fn take_record(&mut self, config: &SessionConfig, now: OffsetDateTime) -> Record {
-        Record {
-            data: std::mem::take(&mut self.data),
-            expiry: self.expiry,
-            expires_at: now + expiry_age(self.expiry, config, now),
-            version: self.version.take(),
-        }
+    /// A request's session loaded by hand: `State` fields set as a handler
+    /// would leave them, and the end state read back.
+    fn end(edit: impl FnOnce(&mut State)) -> End {
+        let session = Session::new(
+            Engine::store(crate::memory::MemoryStore::new(1)),
+            Arc::new(SessionConfig::default()),
+            CookieHeaders::default(),
+        );
+        let mut locked = session.try_lock().expect("free");
+        locked.state.loaded = true;
+        edit(&mut locked.state);
+        locked.outcome().expect("no failure").end
     }
 
-    /// Takes on the session that `record` holds.
-    fn adopt(&mut self, record: Record) {
-        self.data = record.data;
-        self.expiry = record.expiry;
-        self.version = record.version;
+    #[test]
+    fn the_end_state_is_read_off_what_the_handler_did() {
+        let id = || Id::generate().unwrap();
+        let value = |s: &mut State| {
+            s.data.insert("k".into(), serde_json::json!(1));
+        };
+        assert_eq!(end(|_| {}), End::Emptied { stored: false });
+        assert_eq!(
+            end(|s| s.id = Some(id())),
+            End::Emptied { stored: true },
+            "a stored record left empty is deleted"
+        );
+        assert_eq!(
+            end(|s| s.retired = Some(id())),
+            End::Emptied { stored: true }
+        );
+        assert_eq!(
+            end(|s| {
+                value(s);
+                s.live = true;
+            }),
+            End::Read
+        );
+        assert_eq!(
+            end(|s| {
+                value(s);
+                s.live = true;
+                s.touch = true;
+            }),
+            End::ExpiryMoved
+        );
+        assert_eq!(
+            end(|s| {
+                value(s);
+                s.live = true;
+                s.touch = true;
+                s.modified = true;
+            }),
+            End::Modified { live: true }
+        );
+        assert_eq!(
+            end(|s| {
+                value(s);
+                s.modified = true;
+            }),
+            End::Modified { live: false }
+        );
+        assert_eq!(
+            end(|s| {
+                value(s);
+                s.retired = Some(id());
+                s.modified = true;
+            }),
+            End::Cycled
+        );
+        assert_eq!(end(|s| s.flushed = true), End::Flushed);
+        assert_eq!(
+            end(|s| {
+                s.flushed = true;
+                value(s);
+                s.modified = true;
+            }),
+            End::Modified { live: false },
+            "a value set after a logout is a new session"
+        );
+        assert_eq!(
+            end(|s| {
+                s.loaded = false;
+            }),
+            End::Untouched
+        );
     }
 
-    /// Puts back the data that [`State::take_record`] took out.
-    pub(crate) fn restore(&mut self, record: Record) {
-        self.data = record.data;
-        self.version = record.version;
+    /// A handler that hands its session to a task which still holds it
+    /// when the response is ready: the layer waits for it, then saves what
+    /// the task wrote.
+    #[tokio::test]
+    async fn a_session_still_in_use_after_the_handler_is_saved_once_released() {
+        use http::header::{SET_COOKIE, VARY};
+        use http::{Request, Response, StatusCode};
+        use tower::{Layer as _, ServiceExt as _};
+
+        let layer = crate::SessionLayer::new(Engine::store(crate::memory::MemoryStore::new(10)));
+        let service = layer.layer(tower::service_fn(
+            |request: Request<axum::body::Body>| async move {
+                let session = request
+                    .extensions()
+                    .get::<Session>()
+                    .cloned()
+                    .expect("the layer's session");
+                let (held, holding) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    let mut state = session.lock().await;
+                    state.accessed = true;
+                    state.loaded = true;
+                    state.data.insert("late".into(), serde_json::json!(1));
+                    state.modified = true;
+                    let _ = held.send(());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                });
+                let _ = holding.await;
+                Ok::<_, std::convert::Infallible>(Response::new(axum::body::Body::empty()))
+            },
+        ));
+        let response = service
+            .oneshot(Request::new(axum::body::Body::empty()))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers().get(VARY).unwrap(), "Cookie");
+        let cookie = response.headers().get(SET_COOKIE).expect("saved");
+        assert!(cookie.to_str().unwrap().starts_with("sessionid="));
     }
 }

@@ -1,0 +1,187 @@
+//! The only place the layer calls a server-side store: every call runs
+//! under the layer's timeout and a failure is logged with the engine and the
+//! operation; [`save`] carries out the store half of a [`Plan`].
+
+use std::future::Future;
+use std::task::Poll;
+
+use cloakroom_core::{Error, ErrorKind, Id, Record, SessionStore};
+use time::OffsetDateTime;
+
+use crate::config::SessionConfig;
+use crate::plan::Plan;
+use crate::session::Locked;
+
+/// How many fresh ids `create` is tried with before giving up; a collision
+/// of 256-bit random ids means a broken random source, not bad luck.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// Runs one store call under the layer's timeout; a failure is logged with
+/// the engine and the operation.
+async fn call<T>(
+    store: &dyn SessionStore,
+    config: &SessionConfig,
+    operation: &'static str,
+    pending: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let mut pending = std::pin::pin!(pending);
+    // A call that needs no I/O (the memory engine, a cached_db hit) is done
+    // at its first poll: it needs no timer.
+    let first = std::future::poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await;
+    let result = match first {
+        Poll::Ready(result) => result,
+        Poll::Pending => tokio::time::timeout(config.backend_timeout, pending)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("no answer within {} ms", config.backend_timeout.as_millis()),
+                ))
+            }),
+    };
+    if let Err(err) = &result {
+        let engine = store.engine();
+        tracing::error!(engine, operation, error = %err, "session store operation failed");
+    }
+    result
+}
+
+/// Loads the session `id` names.
+pub(crate) async fn load(
+    store: &dyn SessionStore,
+    config: &SessionConfig,
+    id: &Id,
+) -> Result<Option<Record>, Error> {
+    call(store, config, "load", store.load(&id.store_key())).await
+}
+
+/// Deletes the session `id` names.
+pub(crate) async fn delete(
+    store: &dyn SessionStore,
+    config: &SessionConfig,
+    id: &Id,
+) -> Result<(), Error> {
+    call(store, config, "delete", store.delete(&id.store_key())).await
+}
+
+/// The error of a save that found its session deleted by another request.
+fn interrupted() -> Error {
+    Error::new(
+        ErrorKind::Interrupted,
+        "the session was deleted by another request",
+    )
+}
+
+/// Carries out the store half of `plan` (delete, create, update, touch) at
+/// `now`, and returns the id whose cookie the response gets, if any.
+///
+/// # Errors
+/// A store failure, or [`ErrorKind::Interrupted`] when the session was
+/// deleted meanwhile (a logout in another request): nothing of it is then
+/// stored again.
+pub(crate) async fn save(
+    store: &dyn SessionStore,
+    config: &SessionConfig,
+    session: &mut Locked<'_>,
+    plan: Plan,
+    now: OffsetDateTime,
+) -> Result<Option<Id>, Error> {
+    match plan {
+        Plan::Delete => {
+            for id in session.take_ids() {
+                delete(store, config, &id).await?;
+            }
+            Ok(None)
+        }
+        Plan::Create => {
+            let record = session.take_record(now)?;
+            let created = create(store, config, &record).await;
+            session.restore(record);
+            let id = created?;
+            if let Some(old) = session.take_retired()
+                && !retire(store, config, &old, now).await?
+            {
+                // The session was logged out after this request loaded it:
+                // the copy under the new id must not outlive it.
+                delete(store, config, &id).await?;
+                return Err(interrupted());
+            }
+            session.set_id(id.clone());
+            Ok(Some(id))
+        }
+        Plan::Update => {
+            let id = session.live_id().cloned().ok_or_else(interrupted)?;
+            let record = session.take_record(now)?;
+            let updated = call(
+                store,
+                config,
+                "update",
+                store.update(&id.store_key(), &record),
+            )
+            .await;
+            session.restore(record);
+            if updated? {
+                Ok(Some(id))
+            } else {
+                Err(interrupted())
+            }
+        }
+        Plan::Touch => {
+            let id = session.live_id().cloned().ok_or_else(interrupted)?;
+            let deadline = session.deadline(now)?;
+            let touched = call(
+                store,
+                config,
+                "touch",
+                store.touch(&id.store_key(), deadline),
+            )
+            .await?;
+            if touched {
+                Ok(Some(id))
+            } else {
+                Err(interrupted())
+            }
+        }
+        Plan::Nothing | Plan::RemoveCookie | Plan::Seal | Plan::Load => Ok(None),
+    }
+}
+
+/// Stores a new session under a fresh id and returns the id.
+async fn create(
+    store: &dyn SessionStore,
+    config: &SessionConfig,
+    record: &Record,
+) -> Result<Id, Error> {
+    for _ in 0..CREATE_ATTEMPTS {
+        let id = Id::generate()?;
+        if call(
+            store,
+            config,
+            "create",
+            store.create(&id.store_key(), record),
+        )
+        .await?
+        {
+            return Ok(id);
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Backend,
+        "every fresh session id was already taken; is the random source broken?",
+    ))
+}
+
+/// Ends the session `old` that `cycle_id` replaced; false when it was gone
+/// already (logged out by another request). The check is a touch to `now`,
+/// which every store does atomically and which ends the session at once;
+/// the delete that follows only tidies up.
+async fn retire(
+    store: &dyn SessionStore,
+    config: &SessionConfig,
+    old: &Id,
+    now: OffsetDateTime,
+) -> Result<bool, Error> {
+    let live = call(store, config, "touch", store.touch(&old.store_key(), now)).await?;
+    delete(store, config, old).await?;
+    Ok(live)
+}
