@@ -36,6 +36,8 @@ type Reply = Result<String, cloakroom::Error>;
 /// | `/age` | `expiry_age` in whole seconds |
 /// | `/fail/{k}/{v}` | inserts, then answers 500 |
 /// | `/held/{k}/{v}` | loads, waits for the [`Gate`], then inserts |
+/// | `/held-cycle` | loads, waits for the [`Gate`], then calls `cycle_id` (a login) |
+/// | `/flush-fail` | logs out, then answers 500 |
 pub fn router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
     Router::new()
         .route("/noop", get(|| async { "noop" }))
@@ -65,6 +67,8 @@ pub fn router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
         .route("/age", get(age))
         .route("/fail/{k}/{v}", get(fail))
         .route("/held/{k}/{v}", get(held))
+        .route("/held-cycle", get(held_cycle))
+        .route("/flush-fail", get(flush_fail))
         .layer(layer)
         .with_state(gate)
 }
@@ -133,4 +137,20 @@ async fn held(
     let _ = tokio::time::timeout(Duration::from_secs(10), gate.release.notified()).await;
     s.insert(&k, &v).await?;
     Ok(v)
+}
+
+async fn held_cycle(State(gate): State<Arc<Gate>>, s: Session) -> Reply {
+    let _ = s.get::<String>("user").await?;
+    gate.entered.notify_one();
+    let _ = tokio::time::timeout(Duration::from_secs(10), gate.release.notified()).await;
+    s.cycle_id().await?;
+    Ok("cycled".to_owned())
+}
+
+async fn flush_fail(s: Session) -> Result<(StatusCode, String), cloakroom::Error> {
+    s.flush().await?;
+    Ok((
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "handler failed after logout".to_owned(),
+    ))
 }

@@ -490,3 +490,137 @@ pub async fn concurrent_requests_never_resurrect_a_logout(engine: Engine) {
         "the logout was undone"
     );
 }
+
+/// A login (`cycle_id`) in a request that loaded the session before a
+/// concurrent logout answers as an interrupted save: 400 and a removal
+/// cookie, and neither the old nor a new id opens the logged-out session.
+pub async fn cycle_id_after_a_concurrent_logout_is_interrupted(engine: Engine) {
+    let (mut client, _, gate) = setup(engine, |l| l);
+    ok(&client.get("/set/user/ada").await);
+    let mut slow = client.replay();
+    let held = tokio::spawn(async move {
+        let reply = slow.get("/held-cycle").await;
+        (reply, slow)
+    });
+    gate.entered.notified().await;
+    let mut thief = client.replay();
+    ok(&client.get("/flush").await);
+    gate.release.notify_one();
+    let (reply, mut slow) = held.await.expect("held request");
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+    assert!(session_cookie(&reply).is_removal(), "{reply:?}");
+    assert!(slow.jar.is_empty(), "a new id was handed out: {reply:?}");
+    assert_eq!(slow.get("/get/user").await.body, "none");
+    assert_eq!(
+        thief.get("/get/user").await.body,
+        "none",
+        "the logged-out session came back"
+    );
+}
+
+/// Ages past what a deadline can hold are refused, never a panic: an
+/// inactivity period given to `set_expiry` is an error (the session is
+/// left as it was), and a layer built with such an age answers 500.
+pub async fn large_ages_are_errors_not_panics(engine: Engine) {
+    let (mut client, _, _) = setup(engine.clone(), |l| l);
+    ok(&client.get("/set/a/1").await);
+    for secs in ["315360000000", "3153600001", "0", "-5"] {
+        let reply = client.get(&format!("/expiry/idle/{secs}")).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{secs}: {reply:?}"
+        );
+        assert!(reply.set_cookies.is_empty(), "{secs}: {reply:?}");
+    }
+    assert_eq!(client.get("/age").await.body, "1209600");
+    assert_eq!(client.get("/get/a").await.body, "1");
+
+    // A stored record whose policy is out of range (damaged) is no session.
+    if let Engine::Store(store) = &engine {
+        let id = cloakroom_core::Id::generate().expect("OS randomness");
+        let mut record = crate::contract::record("damaged", Duration::from_secs(60));
+        record.expiry = Some(cloakroom::Expiry::OnInactivity(time::Duration::MAX));
+        assert!(
+            store
+                .create(&id.store_key(), &record)
+                .await
+                .expect("create")
+        );
+        let mut damaged = client.replay();
+        damaged.jar.insert(NAME.to_owned(), id.expose().to_owned());
+        assert_eq!(damaged.get("/get/v").await.body, "none");
+        let reply = damaged.get("/set/b/1").await;
+        ok(&reply);
+        assert_ne!(session_cookie(&reply).value, id.expose(), "adopted");
+    }
+
+    let mut config = cloakroom::SessionConfig::default();
+    config.cookie_age = Duration::from_secs(315_360_000_000);
+    let (mut client, _, _) = setup(engine, |l| {
+        SessionLayer::with_config(l.engine().clone(), config)
+    });
+    let reply = client.get("/set/a/1").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{reply:?}");
+    assert!(reply.set_cookies.is_empty(), "{reply:?}");
+}
+
+/// With `SESSION_SAVE_EVERY_REQUEST`, a page that never reads the session
+/// still refreshes a live cookie (Django's rule): an idle timeout is kept
+/// alive by browsing such pages, with a touch, not a rewrite. A dead
+/// cookie is removed instead.
+pub async fn save_every_request_refreshes_pages_that_do_not_read(engine: Engine) {
+    let server_side = engine.is_server_side();
+    let (mut client, counts, _) = setup(engine, |l| l.with_save_every_request(true));
+    ok(&client.get("/noop").await);
+    assert!(client.jar.is_empty(), "a cookie without a session");
+    ok(&client.get("/set/a/1").await);
+    ok(&client.get("/expiry/idle/2").await);
+    let value = client.jar.get(NAME).cloned();
+    let before = counts.snapshot();
+    let reply = client.get("/noop").await;
+    ok(&reply);
+    let cookie = session_cookie(&reply);
+    assert_eq!(cookie.max_age(), Some(2), "{reply:?}");
+    if server_side {
+        assert_eq!(Some(&cookie.value), value.as_ref(), "same id re-sent");
+        let after = counts.snapshot();
+        assert_eq!(after.touch, before.touch + 1, "{before:?} -> {after:?}");
+        assert_eq!(after.update + after.create, before.update + before.create);
+    }
+    // 3 s of pages that never read the session, past the first deadline.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let reply = client.get("/noop").await;
+        ok(&reply);
+        assert_eq!(session_cookie(&reply).max_age(), Some(2), "{reply:?}");
+    }
+    assert_eq!(client.get("/get/a").await.body, "1");
+    // No refresh on a failed response.
+    let reply = client.get("/fail/b/2").await;
+    assert!(reply.set_cookies.is_empty(), "{reply:?}");
+    // A cookie whose session is gone is removed, not refreshed.
+    let mut thief = client.replay();
+    ok(&client.get("/flush").await);
+    if server_side {
+        let reply = thief.get("/noop").await;
+        ok(&reply);
+        assert!(session_cookie(&reply).is_removal(), "{reply:?}");
+    }
+}
+
+/// A logout followed by a failed response still removes the cookie (the
+/// record is gone either way), and the old cookie opens nothing.
+pub async fn flush_then_5xx_removes_the_cookie(engine: Engine) {
+    let server_side = engine.is_server_side();
+    let (mut client, _, _) = setup(engine, |l| l);
+    ok(&client.get("/set/user/ada").await);
+    let mut thief = client.replay();
+    let reply = client.get("/flush-fail").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(session_cookie(&reply).is_removal(), "{reply:?}");
+    assert!(client.jar.is_empty());
+    if server_side {
+        assert_eq!(thief.get("/get/user").await.body, "none");
+    }
+}

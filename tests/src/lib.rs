@@ -69,6 +69,10 @@ macro_rules! conformance_suite {
             concurrent_logout_is_not_undone,
             concurrent_requests_never_resurrect_a_logout,
             expiry_at_datetime,
+            cycle_id_after_a_concurrent_logout_is_interrupted,
+            large_ages_are_errors_not_panics,
+            save_every_request_refreshes_pages_that_do_not_read,
+            flush_then_5xx_removes_the_cookie,
         );
     };
     (cookie: $engine:ident) => {
@@ -86,6 +90,9 @@ macro_rules! conformance_suite {
             no_save_on_5xx,
             vary_cookie_when_read,
             expiry_at_datetime,
+            large_ages_are_errors_not_panics,
+            save_every_request_refreshes_pages_that_do_not_read,
+            flush_then_5xx_removes_the_cookie,
         );
     };
     (@cases $engine:ident; $($case:ident),* $(,)?) => {
