@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use cloakroom::{Engine, ErrorKind, Record, SessionStore, StoreKey};
-use cloakroom_core::{Error, async_trait};
+use cloakroom_core::{Call, Error};
 use time::OffsetDateTime;
 
 /// Call counters, shared between the probe and the test.
@@ -104,34 +104,45 @@ impl Probe {
     }
 }
 
-#[async_trait]
+/// Forwards each call as the wrapped store answers it (at once or not), so
+/// the suite drives the same paths through the probe as without it.
 impl SessionStore for Probe {
     fn engine(&self) -> &'static str {
         self.inner.engine()
     }
 
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
-        self.enter(&self.counts.load)?;
-        self.inner.load(key).await
+    fn load<'a>(&'a self, key: &'a StoreKey) -> Call<'a, Option<Record>> {
+        match self.enter(&self.counts.load) {
+            Ok(()) => self.inner.load(key),
+            Err(err) => Call::ready(Err(err)),
+        }
     }
 
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-        self.enter(&self.counts.create)?;
-        self.inner.create(key, record).await
+    fn create<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        match self.enter(&self.counts.create) {
+            Ok(()) => self.inner.create(key, record),
+            Err(err) => Call::ready(Err(err)),
+        }
     }
 
-    async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-        self.enter(&self.counts.update)?;
-        self.inner.update(key, record).await
+    fn update<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        match self.enter(&self.counts.update) {
+            Ok(()) => self.inner.update(key, record),
+            Err(err) => Call::ready(Err(err)),
+        }
     }
 
-    async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error> {
-        self.enter(&self.counts.touch)?;
-        self.inner.touch(key, expires_at).await
+    fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
+        match self.enter(&self.counts.touch) {
+            Ok(()) => self.inner.touch(key, expires_at),
+            Err(err) => Call::ready(Err(err)),
+        }
     }
 
-    async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
-        self.enter(&self.counts.delete)?;
-        self.inner.delete(key).await
+    fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {
+        match self.enter(&self.counts.delete) {
+            Ok(()) => self.inner.delete(key),
+            Err(err) => Call::ready(Err(err)),
+        }
     }
 }

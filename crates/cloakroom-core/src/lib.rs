@@ -38,7 +38,4 @@ pub use config::{ConfigError, Env, Settings};
 pub use error::{BoxError, Error, ErrorKind};
 pub use id::{Id, KeyHex, StoreKey};
 pub use record::{Expiry, Record};
-pub use store::{CookieCodec, Opened, SessionStore};
-
-/// Re-exported so engine crates implement [`SessionStore`] with the same macro.
-pub use async_trait::async_trait;
+pub use store::{Call, CookieCodec, Opened, SessionStore};

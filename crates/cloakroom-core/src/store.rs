@@ -3,8 +3,10 @@
 //! the cookie itself.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::{Error, Record, StoreKey};
@@ -46,25 +48,89 @@ use crate::{Error, Record, StoreKey};
 ///   backend comes back (reconnect, refill its pool) without a restart.
 /// * The record's deadline is the store's expiry too where the backend has one
 ///   (Redis TTL, memcached exptime), so stale sessions do not pile up.
-#[async_trait]
+///
+/// # Answering
+///
+/// Each method returns a [`Call`]: [`Call::ready`] when the store has the
+/// answer at once (the session is in this process's memory), so the layer
+/// needs no allocation and no timer, or [`Call::pending`] with the work to
+/// wait for, which the layer runs under its timeout. Either way it is the
+/// same method and the same rules; a wrapper forwards the `Call` of the
+/// store it wraps as it is.
+///
+/// ```
+/// use cloakroom_core::store::Call;
+/// # use cloakroom_core::{Error, Record};
+/// # async fn fetch() -> Result<Option<Record>, Error> { Ok(None) }
+/// // An engine that does I/O:
+/// let call: Call<'_, Option<Record>> = Call::pending(async { fetch().await });
+/// // An engine that knows at once:
+/// let call: Call<'_, bool> = Call::ready(Ok(true));
+/// ```
 pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// A short engine name for logs and errors, such as `"redis"`.
     fn engine(&self) -> &'static str;
 
     /// Fetches the live record under `key`.
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error>;
+    fn load<'a>(&'a self, key: &'a StoreKey) -> Call<'a, Option<Record>>;
 
     /// Stores a new record; `Ok(false)` if `key` already holds a live one.
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error>;
+    fn create<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool>;
 
     /// Replaces a live record; `Ok(false)` if there is none.
-    async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error>;
+    fn update<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool>;
 
     /// Moves the deadline of a live record; `Ok(false)` if there is none.
-    async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error>;
+    fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool>;
 
     /// Removes the record, if any.
-    async fn delete(&self, key: &StoreKey) -> Result<(), Error>;
+    fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()>;
+}
+
+/// The answer of a [`SessionStore`] method: there already, or to wait for.
+/// A `Call` is a future either way.
+pub enum Call<'a, T> {
+    /// Answered at once; `None` once the answer was taken.
+    Ready(Option<Result<T, Error>>),
+    /// The work to wait for.
+    Pending(Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>),
+}
+
+impl<'a, T> Call<'a, T> {
+    /// An answer the store has at once.
+    pub fn ready(answer: Result<T, Error>) -> Self {
+        Self::Ready(Some(answer))
+    }
+
+    /// An answer that needs I/O: `work` runs when the call is awaited.
+    pub fn pending(work: impl Future<Output = Result<T, Error>> + Send + 'a) -> Self {
+        Self::Pending(Box::pin(work))
+    }
+}
+
+impl<T: Unpin> Future for Call<'_, T> {
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Ready(answer) => Poll::Ready(answer.take().unwrap_or_else(|| {
+                Err(Error::new(
+                    crate::ErrorKind::Backend,
+                    "a store call was awaited after it completed",
+                ))
+            })),
+            Self::Pending(work) => work.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Call<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ready(_) => "Call::Ready",
+            Self::Pending(_) => "Call::Pending",
+        })
+    }
 }
 
 /// A client-side engine: the whole session travels in the cookie, sealed so

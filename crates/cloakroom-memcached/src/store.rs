@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use cloakroom_core::config::{ConfigError, Settings};
-use cloakroom_core::{Error, Record, SessionStore, StoreKey, async_trait};
+use cloakroom_core::{Call, Record, SessionStore, StoreKey};
 use deadpool::managed::{Object, PoolError, TimeoutType};
 use time::OffsetDateTime;
 
@@ -285,109 +285,120 @@ impl MemcachedStore {
     }
 }
 
-#[async_trait]
 impl SessionStore for MemcachedStore {
     fn engine(&self) -> &'static str {
         "memcached"
     }
 
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
-        let (session, touched) = self.keys(key);
-        let names = [session.as_str(), touched.as_str()];
-        let mut values = match self.execute(key, &[Command::Get { keys: &names }]).await? {
-            Reply::Values(values) => values,
-            other => return Err(self.mismatch(key, &other).into()),
-        };
-        let mut take = |name: &str| {
-            values
-                .iter()
-                .position(|(k, _)| k == name)
-                .map(|at| values.swap_remove(at).1)
-        };
-        let Some(bytes) = take(&session) else {
-            return Ok(None);
-        };
-        let mut record = Record::from_shared(bytes.into())?;
-        if let Some(deadline) = take(&touched).and_then(|v| expiry::decode_deadline(&v)) {
-            record.expires_at = deadline;
-        }
-        // memcached keeps an item up to a grace second past its deadline; the
-        // deadline itself is enforced here.
-        Ok((!record.is_expired_at(OffsetDateTime::now_utc())).then_some(record))
+    fn load<'a>(&'a self, key: &'a StoreKey) -> Call<'a, Option<Record>> {
+        Call::pending(async move {
+            let (session, touched) = self.keys(key);
+            let names = [session.as_str(), touched.as_str()];
+            let mut values = match self.execute(key, &[Command::Get { keys: &names }]).await? {
+                Reply::Values(values) => values,
+                other => return Err(self.mismatch(key, &other).into()),
+            };
+            let mut take = |name: &str| {
+                values
+                    .iter()
+                    .position(|(k, _)| k == name)
+                    .map(|at| values.swap_remove(at).1)
+            };
+            let Some(bytes) = take(&session) else {
+                return Ok(None);
+            };
+            let mut record = Record::from_shared(bytes.into())?;
+            if let Some(deadline) = take(&touched).and_then(|v| expiry::decode_deadline(&v)) {
+                record.expires_at = deadline;
+            }
+            // memcached keeps an item up to a grace second past its deadline; the
+            // deadline itself is enforced here.
+            Ok((!record.is_expired_at(OffsetDateTime::now_utc())).then_some(record))
+        })
     }
 
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-        let value = record.to_bytes()?;
-        let Some(exptime) = expiry::exptime(record.expires_at, OffsetDateTime::now_utc()) else {
-            // Already past its deadline: there is nothing to store (and an
-            // exptime of 0 would mean "forever"). The key stays free.
-            return Ok(true);
-        };
-        let session = self.memcached_key(key);
-        let add = Command::Add {
-            key: &session,
-            exptime,
-            value: &value,
-        };
-        match self.execute(key, &[add]).await? {
-            Reply::Stored(stored) => Ok(stored),
-            other => Err(self.mismatch(key, &other).into()),
-        }
-    }
-
-    async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-        let value = record.to_bytes()?;
-        let Some(exptime) = expiry::exptime(record.expires_at, OffsetDateTime::now_utc()) else {
-            // Updated to a deadline that has passed: the session ends now.
-            return Ok(self.remove(key).await?);
-        };
-        let (session, touched) = self.keys(key);
-        // `replace` stores only over a live item: a session deleted meanwhile
-        // stays deleted. The record carries its own deadline, so an earlier
-        // touch's companion goes.
-        let commands = [
-            Command::Replace {
+    fn create<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        Call::pending(async move {
+            let value = record.to_bytes()?;
+            let Some(exptime) = expiry::exptime(record.expires_at, OffsetDateTime::now_utc())
+            else {
+                // Already past its deadline: there is nothing to store (and an
+                // exptime of 0 would mean "forever"). The key stays free.
+                return Ok(true);
+            };
+            let session = self.memcached_key(key);
+            let add = Command::Add {
                 key: &session,
                 exptime,
                 value: &value,
-            },
-            Command::Delete { key: &touched },
-        ];
-        match self.execute(key, &commands).await? {
-            Reply::Stored(stored) => Ok(stored),
-            other => Err(self.mismatch(key, &other).into()),
-        }
+            };
+            match self.execute(key, &[add]).await? {
+                Reply::Stored(stored) => Ok(stored),
+                other => Err(self.mismatch(key, &other).into()),
+            }
+        })
     }
 
-    async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error> {
-        let Some(exptime) = expiry::exptime(expires_at, OffsetDateTime::now_utc()) else {
-            return Ok(self.remove(key).await?);
-        };
-        let (session, touched) = self.keys(key);
-        let deadline = expiry::encode_deadline(expires_at);
-        // One round trip. If the session is gone, the companion written here
-        // is never read (load needs the session) and expires with its own
-        // exptime.
-        let commands = [
-            Command::Touch {
-                key: &session,
-                exptime,
-            },
-            Command::Set {
-                key: &touched,
-                exptime,
-                value: deadline.as_bytes(),
-            },
-        ];
-        match self.execute(key, &commands).await? {
-            Reply::Touched(found) => Ok(found),
-            other => Err(self.mismatch(key, &other).into()),
-        }
+    fn update<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        Call::pending(async move {
+            let value = record.to_bytes()?;
+            let Some(exptime) = expiry::exptime(record.expires_at, OffsetDateTime::now_utc())
+            else {
+                // Updated to a deadline that has passed: the session ends now.
+                return Ok(self.remove(key).await?);
+            };
+            let (session, touched) = self.keys(key);
+            // `replace` stores only over a live item: a session deleted meanwhile
+            // stays deleted. The record carries its own deadline, so an earlier
+            // touch's companion goes.
+            let commands = [
+                Command::Replace {
+                    key: &session,
+                    exptime,
+                    value: &value,
+                },
+                Command::Delete { key: &touched },
+            ];
+            match self.execute(key, &commands).await? {
+                Reply::Stored(stored) => Ok(stored),
+                other => Err(self.mismatch(key, &other).into()),
+            }
+        })
     }
 
-    async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
-        self.remove(key).await?;
-        Ok(())
+    fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
+        Call::pending(async move {
+            let Some(exptime) = expiry::exptime(expires_at, OffsetDateTime::now_utc()) else {
+                return Ok(self.remove(key).await?);
+            };
+            let (session, touched) = self.keys(key);
+            let deadline = expiry::encode_deadline(expires_at);
+            // One round trip. If the session is gone, the companion written here
+            // is never read (load needs the session) and expires with its own
+            // exptime.
+            let commands = [
+                Command::Touch {
+                    key: &session,
+                    exptime,
+                },
+                Command::Set {
+                    key: &touched,
+                    exptime,
+                    value: deadline.as_bytes(),
+                },
+            ];
+            match self.execute(key, &commands).await? {
+                Reply::Touched(found) => Ok(found),
+                other => Err(self.mismatch(key, &other).into()),
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {
+        Call::pending(async move {
+            self.remove(key).await?;
+            Ok(())
+        })
     }
 }
 

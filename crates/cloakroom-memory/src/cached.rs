@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloakroom_core::config::{ConfigError, Settings, millis_or};
-use cloakroom_core::{Error, Record, SessionStore, StoreKey, async_trait};
-use moka::future::Cache;
+use cloakroom_core::{Call, Error, Record, SessionStore, StoreKey};
+use moka::sync::Cache;
 use time::OffsetDateTime;
 
 use crate::store::{Hasher, max_entries};
@@ -131,20 +131,16 @@ impl CachedStore {
     }
 
     /// Caches what a write stored.
-    async fn keep(&self, key: &StoreKey, record: Record) {
-        self.cache.insert(*key, Arc::new(record)).await;
-        self.unless_gone(key).await;
+    fn keep(&self, key: &StoreKey, record: Record) {
+        self.cache.insert(*key, Arc::new(record));
+        self.unless_gone(key);
     }
 
     /// Caches what a read fetched, unless something fresher got there first
     /// (a write that finished meanwhile).
-    async fn fill(&self, key: &StoreKey, record: Record) {
-        let _ = self
-            .cache
-            .entry_by_ref(key)
-            .or_insert(Arc::new(record))
-            .await;
-        self.unless_gone(key).await;
+    fn fill(&self, key: &StoreKey, record: Record) {
+        let _ = self.cache.entry_by_ref(key).or_insert(Arc::new(record));
+        self.unless_gone(key);
     }
 
     /// Drops what was just cached if the session was deleted meanwhile: a
@@ -153,32 +149,32 @@ impl CachedStore {
     /// key before it evicts, so either its eviction comes after the insert,
     /// or this check sees the mark. Ids are never reused, so a marked key
     /// never holds a live session again.
-    async fn unless_gone(&self, key: &StoreKey) {
+    fn unless_gone(&self, key: &StoreKey) {
         if self.gone.contains_key(key) {
-            self.cache.invalidate(key).await;
+            self.cache.invalidate(key);
         }
     }
 
     /// Forgets the session here and stops reads in flight from caching it.
-    async fn forget(&self, key: &StoreKey) {
-        self.gone.insert(*key, ()).await;
-        self.cache.invalidate(key).await;
+    fn forget(&self, key: &StoreKey) {
+        self.gone.insert(*key, ());
+        self.cache.invalidate(key);
     }
 
     /// Runs a write on the inner store; on `Ok(true)` keeps `fresh` in the
     /// cache, on anything else drops the local copy, since it may no longer
     /// match the database.
-    async fn write_through(
+    fn write_through(
         &self,
         key: &StoreKey,
         result: Result<bool, Error>,
         fresh: impl FnOnce() -> Option<Record>,
     ) -> Result<bool, Error> {
         match (&result, fresh()) {
-            (Ok(true), Some(record)) => self.keep(key, record).await,
+            (Ok(true), Some(record)) => self.keep(key, record),
             // The session is gone from the inner store.
-            (Ok(false), _) => self.forget(key).await,
-            _ => self.cache.invalidate(key).await,
+            (Ok(false), _) => self.forget(key),
+            _ => self.cache.invalidate(key),
         }
         result
     }
@@ -191,58 +187,64 @@ fn live_copy(found: Option<Arc<Record>>) -> Option<Record> {
         .map(|hit| Record::clone(&hit))
 }
 
-#[async_trait]
+/// A load this process holds a copy of is answered at once; everything
+/// else waits for the inner store.
 impl SessionStore for CachedStore {
     fn engine(&self) -> &'static str {
         "cached_db"
     }
 
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
-        if let Some(hit) = live_copy(self.cache.get(key).await) {
-            return Ok(Some(hit));
+    fn load<'a>(&'a self, key: &'a StoreKey) -> Call<'a, Option<Record>> {
+        if let Some(hit) = live_copy(self.cache.get(key)) {
+            return Call::ready(Ok(Some(hit)));
         }
-        let found = self.inner.load(key).await?;
-        if let Some(record) = &found {
-            self.fill(key, record.clone()).await;
-        }
-        Ok(found)
+        Call::pending(async move {
+            let found = self.inner.load(key).await?;
+            if let Some(record) = &found {
+                self.fill(key, record.clone());
+            }
+            Ok(found)
+        })
     }
 
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-        let result = self.inner.create(key, record).await;
-        // A key that was taken is somebody else's session: leave its copy.
-        if matches!(result, Ok(false)) {
-            return result;
-        }
-        self.write_through(key, result, || Some(record.clone()))
-            .await
+    fn create<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        Call::pending(async move {
+            let result = self.inner.create(key, record).await;
+            // A key that was taken is somebody else's session: leave its copy.
+            if matches!(result, Ok(false)) {
+                return result;
+            }
+            self.write_through(key, result, || Some(record.clone()))
+        })
     }
 
-    async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-        let result = self.inner.update(key, record).await;
-        self.write_through(key, result, || Some(record.clone()))
-            .await
+    fn update<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        Call::pending(async move {
+            let result = self.inner.update(key, record).await;
+            self.write_through(key, result, || Some(record.clone()))
+        })
     }
 
-    async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error> {
-        let cached = self.cache.get(key).await;
-        let result = self.inner.touch(key, expires_at).await;
-        // Without a cached copy there is nothing to refresh; the next read
-        // loads the touched record.
-        self.write_through(key, result, || {
-            cached.map(|old| Record {
-                expires_at,
-                ..Record::clone(&old)
+    fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
+        Call::pending(async move {
+            let cached = self.cache.get(key);
+            let result = self.inner.touch(key, expires_at).await;
+            // Without a cached copy there is nothing to refresh; the next
+            // read loads the touched record.
+            self.write_through(key, result, || {
+                cached.map(|old| Record {
+                    expires_at,
+                    ..Record::clone(&old)
+                })
             })
         })
-        .await
     }
 
-    async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
+    fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {
         // Evict first: even if the database is down, this process stops
         // serving the session at once.
-        self.forget(key).await;
-        self.inner.delete(key).await
+        self.forget(key);
+        Call::pending(self.inner.delete(key))
     }
 }
 
@@ -278,31 +280,41 @@ mod tests {
         }
     }
 
-    #[async_trait]
+    /// Always waits, as a database would.
     impl SessionStore for Db {
         fn engine(&self) -> &'static str {
             "db"
         }
-        async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
+        fn load<'a>(&'a self, key: &'a StoreKey) -> Call<'a, Option<Record>> {
             self.loads.fetch_add(1, Ordering::SeqCst);
-            self.check()?;
-            self.inner.load(key).await
+            Call::pending(async move {
+                self.check()?;
+                self.inner.load(key).await
+            })
         }
-        async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-            self.check()?;
-            self.inner.create(key, record).await
+        fn create<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+            Call::pending(async move {
+                self.check()?;
+                self.inner.create(key, record).await
+            })
         }
-        async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-            self.check()?;
-            self.inner.update(key, record).await
+        fn update<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+            Call::pending(async move {
+                self.check()?;
+                self.inner.update(key, record).await
+            })
         }
-        async fn touch(&self, key: &StoreKey, at: OffsetDateTime) -> Result<bool, Error> {
-            self.check()?;
-            self.inner.touch(key, at).await
+        fn touch<'a>(&'a self, key: &'a StoreKey, at: OffsetDateTime) -> Call<'a, bool> {
+            Call::pending(async move {
+                self.check()?;
+                self.inner.touch(key, at).await
+            })
         }
-        async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
-            self.check()?;
-            self.inner.delete(key).await
+        fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {
+            Call::pending(async move {
+                self.check()?;
+                self.inner.delete(key).await
+            })
         }
     }
 
@@ -379,7 +391,7 @@ mod tests {
         // delete; it reaches the cache only after the delete is done.
         let fetched = db.inner.load(&key).await.unwrap().unwrap();
         cached.delete(&key).await.unwrap();
-        cached.fill(&key, fetched).await;
+        cached.fill(&key, fetched);
         assert!(cached.load(&key).await.unwrap().is_none());
     }
 
@@ -390,7 +402,7 @@ mod tests {
         // An update that the database took just before the delete reaches
         // the cache only after the delete is done.
         cached.delete(&key).await.unwrap();
-        cached.keep(&key, record("b")).await;
+        cached.keep(&key, record("b"));
         assert!(cached.load(&key).await.unwrap().is_none());
     }
 
@@ -400,7 +412,7 @@ mod tests {
         assert!(cached.create(&key, &record("a")).await.unwrap());
         let stale = db.inner.load(&key).await.unwrap().unwrap();
         assert!(cached.update(&key, &record("b")).await.unwrap());
-        cached.fill(&key, stale).await;
+        cached.fill(&key, stale);
         assert_eq!(cached.load(&key).await.unwrap().unwrap().data["v"], "b");
     }
 

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cloakroom_core::config::{ConfigError, Settings, parse_or};
 use cloakroom_core::record::{from_millis, millis, now_millis};
-use cloakroom_core::{Error, Record, SessionStore, StoreKey, async_trait};
-use moka::future::Cache;
+use cloakroom_core::{Call, Error, Record, SessionStore, StoreKey};
+use moka::sync::Cache;
 use time::OffsetDateTime;
 
 /// The caches' hasher. Their keys are SHA-256 digests of ids this process
@@ -235,13 +235,13 @@ impl MemoryStore {
     /// Does the cache's pending bookkeeping now (evictions, expiries, entry
     /// counts) instead of on later calls; for tests and measurements.
     pub async fn run_pending_tasks(&self) {
-        self.cache.run_pending_tasks().await;
+        self.cache.run_pending_tasks();
     }
 
     /// Changes the live session under `key` in place, its deadline becoming
     /// `deadline_ms`, after finding it in the cache; false when there is none
     /// (never stored, expired or deleted).
-    async fn change_live(
+    fn change_live(
         &self,
         key: &StoreKey,
         deadline_ms: i64,
@@ -250,7 +250,7 @@ impl MemoryStore {
         let digest = key.digest();
         let now = now_millis();
         let moka_deadline = moka_deadline_for(deadline_ms, now);
-        let Some(slot) = self.cache.get(&digest).await else {
+        let Some(slot) = self.cache.get(&digest) else {
             return false;
         };
         {
@@ -272,41 +272,19 @@ impl MemoryStore {
         }
         // moka still has this entry's earlier deadline; one more read makes
         // it take the new one.
-        let _ = self.cache.get(&digest).await;
+        let _ = self.cache.get(&digest);
         true
     }
 
-    /// The live record in the entry a lookup of `key` found, if any.
-    fn record_in(found: Option<Arc<Slot>>) -> Result<Option<Record>, Error> {
-        let Some(slot) = found else {
-            return Ok(None);
-        };
-        match slot.lock().as_ref() {
-            Some(stored) if stored.is_live_at(now_millis()) => stored.decode().map(Some),
-            _ => Ok(None),
-        }
-    }
-}
-
-#[async_trait]
-impl SessionStore for MemoryStore {
-    fn engine(&self) -> &'static str {
-        "memory"
-    }
-
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
-        Self::record_in(self.cache.get(&key.digest()).await)
-    }
-
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
+    /// Stores a new session unless `key` holds a live one.
+    fn create_now(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
         let digest = key.digest();
         let now = now_millis();
         let fresh = Slot::new(Stored::encode(record)?, now);
         let entry = self
             .cache
             .entry(digest)
-            .or_insert_with(async { Arc::clone(&fresh) })
-            .await;
+            .or_insert_with(|| Arc::clone(&fresh));
         if entry.is_fresh() {
             return Ok(true);
         }
@@ -329,33 +307,59 @@ impl SessionStore for MemoryStore {
             }
         };
         if emptied {
-            self.cache.insert(digest, fresh).await;
+            self.cache.insert(digest, fresh);
         } else {
-            let _ = self.cache.get(&digest).await;
+            let _ = self.cache.get(&digest);
         }
         Ok(true)
     }
 
-    async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-        let encoded = Stored::encode(record)?;
-        let deadline_ms = encoded.deadline_ms;
-        Ok(self
-            .change_live(key, deadline_ms, |stored| *stored = encoded)
-            .await)
+    /// The live record in the entry a lookup of `key` found, if any.
+    fn record_in(found: Option<Arc<Slot>>) -> Result<Option<Record>, Error> {
+        let Some(slot) = found else {
+            return Ok(None);
+        };
+        match slot.lock().as_ref() {
+            Some(stored) if stored.is_live_at(now_millis()) => stored.decode().map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Every call is answered at once: the sessions are in this process, and
+/// moka's synchronous cache does its bookkeeping within the call.
+impl SessionStore for MemoryStore {
+    fn engine(&self) -> &'static str {
+        "memory"
     }
 
-    async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error> {
+    fn load<'a>(&'a self, key: &'a StoreKey) -> Call<'a, Option<Record>> {
+        Call::ready(Self::record_in(self.cache.get(&key.digest())))
+    }
+
+    fn create<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        Call::ready(self.create_now(key, record))
+    }
+
+    fn update<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        Call::ready(Stored::encode(record).map(|encoded| {
+            let deadline_ms = encoded.deadline_ms;
+            self.change_live(key, deadline_ms, |stored| *stored = encoded)
+        }))
+    }
+
+    fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
         let deadline_ms = millis(expires_at);
-        Ok(self
-            .change_live(key, deadline_ms, |stored| stored.deadline_ms = deadline_ms)
-            .await)
+        Call::ready(Ok(self.change_live(key, deadline_ms, |stored| {
+            stored.deadline_ms = deadline_ms;
+        })))
     }
 
-    async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
-        if let Some(slot) = self.cache.remove(&key.digest()).await {
+    fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {
+        if let Some(slot) = self.cache.remove(&key.digest()) {
             *slot.lock() = None;
         }
-        Ok(())
+        Call::ready(Ok(()))
     }
 }
 
@@ -487,7 +491,7 @@ mod tests {
         let store = MemoryStore::new(10);
         let k = key();
         store.create(&k, &record(60)).await.unwrap();
-        let slot = store.cache.get(&k.digest()).await.unwrap();
+        let slot = store.cache.get(&k.digest()).unwrap();
         store.delete(&k).await.unwrap();
         assert!(slot.lock().is_none());
         assert!(!store.update(&k, &record(60)).await.unwrap());
@@ -496,7 +500,7 @@ mod tests {
 
     /// The session's deadline and moka's for it, from the cache entry.
     async fn deadlines(store: &MemoryStore, k: &StoreKey) -> (i64, i64) {
-        let slot = store.cache.get(&k.digest()).await.expect("in the cache");
+        let slot = store.cache.get(&k.digest()).expect("in the cache");
         let session = slot.lock().as_ref().expect("not emptied").deadline_ms;
         (session, slot.moka_deadline_ms())
     }

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use cloakroom_core::config::Settings;
 use cloakroom_core::record::{deadline_field, has_deadline_field};
-use cloakroom_core::{ConfigError, Error, Record, SessionStore, StoreKey, async_trait};
+use cloakroom_core::{Call, ConfigError, Error, Record, SessionStore, StoreKey};
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::cluster_async::ClusterConnection;
 use deadpool_redis::redis::{self, FromRedisValue, Pipeline, RedisError, Value};
@@ -529,72 +529,77 @@ impl RedisStore {
     }
 }
 
-#[async_trait]
 impl SessionStore for RedisStore {
     fn engine(&self) -> &'static str {
         "redis"
     }
 
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
-        let redis_key = self.redis_key(key);
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&redis_key);
-        let (value,): (Option<Vec<u8>>,) = self.query("load", &pipe).await?;
-        let Some(bytes) = value else {
-            return Ok(None);
-        };
-        let current = has_deadline_field(&bytes);
-        let mut record = match Record::from_shared(bytes.into()) {
-            Ok(record) => record,
-            Err(e) => {
-                // Something else wrote under our prefix, or a future format:
-                // treat it as no session (the layer issues a new id) rather
-                // than failing every request that carries this cookie.
-                tracing::warn!(engine = "redis", ?key, error = %e, "unreadable session record ignored");
+    fn load<'a>(&'a self, key: &'a StoreKey) -> Call<'a, Option<Record>> {
+        Call::pending(async move {
+            let redis_key = self.redis_key(key);
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(&redis_key);
+            let (value,): (Option<Vec<u8>>,) = self.query("load", &pipe).await?;
+            let Some(bytes) = value else {
+                return Ok(None);
+            };
+            let current = has_deadline_field(&bytes);
+            let mut record = match Record::from_shared(bytes.into()) {
+                Ok(record) => record,
+                Err(e) => {
+                    // Something else wrote under our prefix, or a future format:
+                    // treat it as no session (the layer issues a new id) rather
+                    // than failing every request that carries this cookie.
+                    tracing::warn!(engine = "redis", ?key, error = %e, "unreadable session record ignored");
+                    return Ok(None);
+                }
+            };
+            // Every touch moves the TTL; only this version's touch moves the
+            // deadline in the value too. So the TTL decides when the value has
+            // no deadline field (written by an earlier version), and when the
+            // field says the session is over while the key is still there (a
+            // touch by an instance of an earlier version during an upgrade).
+            // Both are rare: the usual load is the `GET` alone.
+            // Boxed, as it is rare: its future would otherwise make every
+            // load's bigger.
+            if (!current || record.is_expired())
+                && !Box::pin(self.deadline_from_ttl(&redis_key, &mut record)).await?
+            {
                 return Ok(None);
             }
-        };
-        // Every touch moves the TTL; only this version's touch moves the
-        // deadline in the value too. So the TTL decides when the value has
-        // no deadline field (written by an earlier version), and when the
-        // field says the session is over while the key is still there (a
-        // touch by an instance of an earlier version during an upgrade).
-        // Both are rare: the usual load is the `GET` alone.
-        // Boxed, as it is rare: its future would otherwise make every
-        // load's bigger.
-        if (!current || record.is_expired())
-            && !Box::pin(self.deadline_from_ttl(&redis_key, &mut record)).await?
-        {
-            return Ok(None);
-        }
-        Ok((!record.is_expired()).then_some(record))
+            Ok((!record.is_expired()).then_some(record))
+        })
     }
 
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-        self.set("create", key, record, "NX").await
+    fn create<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        Call::pending(async move { self.set("create", key, record, "NX").await })
     }
 
-    async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-        self.set("update", key, record, "XX").await
+    fn update<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        Call::pending(async move { self.set("update", key, record, "XX").await })
     }
 
-    async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVAL")
-            .arg(TOUCH_SCRIPT)
-            .arg(1)
-            .arg(self.redis_key(key))
-            .arg(ttl_millis(expires_at))
-            .arg(&deadline_field(expires_at)[..]);
-        let (set,): (i64,) = self.query("touch", &pipe).await?;
-        Ok(set == 1)
+    fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
+        Call::pending(async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVAL")
+                .arg(TOUCH_SCRIPT)
+                .arg(1)
+                .arg(self.redis_key(key))
+                .arg(ttl_millis(expires_at))
+                .arg(&deadline_field(expires_at)[..]);
+            let (set,): (i64,) = self.query("touch", &pipe).await?;
+            Ok(set == 1)
+        })
     }
 
-    async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("DEL").arg(self.redis_key(key));
-        let (_removed,): (i64,) = self.query("delete", &pipe).await?;
-        Ok(())
+    fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {
+        Call::pending(async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("DEL").arg(self.redis_key(key));
+            let (_removed,): (i64,) = self.query("delete", &pipe).await?;
+            Ok(())
+        })
     }
 }
 

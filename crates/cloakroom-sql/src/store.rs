@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cloakroom_core::record::{from_millis, millis};
-use cloakroom_core::{ConfigError, Error, Record, SessionStore, Settings, StoreKey};
+use cloakroom_core::{Call, ConfigError, Record, SessionStore, Settings, StoreKey};
 use time::OffsetDateTime;
 
 use crate::cleanup::{self, CleanupGuard};
@@ -583,59 +583,64 @@ impl fmt::Debug for SqlStore {
     }
 }
 
-#[cloakroom_core::async_trait]
 impl SessionStore for SqlStore {
     fn engine(&self) -> &'static str {
         "db"
     }
 
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
-        let Some((bytes, deadline)) = self.load_row(key).await? else {
-            return Ok(None);
-        };
-        // As Django does with a row it cannot decode: treat the session as
-        // absent (the user gets a fresh one) rather than fail every request
-        // that carries this cookie.
-        let record = Record::from_shared(bytes.into())
-            .ok()
-            .zip(from_millis(deadline).ok());
-        match record {
-            Some((mut record, expires_at)) => {
-                // The column, not the blob, holds the deadline: `touch`
-                // moves only the column.
-                record.expires_at = expires_at;
-                Ok(Some(record))
+    fn load<'a>(&'a self, key: &'a StoreKey) -> Call<'a, Option<Record>> {
+        Call::pending(async move {
+            let Some((bytes, deadline)) = self.load_row(key).await? else {
+                return Ok(None);
+            };
+            // As Django does with a row it cannot decode: treat the session as
+            // absent (the user gets a fresh one) rather than fail every request
+            // that carries this cookie.
+            let record = Record::from_shared(bytes.into())
+                .ok()
+                .zip(from_millis(deadline).ok());
+            match record {
+                Some((mut record, expires_at)) => {
+                    // The column, not the blob, holds the deadline: `touch`
+                    // moves only the column.
+                    record.expires_at = expires_at;
+                    Ok(Some(record))
+                }
+                None => {
+                    tracing::warn!(
+                        engine = "db",
+                        ?key,
+                        "session row is not readable; ignoring it"
+                    );
+                    Ok(None)
+                }
             }
-            None => {
-                tracing::warn!(
-                    engine = "db",
-                    ?key,
-                    "session row is not readable; ignoring it"
-                );
-                Ok(None)
-            }
-        }
+        })
     }
 
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-        let bytes = record.to_bytes()?;
-        Ok(self
-            .create_row(key, bytes, record.expires_at_millis())
-            .await?)
+    fn create<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        Call::pending(async move {
+            let bytes = record.to_bytes()?;
+            Ok(self
+                .create_row(key, bytes, record.expires_at_millis())
+                .await?)
+        })
     }
 
-    async fn update(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
-        let bytes = record.to_bytes()?;
-        Ok(self
-            .update_row(key, bytes, record.expires_at_millis())
-            .await?)
+    fn update<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        Call::pending(async move {
+            let bytes = record.to_bytes()?;
+            Ok(self
+                .update_row(key, bytes, record.expires_at_millis())
+                .await?)
+        })
     }
 
-    async fn touch(&self, key: &StoreKey, expires_at: OffsetDateTime) -> Result<bool, Error> {
-        Ok(self.touch_row(key, millis(expires_at)).await?)
+    fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
+        Call::pending(async move { Ok(self.touch_row(key, millis(expires_at)).await?) })
     }
 
-    async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
-        Ok(self.delete_row(key).await?)
+    fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {
+        Call::pending(async move { Ok(self.delete_row(key).await?) })
     }
 }

@@ -26,11 +26,16 @@
 //!
 //! # What lives where
 //!
-//! * [`layer`](SessionLayer) and [`service`](SessionService): the middleware,
-//!   with Django's `SessionMiddleware` rules (lazy load, save only when
-//!   modified, touch when only the expiry moves, no save on 5xx, removal
-//!   cookie for an emptied session, `Vary: Cookie`).
-//! * [`Session`]: the per-request handle and extractor.
+//! * [`layer`](SessionLayer) and [`service`](SessionService): the middleware
+//!   (tower plumbing only).
+//! * `plan.rs`: when a session is saved, and how: one pure function from
+//!   the session's end state, the settings and the status to a plan, with
+//!   Django's `SessionMiddleware` rules and ours written next to it.
+//! * `finish.rs`: carries the plan out after the handler; `store.rs`: the
+//!   only place that calls a store (timeout, logging, retries); `jar.rs`:
+//!   the `Cookie` header and `Set-Cookie`.
+//! * [`Session`]: the per-request handle and extractor; its state is
+//!   private to it.
 //! * [`SessionConfig`]: the cookie and saving settings.
 //! * [`Engine`]: a server-side [`SessionStore`] or a client-side
 //!   [`CookieCodec`]; engines come from their own crates, turned on by this
@@ -46,13 +51,13 @@
 //! | `SESSION_CACHE_URL` | `memory://` | for `cache`: `memory://`, `redis://`, `rediss://`, `redis+cluster://`, `memcached://` |
 //! | `SESSION_DATABASE_URL` | `DATABASE_URL` | for `db` and `cached_db` |
 //! | `SESSION_COOKIE_NAME` | `sessionid` | |
-//! | `SESSION_COOKIE_AGE` | `1209600` | seconds; cookie `Max-Age` and server-side deadline |
+//! | `SESSION_COOKIE_AGE` | `1209600` | seconds (at most 100 years); cookie `Max-Age` and server-side deadline |
 //! | `SESSION_COOKIE_DOMAIN` | unset | host-only cookie when unset |
 //! | `SESSION_COOKIE_PATH` | `/` | |
 //! | `SESSION_COOKIE_SECURE` | `false` | |
 //! | `SESSION_COOKIE_HTTPONLY` | `true` | |
 //! | `SESSION_COOKIE_SAMESITE` | `Lax` | `Lax`, `Strict`, `None` (needs Secure), `False` |
-//! | `SESSION_SAVE_EVERY_REQUEST` | `false` | |
+//! | `SESSION_SAVE_EVERY_REQUEST` | `false` | refresh every non-5xx response to a request with a live session cookie |
 //! | `SESSION_EXPIRE_AT_BROWSER_CLOSE` | `false` | |
 //! | `SESSION_BACKEND_TIMEOUT_MS` | `1500` | longest wait for one store call before 503 |
 //! | `SESSION_COOKIE_MAX_BYTES` | `7168` | cookie engines: bound on the session's cookies |

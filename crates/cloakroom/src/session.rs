@@ -419,10 +419,7 @@ impl Session {
         let mut state = self.lock().await;
         state.accessed = true;
         if !state.loaded {
-            // Boxed: the future of a store call (with its timer) would make
-            // each accessor's future many times larger, copied on every
-            // access.
-            Box::pin(self.load_into(&mut state)).await?;
+            self.load_into(&mut state).await?;
         }
         Ok(state)
     }

@@ -2,10 +2,7 @@
 //! under the layer's timeout and a failure is logged with the engine and the
 //! operation; [`save`] carries out the store half of a [`Plan`].
 
-use std::future::Future;
-use std::task::Poll;
-
-use cloakroom_core::{Error, ErrorKind, Id, Record, SessionStore};
+use cloakroom_core::{Call, Error, ErrorKind, Id, Record, SessionStore};
 use time::OffsetDateTime;
 
 use crate::config::SessionConfig;
@@ -16,21 +13,19 @@ use crate::session::Locked;
 /// of 256-bit random ids means a broken random source, not bad luck.
 const CREATE_ATTEMPTS: usize = 3;
 
-/// Runs one store call under the layer's timeout; a failure is logged with
-/// the engine and the operation.
-async fn call<T>(
+/// Waits for one store call under the layer's timeout; a failure is logged
+/// with the engine and the operation. A call answered at once needs no
+/// timer, and nothing here is allocated for it.
+async fn call<T: Unpin>(
     store: &dyn SessionStore,
     config: &SessionConfig,
     operation: &'static str,
-    pending: impl Future<Output = Result<T, Error>>,
+    call: Call<'_, T>,
 ) -> Result<T, Error> {
-    let mut pending = std::pin::pin!(pending);
-    // A call that needs no I/O (the memory engine, a cached_db hit) is done
-    // at its first poll: it needs no timer.
-    let first = std::future::poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await;
-    let result = match first {
-        Poll::Ready(result) => result,
-        Poll::Pending => tokio::time::timeout(config.backend_timeout, pending)
+    let result = match call {
+        Call::Ready(_) => call.await,
+        // Boxed with its timer: this future stays small in every accessor's.
+        Call::Pending(_) => Box::pin(tokio::time::timeout(config.backend_timeout, call))
             .await
             .unwrap_or_else(|_| {
                 Err(Error::new(
