@@ -3,9 +3,14 @@
 //! [`store`](crate::store), cookies through [`jar`], failures turned into
 //! responses here.
 //!
-//! A plan that needs no store call (nothing, a removal cookie, a sealed
-//! cookie) is carried out by [`now`], without a future; one that does is
-//! carried out by [`later`], which the service boxes.
+//! [`now`] runs when the handler is done and the session is free: it
+//! carries out every plan whose store calls are answered at once (the
+//! memory engine's), without a future. [`later`] carries out the rest,
+//! waiting under the layer's timeout; the service boxes it. Both run the
+//! same [`write`].
+
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 
 use axum::body::Body;
 use cloakroom_core::{CookieCodec, Error, ErrorKind, Id};
@@ -17,37 +22,40 @@ use crate::Engine;
 use crate::jar;
 use crate::plan::{self, Decision, Plan};
 use crate::session::Locked;
-use crate::store;
+use crate::store::{self, Stop, Wait};
 
 /// What [`now`] did with the response.
 pub(crate) enum Now {
     /// The plan is carried out: the final response.
     Done(Response<Body>),
-    /// The plan needs store calls: the response for [`later`].
+    /// The plan needs store calls that wait: the response for [`later`].
     Later(Response<Body>),
 }
 
-/// Carries out the plan for `session` if it needs no store call; gives the
+/// Carries out the plan for `session` if nothing in it waits; gives the
 /// response back otherwise, for [`later`].
 pub(crate) fn now(session: &mut Locked<'_>, response: Response<Body>) -> Now {
     let decision = match decide(session, &response) {
         Ok(decision) => decision,
         Err(kind) => return Now::Done(error_response(session, kind)),
     };
-    match (decision.plan, session.engine()) {
-        (Plan::Nothing | Plan::RemoveCookie, _) => {
-            Now::Done(respond(session, response, decision, Ok(None)))
+    // With `Wait::Never` nothing in `write` waits: each store call is
+    // answered at once or not made, so one poll finishes it.
+    let mut writing = pin!(write(session, response, decision, Wait::Never));
+    match writing
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(Ok(response)) => Now::Done(response),
+        Poll::Ready(Err(response)) => Now::Later(response),
+        Poll::Pending => {
+            tracing::error!("a session write-back that may not wait did; answering 500");
+            Now::Done(failure(ErrorKind::Backend))
         }
-        (Plan::Seal, Engine::Cookie(codec)) => {
-            let mut response = response;
-            let sealed = seal(session, codec.as_ref(), &mut response);
-            Now::Done(respond(session, response, decision, sealed.map(|()| None)))
-        }
-        _ => Now::Later(response),
     }
 }
 
-/// Carries out the plan for `session`, store calls included.
+/// Carries out the plan for `session`, waiting for the store as needed.
 pub(crate) async fn later(session: &mut Locked<'_>, response: Response<Body>) -> Response<Body> {
     let mut decision = match decide(session, &response) {
         Ok(decision) => decision,
@@ -62,25 +70,37 @@ pub(crate) async fn later(session: &mut Locked<'_>, response: Response<Body>) ->
             Err(kind) => return error_response(session, kind),
         };
     }
-    let mut response = response;
-    let saved = match session.engine() {
-        Engine::Store(store) => {
+    match write(session, response, decision, Wait::Bounded).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+/// Carries out `decision` and shapes the response; `Err` gives the response
+/// back untouched when the plan would wait and `wait` forbids it.
+async fn write(
+    session: &mut Locked<'_>,
+    mut response: Response<Body>,
+    decision: Decision,
+    wait: Wait,
+) -> Result<Response<Body>, Response<Body>> {
+    let now = OffsetDateTime::now_utc();
+    let saved = match (decision.plan, session.engine()) {
+        (Plan::Nothing | Plan::RemoveCookie, _) => Ok(None),
+        (Plan::Load, _) => return Err(response),
+        (Plan::Seal, Engine::Cookie(codec)) => {
+            seal(session, codec.as_ref(), &mut response, now).map(|()| None)
+        }
+        (_, Engine::Cookie(_)) => Ok(None),
+        (plan, Engine::Store(store)) => {
             let config = session.config();
-            store::save(
-                store.as_ref(),
-                config,
-                session,
-                decision.plan,
-                OffsetDateTime::now_utc(),
-            )
-            .await
+            match store::save(store.as_ref(), config, session, plan, now, wait).await {
+                Ok(id) => Ok(id),
+                Err(Stop::Failed(err)) => Err(err),
+                Err(Stop::WouldWait) => return Err(response),
+            }
         }
-        Engine::Cookie(codec) if decision.plan == Plan::Seal => {
-            seal(session, codec.as_ref(), &mut response).map(|()| None)
-        }
-        Engine::Cookie(_) => Ok(None),
     };
-    respond(session, response, decision, saved)
+    Ok(respond(session, response, decision, saved, now))
 }
 
 fn decide(session: &Locked<'_>, response: &Response<Body>) -> Result<Decision, ErrorKind> {
@@ -100,12 +120,13 @@ fn respond(
     mut response: Response<Body>,
     decision: Decision,
     saved: Result<Option<Id>, Error>,
+    now: OffsetDateTime,
 ) -> Response<Body> {
     let config = session.config();
     match saved {
         Err(err) => return error_response(session, err.kind()),
         Ok(Some(id)) => {
-            let lifetime = session.lifetime(OffsetDateTime::now_utc());
+            let lifetime = session.lifetime(now);
             jar::set(
                 response.headers_mut(),
                 config,
@@ -143,8 +164,8 @@ fn seal(
     session: &mut Locked<'_>,
     codec: &dyn CookieCodec,
     response: &mut Response<Body>,
+    now: OffsetDateTime,
 ) -> Result<(), Error> {
-    let now = OffsetDateTime::now_utc();
     let record = session.take_record(now)?;
     let config = session.config();
     let name = &config.cookie_name;

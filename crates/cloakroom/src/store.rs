@@ -67,21 +67,92 @@ fn interrupted() -> Error {
     )
 }
 
+/// How a write-back waits for the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Not at all. Only an update or a touch (one call) is tried so: if the
+    /// store would wait, its call is dropped before its work starts
+    /// ([`Stop::WouldWait`]) and the write-back is done again, waiting.
+    /// The memory engine answers at once, and its saves then need no boxed
+    /// future.
+    Never,
+    /// Each call under the layer's timeout.
+    Bounded,
+}
+
+/// Why a write-back did not complete.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// A store call failed, or the session was deleted meanwhile.
+    Failed(Error),
+    /// The store would have to wait (only with [`Wait::Never`]); nothing
+    /// was written.
+    WouldWait,
+}
+
+impl From<Error> for Stop {
+    fn from(err: Error) -> Self {
+        Self::Failed(err)
+    }
+}
+
+/// One call of a write-back: under the timeout, or not made at all if it
+/// would wait and the write-back may not.
+async fn step<T: Unpin>(
+    store: &dyn SessionStore,
+    config: &SessionConfig,
+    operation: &'static str,
+    pending: Call<'_, T>,
+    wait: Wait,
+) -> Result<T, Stop> {
+    if wait == Wait::Never && matches!(pending, Call::Pending(_)) {
+        return Err(Stop::WouldWait);
+    }
+    Ok(call(store, config, operation, pending).await?)
+}
+
 /// Carries out the store half of `plan` (delete, create, update, touch) at
 /// `now`, and returns the id whose cookie the response gets, if any.
 ///
 /// # Errors
 /// A store failure, or [`ErrorKind::Interrupted`] when the session was
 /// deleted meanwhile (a logout in another request): nothing of it is then
-/// stored again.
+/// stored again. With [`Wait::Never`], [`Stop::WouldWait`] for any plan but
+/// an update or a touch, and for those when the store would wait.
 pub(crate) async fn save(
     store: &dyn SessionStore,
     config: &SessionConfig,
     session: &mut Locked<'_>,
     plan: Plan,
     now: OffsetDateTime,
-) -> Result<Option<Id>, Error> {
+    wait: Wait,
+) -> Result<Option<Id>, Stop> {
     match plan {
+        Plan::Update => {
+            let id = session.live_id().cloned().ok_or_else(interrupted)?;
+            let record = session.take_record(now)?;
+            let key = id.store_key();
+            let updated = step(store, config, "update", store.update(&key, &record), wait).await;
+            session.restore(record);
+            if updated? {
+                Ok(Some(id))
+            } else {
+                Err(interrupted().into())
+            }
+        }
+        Plan::Touch => {
+            let id = session.live_id().cloned().ok_or_else(interrupted)?;
+            let deadline = session.deadline(now)?;
+            let key = id.store_key();
+            if step(store, config, "touch", store.touch(&key, deadline), wait).await? {
+                Ok(Some(id))
+            } else {
+                Err(interrupted().into())
+            }
+        }
+        // Several calls: once one is made the rest must be too, so these
+        // always wait.
+        _ if wait == Wait::Never => Err(Stop::WouldWait),
         Plan::Delete => {
             for id in session.take_ids() {
                 delete(store, config, &id).await?;
@@ -99,43 +170,10 @@ pub(crate) async fn save(
                 // The session was logged out after this request loaded it:
                 // the copy under the new id must not outlive it.
                 delete(store, config, &id).await?;
-                return Err(interrupted());
+                return Err(interrupted().into());
             }
             session.set_id(id.clone());
             Ok(Some(id))
-        }
-        Plan::Update => {
-            let id = session.live_id().cloned().ok_or_else(interrupted)?;
-            let record = session.take_record(now)?;
-            let updated = call(
-                store,
-                config,
-                "update",
-                store.update(&id.store_key(), &record),
-            )
-            .await;
-            session.restore(record);
-            if updated? {
-                Ok(Some(id))
-            } else {
-                Err(interrupted())
-            }
-        }
-        Plan::Touch => {
-            let id = session.live_id().cloned().ok_or_else(interrupted)?;
-            let deadline = session.deadline(now)?;
-            let touched = call(
-                store,
-                config,
-                "touch",
-                store.touch(&id.store_key(), deadline),
-            )
-            .await?;
-            if touched {
-                Ok(Some(id))
-            } else {
-                Err(interrupted())
-            }
         }
         Plan::Nothing | Plan::RemoveCookie | Plan::Seal | Plan::Load => Ok(None),
     }
