@@ -91,6 +91,17 @@ impl Probe {
         (engine, counts)
     }
 
+    /// Wraps a store directly, for store-level cases: the probe, and the
+    /// counters it counts into.
+    pub fn over(inner: Arc<dyn SessionStore>) -> (Self, Arc<Counts>) {
+        let counts = Arc::new(Counts::default());
+        let probe = Probe {
+            inner,
+            counts: Arc::clone(&counts),
+        };
+        (probe, counts)
+    }
+
     fn enter(&self, counter: &AtomicUsize) -> Result<(), Error> {
         counter.fetch_add(1, Ordering::SeqCst);
         if self.counts.fail.load(Ordering::SeqCst) {

@@ -1,7 +1,8 @@
 //! The `cached_db` engine: the SQL store on the private MariaDB behind the
 //! moka write-through cache (`CachedStore`).
 //!
-//! * the conformance suite, and the store-level contract cases;
+//! * the conformance suite, and the store-level contract cases, also with
+//!   the test probe in front of the cache and between it and the database;
 //! * reads after the first one do not query the database;
 //! * two "processes" (two layers, each with its own pool and cache) over one
 //!   database: a logout through one reaches the other within the local TTL,
@@ -64,6 +65,7 @@ async fn store_contract() {
         Arc::new(database("CLOAKROOM_MARIADB_URL", &unique_table()).await);
     let store = cached(Arc::clone(&db), Duration::from_secs(60));
     contract::calls_stay_small(&store);
+    contract::every_operation_written_through(&store, &*db).await;
     contract::create_never_overwrites(&store).await;
     let (db, cache) = (&db, &store);
     let held = |key| async move {
@@ -71,6 +73,34 @@ async fn store_contract() {
             || cache.load(&key).await.expect("load").is_some()
     };
     contract::deleted_sessions_stay_deleted(&store, held, 30).await;
+}
+
+/// The store-level contract with the probe on either side of the cache:
+/// in front of it, the probe forwards every call; behind it, every call the
+/// cache cannot answer from its copy reaches the database, as itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_contract_through_probe() {
+    let db: Arc<dyn SessionStore> =
+        Arc::new(database("CLOAKROOM_MARIADB_URL", &unique_table()).await);
+    let store: Arc<dyn SessionStore> = Arc::new(cached(Arc::clone(&db), Duration::from_secs(60)));
+    let (probe, counts) = Probe::over(Arc::clone(&store));
+    contract::every_operation_written_through(&probe, &*db).await;
+    contract::create_never_overwrites(&probe).await;
+    let (db, cache) = (&db, &store);
+    let held = |key| async move {
+        db.load(&key).await.expect("load").is_some()
+            || cache.load(&key).await.expect("load").is_some()
+    };
+    contract::deleted_sessions_stay_deleted(&probe, held, 10).await;
+    contract::all_five_called(&counts);
+    contract::each_call_reaches(&probe, &counts).await;
+
+    let (probe, counts) = Probe::over(Arc::clone(db));
+    let store = cached(Arc::new(probe), Duration::from_secs(60));
+    contract::every_operation(&store).await;
+    contract::create_never_overwrites(&store).await;
+    contract::all_five_called(&counts);
+    contract::each_call_reaches(&store, &counts).await;
 }
 
 fn client(engine: Engine) -> Client {

@@ -2,11 +2,12 @@
 //! starts (tests/servers/memcached.sh), all with memcached's default 1 MiB
 //! item size limit:
 //!
-//! * store-level cases on one server (`CLOAKROOM_MEMCACHED_URL`): a session
-//!   over the item limit is an error, not a silent loss; a 40-day expiry is
-//!   sent as an absolute time and honoured; a past deadline never becomes
-//!   "never expires"; updates and touches never bring back a deleted session;
-//!   touched deadlines are exact;
+//! * store-level cases on one server (`CLOAKROOM_MEMCACHED_URL`): every
+//!   operation as the contract has it, on the store and through the test
+//!   probe; a session over the item limit is an error, not a silent loss; a
+//!   40-day expiry is sent as an absolute time and honoured; a past deadline
+//!   never becomes "never expires"; updates and touches never bring back a
+//!   deleted session; touched deadlines are exact;
 //! * `sessions_land_on_both_servers` on two (`CLOAKROOM_MEMCACHED_PAIR_URL`);
 //! * `one_server_down_fails_only_its_sessions`: two servers of its own
 //!   (`CLOAKROOM_MEMCACHED_FAULT_*`), one of which it stops, hangs and
@@ -15,6 +16,7 @@
 //! What the store wrote is checked with plain text-protocol requests
 //! (`get`, `lru_crawler metadump all`) on a connection of the test's own.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,7 @@ use cloakroom_core::record::Data;
 use cloakroom_core::{Id, Record, SessionStore, StoreKey};
 use cloakroom_memcached::{MemcachedError, MemcachedStore, Options};
 use cloakroom_tests::client::Client;
+use cloakroom_tests::probe::Probe;
 use cloakroom_tests::{contract, required_env};
 use http::StatusCode;
 use serde_json::json;
@@ -343,6 +346,31 @@ async fn a_past_deadline_never_becomes_never_expiring() {
         exptimes(&server, &prefix).await.is_empty(),
         "an item is left"
     );
+}
+
+/// Every operation does what the contract says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_contract() {
+    contract::every_operation(&single()).await;
+}
+
+/// The contract cases through the test probe, which must forward every
+/// call, as itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_contract_through_probe() {
+    let url = required_env("CLOAKROOM_MEMCACHED_URL");
+    let server = &first_server(&url);
+    let store = Arc::new(store(&url, &unique_prefix()));
+    let (probe, counts) = Probe::over(Arc::clone(&store) as Arc<dyn SessionStore>);
+    contract::every_operation(&probe).await;
+    contract::create_never_overwrites(&probe).await;
+    let held = |key| {
+        let item = store.memcached_key(&key);
+        async move { holds(server, &item).await }
+    };
+    contract::deleted_sessions_stay_deleted(&probe, held, 10).await;
+    contract::all_five_called(&counts);
+    contract::each_call_reaches(&probe, &counts).await;
 }
 
 /// `create` never overwrites; a logout between a request's load and its

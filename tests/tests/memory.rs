@@ -1,10 +1,15 @@
 //! The in-process moka engine (the default): the conformance suite, and the
-//! store-level contract cases on the store itself.
+//! store-level contract cases on the store itself, through the test probe,
+//! and through the `cached_db` cache (`CachedStore`) in front of it.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use cloakroom::Engine;
-use cloakroom::memory::MemoryStore;
+use cloakroom::memory::{CachedStore, MemoryStore};
 use cloakroom_core::SessionStore;
 use cloakroom_tests::contract;
+use cloakroom_tests::probe::Probe;
 
 async fn engine() -> Engine {
     Engine::store(MemoryStore::new(10_000))
@@ -16,9 +21,52 @@ cloakroom_tests::conformance_suite!(engine);
 async fn store_contract() {
     let store = MemoryStore::new(10_000);
     contract::calls_stay_small(&store);
+    contract::every_operation(&store).await;
     contract::create_never_overwrites(&store).await;
     // In process, the store is the backend: what it loads is what it holds.
     let store = &store;
     let held = |key| async move { store.load(&key).await.expect("load").is_some() };
     contract::deleted_sessions_stay_deleted(store, held, 50).await;
+}
+
+/// The contract through the probe: it must forward every call, as itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_contract_through_probe() {
+    let store = Arc::new(MemoryStore::new(10_000));
+    let (probe, counts) = Probe::over(Arc::clone(&store) as Arc<dyn SessionStore>);
+    contract::every_operation(&probe).await;
+    contract::create_never_overwrites(&probe).await;
+    let store = &store;
+    let held = |key| async move { store.load(&key).await.expect("load").is_some() };
+    contract::deleted_sessions_stay_deleted(&probe, held, 10).await;
+    contract::all_five_called(&counts);
+    contract::each_call_reaches(&probe, &counts).await;
+}
+
+/// The contract through the `cached_db` cache in front of the memory
+/// store, each state checked on the memory store too; and, with the probe
+/// between them, every call the cache cannot answer reaches the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_contract_through_cache() {
+    let inner = Arc::new(MemoryStore::new(10_000));
+    let cache = CachedStore::new(
+        Arc::clone(&inner) as Arc<dyn SessionStore>,
+        10_000,
+        Duration::from_secs(60),
+    );
+    contract::calls_stay_small(&cache);
+    contract::every_operation_written_through(&cache, &*inner).await;
+    contract::create_never_overwrites(&cache).await;
+    let (inner, cached) = (&inner, &cache);
+    let held = |key| async move {
+        inner.load(&key).await.expect("load").is_some()
+            || cached.load(&key).await.expect("load").is_some()
+    };
+    contract::deleted_sessions_stay_deleted(&cache, held, 30).await;
+
+    let (probe, counts) = Probe::over(Arc::new(MemoryStore::new(10_000)));
+    let cache = CachedStore::new(Arc::new(probe), 10_000, Duration::from_secs(60));
+    contract::every_operation(&cache).await;
+    contract::all_five_called(&counts);
+    contract::each_call_reaches(&cache, &counts).await;
 }

@@ -16,6 +16,7 @@
 //! Every engine gets a key prefix of its own, so the cases run in parallel
 //! on the shared servers.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use cloakroom_core::record::{
 };
 use cloakroom_core::{Id, Record, SessionStore, StoreKey};
 use cloakroom_redis::{RedisOptions, RedisStore};
+use cloakroom_tests::probe::Probe;
 use cloakroom_tests::{contract, required_env};
 use deadpool_redis::redis::{self, FromRedisValue, aio::MultiplexedConnection};
 use serde_json::json;
@@ -278,6 +280,28 @@ mod cases {
         contract::create_never_overwrites(&store).await;
     }
 
+    /// Every operation does what the contract says.
+    pub(crate) async fn store_contract(url: &str) {
+        contract::every_operation(&store_at(url)).await;
+    }
+
+    /// The contract cases through the test probe, which must forward every
+    /// call, as itself.
+    pub(crate) async fn store_contract_through_probe(url: &str) {
+        let store = Arc::new(store_at(url));
+        let (probe, counts) = Probe::over(Arc::clone(&store) as Arc<dyn SessionStore>);
+        contract::every_operation(&probe).await;
+        contract::create_never_overwrites(&probe).await;
+        let raw = &Raw::open(url).await;
+        let held = |key| {
+            let redis_key = store.redis_key(&key);
+            async move { raw.exists(&redis_key).await }
+        };
+        contract::deleted_sessions_stay_deleted(&probe, held, 10).await;
+        contract::all_five_called(&counts);
+        contract::each_call_reaches(&probe, &counts).await;
+    }
+
     /// Updates and touches after a delete, and updates racing deletes, never
     /// bring a session back.
     pub(crate) async fn update_after_delete_does_not_recreate(url: &str) {
@@ -501,6 +525,8 @@ mod single {
         ttl_matches_expiry,
         expired_records_are_gone,
         unreadable_record_is_no_session,
+        store_contract,
+        store_contract_through_probe,
         create_does_not_overwrite,
         update_after_delete_does_not_recreate,
         touch_moves_ttl_and_deadline_field,
@@ -558,6 +584,7 @@ mod tls {
     cloakroom_tests::conformance_suite!(engine);
 
     redis_cases!("CLOAKROOM_REDIS_TLS_URL";
+        store_contract,
         ttl_matches_expiry,
         touch_moves_ttl_and_deadline_field,
         records_of_earlier_versions_follow_their_ttl,
@@ -593,6 +620,8 @@ mod cluster {
         ttl_matches_expiry,
         expired_records_are_gone,
         unreadable_record_is_no_session,
+        store_contract,
+        store_contract_through_probe,
         create_does_not_overwrite,
         update_after_delete_does_not_recreate,
         touch_moves_ttl_and_deadline_field,

@@ -11,6 +11,7 @@
 //! shared servers. The fault test, which stops its server, is in
 //! `sql_fault.rs` and has a MariaDB of its own.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use cloakroom::Engine;
 use cloakroom_core::record::Data;
 use cloakroom_core::{ErrorKind, Id, Record, SessionStore, StoreKey};
 use cloakroom_sql::{Backend, SqlStore};
+use cloakroom_tests::probe::Probe;
 use cloakroom_tests::{contract, required_env};
 use serde_json::json;
 use sqlx::AssertSqlSafe;
@@ -474,6 +476,26 @@ mod cases {
         assert_eq!(raw.rows(store.table()).await.len(), 1);
     }
 
+    /// Every operation does what the contract says.
+    pub(crate) async fn store_contract(url: &str) {
+        contract::every_operation(&store_at(url).await).await;
+    }
+
+    /// The contract cases through the test probe, which must forward every
+    /// call, as itself.
+    pub(crate) async fn store_contract_through_probe(url: &str) {
+        let store = Arc::new(store_at(url).await);
+        let (probe, counts) = Probe::over(Arc::clone(&store) as Arc<dyn SessionStore>);
+        contract::every_operation(&probe).await;
+        contract::create_never_overwrites(&probe).await;
+        let raw = &Raw::open(url).await;
+        let table = store.table();
+        let held = |key| async move { raw.row(table, &key).await.is_some() };
+        contract::deleted_sessions_stay_deleted(&probe, held, 10).await;
+        contract::all_five_called(&counts);
+        contract::each_call_reaches(&probe, &counts).await;
+    }
+
     /// `create` never overwrites; an update or touch after a delete, and
     /// updates racing deletes, never bring a session back.
     pub(crate) async fn update_after_delete_does_not_recreate(url: &str) {
@@ -705,6 +727,8 @@ mod mariadb {
         expired_rows_are_ignored,
         clear_expired_removes_exactly_the_expired,
         clear_expired_works_in_batches,
+        store_contract,
+        store_contract_through_probe,
         update_after_delete_does_not_recreate,
         one_mib_session_round_trips,
         oversized_session_is_too_large,
@@ -756,6 +780,8 @@ mod postgres {
         expired_rows_are_ignored,
         clear_expired_removes_exactly_the_expired,
         clear_expired_works_in_batches,
+        store_contract,
+        store_contract_through_probe,
         update_after_delete_does_not_recreate,
         one_mib_session_round_trips,
         cookie_value_is_in_no_row,
@@ -784,6 +810,8 @@ mod sqlite {
         expired_rows_are_ignored,
         clear_expired_removes_exactly_the_expired,
         clear_expired_works_in_batches,
+        store_contract,
+        store_contract_through_probe,
         update_after_delete_does_not_recreate,
         one_mib_session_round_trips,
         cookie_value_is_in_no_row,
