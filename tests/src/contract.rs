@@ -37,8 +37,9 @@ pub fn record(value: &str, ttl: Duration) -> Record {
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// The most bytes a store call's future may take: the layer boxes one per
-/// call, copying all of it, on every request that uses the session.
+/// The most bytes a pending store call's future may take: the store boxes
+/// one per call that waits, copying all of it, on every request that uses
+/// the session.
 pub const MAX_CALL_FUTURE_BYTES: usize = 4096;
 
 /// Every store call's future stays small: a connection attempt or another

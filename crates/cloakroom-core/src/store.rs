@@ -56,7 +56,9 @@ use crate::{Error, Record, StoreKey};
 /// needs no allocation and no timer, or [`Call::pending`] with the work to
 /// wait for, which the layer runs under its timeout. Either way it is the
 /// same method and the same rules; a wrapper forwards the `Call` of the
-/// store it wraps as it is.
+/// store it wraps as it is. The work of a pending call must start only when
+/// it is first polled, as an `async` block's does: the layer may drop an
+/// update or a touch it has not polled and make the call again later.
 ///
 /// ```
 /// use cloakroom_core::store::Call;

@@ -130,7 +130,9 @@ pub(crate) fn decide(
     };
     Decision {
         plan,
-        vary: accessed || (had_cookie && plan == Plan::RemoveCookie || plan == Plan::Delete),
+        // Django's: whenever the handler looked, and whenever the cookie is
+        // removed.
+        vary: accessed || matches!(plan, Plan::RemoveCookie | Plan::Delete),
     }
 }
 
