@@ -241,10 +241,12 @@ impl SessionStore for CachedStore {
     }
 
     fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {
-        // Evict first: even if the database is down, this process stops
-        // serving the session at once.
-        self.forget(key);
-        Call::pending(self.inner.delete(key))
+        Call::pending(async move {
+            // Evict first: even if the database is down, this process stops
+            // serving the session at once.
+            self.forget(key);
+            self.inner.delete(key).await
+        })
     }
 }
 
