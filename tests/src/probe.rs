@@ -102,58 +102,61 @@ impl Probe {
         (probe, counts)
     }
 
-    fn enter(&self, counter: &AtomicUsize) -> Result<(), Error> {
-        counter.fetch_add(1, Ordering::SeqCst);
+    /// Makes the wrapped store's call, counted into `counter`; while the
+    /// probe is failing, the call is counted and answered with an error
+    /// without reaching the store (a backend that is down takes nothing).
+    fn forward<'a, T: Send + 'a>(
+        &'a self,
+        counter: &'a AtomicUsize,
+        call: impl FnOnce() -> Call<'a, T>,
+    ) -> Call<'a, T> {
         if self.counts.fail.load(Ordering::SeqCst) {
-            Err(Error::new(
+            counter.fetch_add(1, Ordering::SeqCst);
+            return Call::ready(Err(Error::new(
                 ErrorKind::Backend,
                 "probe: backend switched off",
-            ))
-        } else {
-            Ok(())
+            )));
+        }
+        match call() {
+            Call::Pending(work) => Call::pending(async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                work.await
+            }),
+            ready => {
+                counter.fetch_add(1, Ordering::SeqCst);
+                ready
+            }
         }
     }
 }
 
 /// Forwards each call as the wrapped store answers it (at once or not), so
-/// the suite drives the same paths through the probe as without it.
+/// the suite drives the same paths through the probe as without it. A call
+/// is counted when its work runs: at once for an answer that is there, on
+/// the first poll for one to wait for (the layer may drop a pending call it
+/// has not polled, and make it again).
 impl SessionStore for Probe {
     fn engine(&self) -> &'static str {
         self.inner.engine()
     }
 
     fn load<'a>(&'a self, key: &'a StoreKey) -> Call<'a, Option<Record>> {
-        match self.enter(&self.counts.load) {
-            Ok(()) => self.inner.load(key),
-            Err(err) => Call::ready(Err(err)),
-        }
+        self.forward(&self.counts.load, || self.inner.load(key))
     }
 
     fn create<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
-        match self.enter(&self.counts.create) {
-            Ok(()) => self.inner.create(key, record),
-            Err(err) => Call::ready(Err(err)),
-        }
+        self.forward(&self.counts.create, || self.inner.create(key, record))
     }
 
     fn update<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
-        match self.enter(&self.counts.update) {
-            Ok(()) => self.inner.update(key, record),
-            Err(err) => Call::ready(Err(err)),
-        }
+        self.forward(&self.counts.update, || self.inner.update(key, record))
     }
 
     fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
-        match self.enter(&self.counts.touch) {
-            Ok(()) => self.inner.touch(key, expires_at),
-            Err(err) => Call::ready(Err(err)),
-        }
+        self.forward(&self.counts.touch, || self.inner.touch(key, expires_at))
     }
 
     fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {
-        match self.enter(&self.counts.delete) {
-            Ok(()) => self.inner.delete(key),
-            Err(err) => Call::ready(Err(err)),
-        }
+        self.forward(&self.counts.delete, || self.inner.delete(key))
     }
 }
