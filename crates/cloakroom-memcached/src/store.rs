@@ -19,7 +19,8 @@ use crate::ring::Ring;
 /// hashing.
 ///
 /// Every write waits for the server's answer: `create` is memcached's `add`
-/// (stores only a new key), `update` is `replace` (stores only over an
+/// (stores only a new key; see below for the `delete` that goes with it),
+/// `update` is `replace` (stores only over an
 /// existing key, so a session deleted by a concurrent logout stays deleted),
 /// `touch` is `touch`, `delete` is `delete`, `load` is `get`.
 ///
@@ -31,8 +32,17 @@ use crate::ring::Ring;
 /// also writes a small companion item (the session's key followed by
 /// [`TOUCHED_SUFFIX`]) holding the new deadline in milliseconds, in the same
 /// round trip; `load` fetches both with one `get`, and `update` and `delete`
-/// remove the companion with the session. A companion whose session is gone
-/// is never read, and expires on its own.
+/// remove the companion with the session. memcached cannot make the
+/// companion's `set` depend on the session being there, so a touch that finds
+/// no session still leaves one; `create` removes any companion in the same
+/// round trip as its `add`, so a session never starts with a deadline that a
+/// touch meant for an earlier one (or for none) left behind. A companion
+/// whose session is gone is never read, and expires on its own.
+///
+/// The one cost: a `create` refused because its key holds a live session
+/// (which takes a collision of 256-bit random ids) still removes that
+/// session's companion, so that session falls back to the deadline in its
+/// record, the one its last save wrote.
 ///
 /// Cloning is cheap and shares the connection pools.
 ///
@@ -326,13 +336,19 @@ impl SessionStore for MemcachedStore {
                 // exptime of 0 would mean "forever"). The key stays free.
                 return Ok(true);
             };
-            let session = self.memcached_key(key);
-            let add = Command::Add {
-                key: &session,
-                exptime,
-                value: &value,
-            };
-            match self.execute(key, &[add]).await? {
+            let (session, touched) = self.keys(key);
+            // A touch that found no session under this key may have left a
+            // companion (see `touch`); it belongs to no record, so it goes
+            // in the same round trip, before any load can see the session.
+            let commands = [
+                Command::Add {
+                    key: &session,
+                    exptime,
+                    value: &value,
+                },
+                Command::Delete { key: &touched },
+            ];
+            match self.execute(key, &commands).await? {
                 Reply::Stored(stored) => Ok(stored),
                 other => Err(self.mismatch(key, &other).into()),
             }
@@ -374,8 +390,9 @@ impl SessionStore for MemcachedStore {
             let (session, touched) = self.keys(key);
             let deadline = expiry::encode_deadline(expires_at);
             // One round trip. If the session is gone, the companion written here
-            // is never read (load needs the session) and expires with its own
-            // exptime.
+            // is never read: load needs the session, and a session created
+            // under this key later removes it (see `create`). It expires with
+            // its own exptime otherwise.
             let commands = [
                 Command::Touch {
                     key: &session,
@@ -421,7 +438,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use cloakroom_core::{ErrorKind, Id};
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpListener;
 
     use super::*;
@@ -459,6 +476,87 @@ mod tests {
 
     fn key() -> StoreKey {
         Id::generate().unwrap().store_key()
+    }
+
+    /// A stand-in for memcached that holds no items: it answers what
+    /// memcached answers then (`add` and `set` store, `touch` and `delete`
+    /// find nothing, `get` returns nothing) and records each command line,
+    /// without the data blocks, in the order received.
+    async fn recording_server() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut read = BufReader::new(read);
+                    let mut line = String::new();
+                    while read.read_line(&mut line).await.unwrap_or(0) > 0 {
+                        let words: Vec<&str> = line.split_whitespace().collect();
+                        let reply: &[u8] = match words[0] {
+                            "add" | "set" | "replace" => {
+                                let len: usize = words[4].parse().unwrap();
+                                let mut data = vec![0; len + 2];
+                                read.read_exact(&mut data).await.unwrap();
+                                if words[0] == "replace" {
+                                    b"NOT_STORED\r\n"
+                                } else {
+                                    b"STORED\r\n"
+                                }
+                            }
+                            "get" => b"END\r\n",
+                            _ => b"NOT_FOUND\r\n",
+                        };
+                        log.lock().unwrap().push(line.trim_end().to_owned());
+                        line.clear();
+                        if write.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("memcached://{addr}"), seen)
+    }
+
+    /// A touch that finds no session answers false, but memcached cannot
+    /// make its companion's `set` depend on that: so a `create` under the
+    /// key removes any companion, in the same round trip as its `add`, and a
+    /// new session never takes a deadline a touch left for no session.
+    #[tokio::test]
+    async fn create_removes_a_companion_a_missed_touch_left() {
+        let (url, seen) = recording_server().await;
+        let store = Options::from_url(&url)
+            .unwrap()
+            .key_prefix("p:")
+            .build()
+            .unwrap();
+        let key = key();
+        let (session, touched) = store.keys(&key);
+        let soon = OffsetDateTime::now_utc() + time::Duration::minutes(5);
+        assert!(!store.touch(&key, soon).await.unwrap());
+        let record = Record::new(cloakroom_core::record::Data::new(), soon);
+        assert!(store.create(&key, &record).await.unwrap());
+        let sent = std::mem::take(&mut *seen.lock().unwrap());
+        let verbs: Vec<(&str, &str)> = sent
+            .iter()
+            .map(|line| {
+                let mut words = line.split(' ');
+                (words.next().unwrap(), words.next().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            verbs,
+            [
+                ("touch", session.as_str()),
+                ("set", &touched),
+                ("add", &session),
+                ("delete", &touched),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use cloakroom_core::config::Settings;
-use cloakroom_core::record::{deadline_field, has_deadline_field};
+use cloakroom_core::record::{deadline_field, from_millis, has_deadline_field, millis, now_millis};
 use cloakroom_core::{Call, ConfigError, Error, Record, SessionStore, StoreKey};
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::cluster_async::ClusterConnection;
@@ -45,16 +45,30 @@ use crate::{RedisOptions, RedisStoreError};
 /// (`redis+cluster://`), on deadpool-redis connections.
 ///
 /// Sessions live under `key_prefix + StoreKey` (the SHA-256 of the id in hex)
-/// with a Redis TTL equal to the session deadline, so Redis itself drops
-/// expired sessions. Every contract operation is one round trip:
+/// and their keys expire exactly when the sessions end, so Redis itself drops
+/// expired sessions and a key that is there holds a live session. Every
+/// contract operation is one round trip:
 ///
 /// | operation | Redis |
 /// |---|---|
 /// | `load` | `GET key` |
-/// | `create` | `SET key value NX PX ttl` |
-/// | `update` | `SET key value XX PX ttl` (never recreates a deleted session) |
-/// | `touch` | a short Lua script (`EVAL`): if the key exists, `PEXPIRE` it and overwrite the deadline at the end of the value (`SETRANGE`) |
+/// | `create` | `SET key value NX PXAT expiry` |
+/// | `update` | `SET key value XX PXAT expiry` (never recreates a deleted session) |
+/// | `touch` | a short Lua script (`EVAL`): if the key exists, `PEXPIREAT` it and overwrite the deadline at the end of the value (`SETRANGE`) |
 /// | `delete` | `DEL key` |
+///
+/// The expiry is absolute: the session's last millisecond, one before its
+/// deadline (a session is over once the clock reaches its deadline, while
+/// Redis keeps a key until its clock passes the expiry). A write whose
+/// deadline has already come leaves no key: `create` then stores nothing
+/// (and answers `true`, the key staying free), while `update` and `touch` end
+/// the session with a `DEL` and answer whether there was one. So no key
+/// outlives its session, and no `SET ... XX` or touch brings an ended session
+/// back. This holds as far as Redis's clock agrees with the application's:
+/// keep them in step (NTP). A Redis clock that runs ahead ends sessions that
+/// much early; one that lags keeps their keys that much longer, which `load`
+/// still refuses (it checks the deadline in the value), but which an update
+/// or a touch in that time would find.
 ///
 /// The value is the record's bytes ([`Record::to_bytes`]), which end with its
 /// deadline in a fixed nine-byte form ([`deadline_field`]). Because `touch`
@@ -62,10 +76,13 @@ use crate::{RedisOptions, RedisStoreError};
 /// the value itself and needs one command, not a `GET` and a `PTTL`.
 ///
 /// A value written by an earlier version, whose deadline is not in that form,
-/// is still read: `load` then asks for its `PTTL` in a second round trip, and
-/// `touch` only moves its TTL. `load` also asks for the `PTTL` of a value
-/// whose deadline has passed while its key lives on, which is what a touch by
-/// an instance of an earlier version leaves during an upgrade.
+/// is still read: `load` then asks for its key's expiry (`PEXPIRETIME`) in a
+/// second round trip, and `touch` only moves that expiry. `load` asks the
+/// same of a value whose deadline has passed while its key lives on, and the
+/// key's expiry decides only if it is later than that deadline, which is what
+/// a touch by an instance of an earlier version leaves during an upgrade.
+///
+/// Needs Redis 7.0 or later (`PXAT` came in 6.2, `PEXPIRETIME` in 7.0).
 ///
 /// Building the store does not connect: a Redis that is down at startup is
 /// reported by the first request that needs a session, and the store
@@ -440,14 +457,46 @@ impl RedisStore {
     }
 }
 
-/// Milliseconds from now until `deadline`, at least 1: a record whose
-/// deadline has already passed is still written (so that `NX`/`XX` keep their
-/// meaning) but vanishes at once.
-fn ttl_millis(deadline: OffsetDateTime) -> i64 {
-    let left = deadline - OffsetDateTime::now_utc();
-    i64::try_from(left.whole_milliseconds())
-        .unwrap_or(i64::MAX)
-        .max(1)
+/// The expiry to give the key of a session whose deadline is `deadline`,
+/// in milliseconds since the Unix epoch (`PXAT`, `PEXPIREAT`), or `None` if
+/// the session is already over at `now_ms`.
+///
+/// A session is over once the clock reaches its deadline, to the
+/// millisecond that the record stores ([`millis`]); Redis keeps a key while
+/// its clock, in whole milliseconds, has not passed the key's expiry. So the
+/// expiry is the last millisecond of the session, one before its deadline:
+/// the key is gone exactly when the session ends, and no `SET ... XX` or
+/// touch can find it afterwards. A session that is already over gets no
+/// expiry: the store writes nothing for it (or deletes its key) rather than
+/// leave a key for Redis to drop later.
+fn key_expiry(deadline: OffsetDateTime, now_ms: i64) -> Option<i64> {
+    let deadline = millis(deadline);
+    (deadline > now_ms).then(|| deadline - 1)
+}
+
+/// The deadline, in milliseconds since the Unix epoch, of a record that its
+/// value alone does not settle, from the expiry of its key (the reply to
+/// `PEXPIRETIME`); `None` when there is no session.
+///
+/// Two kinds of value reach here. One without a deadline field (`current`
+/// false), written by an earlier version: its key's expiry is its deadline.
+/// And one whose deadline field (`stored`) has passed while its key is still
+/// there. A key this version wrote expires a millisecond before the field,
+/// with the session, so it is over; only a key that outlives the field has
+/// had its expiry moved later by an instance of an earlier version touching
+/// it (which moved the TTL, not the field) during an upgrade, and that expiry
+/// decides. Either way the deadline taken from an expiry is the key's last
+/// millisecond: early by at most a millisecond, never late.
+fn deadline_from_expiry(stored: i64, current: bool, expire_time: i64) -> Option<i64> {
+    match expire_time {
+        // Deleted or expired since the `GET` (or a reply Redis never gives).
+        ..=-2 => None,
+        // No expiry: only someone else's `PERSIST` does that; the record's
+        // own deadline still holds.
+        -1 => Some(stored),
+        at if current => Some(at.max(stored)),
+        at => Some(at),
+    }
 }
 
 /// `SET` replies `OK` when it wrote and nil when its `NX`/`XX` condition
@@ -464,10 +513,12 @@ fn set_outcome(op: &'static str, reply: Value) -> Result<bool, RedisStoreError> 
     }
 }
 
-/// `touch` on the server, atomically: if the key exists, give it the new TTL
-/// (`ARGV[1]`, milliseconds) and, when its value ends with a deadline field
-/// (the field's first byte, its marker, is where the new field's is), write
-/// the new field (`ARGV[2]`) over it. Replies 1 if the key existed, else 0.
+/// `touch` on the server, atomically: if the key exists, give it the new
+/// expiry (`ARGV[1]`, milliseconds since the Unix epoch, see [`key_expiry`])
+/// and, when its value ends with a deadline field (the field's first byte,
+/// its marker, is where the new field's is), write the new field (`ARGV[2]`)
+/// over it. Replies 1 if the key existed, else 0. Only sent for a deadline
+/// still to come; a touch to one that has come is a `DEL`.
 /// Sent with `EVAL`, which Redis answers from its script cache after the
 /// first time; no `SCRIPT LOAD` to lose when a server restarts or fails over.
 const TOUCH_SCRIPT: &str = r"
@@ -477,44 +528,29 @@ local at = n - string.len(ARGV[2])
 if at > 0 and redis.call('GETRANGE', KEYS[1], at, at) == string.sub(ARGV[2], 1, 1) then
   redis.call('SETRANGE', KEYS[1], at, ARGV[2])
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
 ";
 
 impl RedisStore {
-    /// Sets the deadline of `record` from the TTL of its key (`PTTL`); false
-    /// when the key is gone.
-    async fn deadline_from_ttl(&self, redis_key: &str, record: &mut Record) -> Result<bool, Error> {
+    /// The expiry of `redis_key`, as `PEXPIRETIME` gives it: milliseconds
+    /// since the Unix epoch, -1 for a key without one, -2 for no key.
+    async fn expire_time(&self, redis_key: &str) -> Result<i64, Error> {
         let mut pipe = redis::pipe();
-        pipe.cmd("PTTL").arg(redis_key);
-        // Taken before asking, so that the deadline errs early by the round
-        // trip, never late.
-        let asked_at = OffsetDateTime::now_utc();
-        let (pttl,): (i64,) = self.query("load", &pipe).await?;
-        match pttl {
-            // Deleted or expired since the GET.
-            -2 | 0 => Ok(false),
-            // No TTL: only someone else's PERSIST does that; the record's own
-            // deadline still holds.
-            -1 => Ok(true),
-            ms if ms > 0 => {
-                record.expires_at = asked_at + time::Duration::milliseconds(ms);
-                Ok(true)
-            }
-            other => Err(RedisStoreError::Reply {
-                op: "load",
-                detail: format!("PTTL {other}"),
-            }
-            .into()),
-        }
+        pipe.cmd("PEXPIRETIME").arg(redis_key);
+        let (at,): (i64,) = self.query("load", &pipe).await?;
+        Ok(at)
     }
 
+    /// `SET` of `record` under `key` with `condition` (`NX` or `XX`) and the
+    /// key's expiry `expire_at` (see [`key_expiry`]).
     async fn set(
         &self,
         op: &'static str,
         key: &StoreKey,
         record: &Record,
         condition: &str,
+        expire_at: i64,
     ) -> Result<bool, Error> {
         let value = record.to_bytes()?;
         let mut pipe = redis::pipe();
@@ -522,10 +558,19 @@ impl RedisStore {
             .arg(self.redis_key(key))
             .arg(value)
             .arg(condition)
-            .arg("PX")
-            .arg(ttl_millis(record.expires_at));
+            .arg("PXAT")
+            .arg(expire_at);
         let (reply,): (Value,) = self.query(op, &pipe).await?;
         Ok(set_outcome(op, reply)?)
+    }
+
+    /// `DEL` of `key`; true if it was there. This is how a session ends,
+    /// whether deleted or moved to a deadline that has come.
+    async fn remove(&self, op: &'static str, key: &StoreKey) -> Result<bool, Error> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL").arg(self.redis_key(key));
+        let (removed,): (i64,) = self.query(op, &pipe).await?;
+        Ok(removed > 0)
     }
 }
 
@@ -554,39 +599,63 @@ impl SessionStore for RedisStore {
                     return Ok(None);
                 }
             };
-            // Every touch moves the TTL; only this version's touch moves the
-            // deadline in the value too. So the TTL decides when the value has
-            // no deadline field (written by an earlier version), and when the
-            // field says the session is over while the key is still there (a
-            // touch by an instance of an earlier version during an upgrade).
-            // Both are rare: the usual load is the `GET` alone.
-            // Boxed, as it is rare: its future would otherwise make every
-            // load's bigger.
-            if (!current || record.is_expired())
-                && !Box::pin(self.deadline_from_ttl(&redis_key, &mut record)).await?
-            {
-                return Ok(None);
+            // The usual load is the `GET` alone: the value ends with the
+            // latest deadline, which every write and touch of this version
+            // puts there, and its key expires with it.
+            if current && !record.is_expired() {
+                return Ok(Some(record));
             }
+            // Rare: a value without a deadline field, written by an earlier
+            // version, or one whose deadline has passed while its key lives
+            // on; the key's expiry settles it (see `deadline_from_expiry`).
+            // Boxed: its future would otherwise make every load's bigger.
+            let expire_time = Box::pin(self.expire_time(&redis_key)).await?;
+            let Some(deadline) =
+                deadline_from_expiry(record.expires_at_millis(), current, expire_time)
+            else {
+                return Ok(None);
+            };
+            record.expires_at = from_millis(deadline)?;
             Ok((!record.is_expired()).then_some(record))
         })
     }
 
     fn create<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
-        Call::pending(async move { self.set("create", key, record, "NX").await })
+        Call::pending(async move {
+            match key_expiry(record.expires_at, now_millis()) {
+                Some(expire_at) => self.set("create", key, record, "NX", expire_at).await,
+                // Already over: there is nothing to store, and the key stays
+                // free for a live session (as with memcached).
+                None => Ok(true),
+            }
+        })
     }
 
     fn update<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
-        Call::pending(async move { self.set("update", key, record, "XX").await })
+        Call::pending(async move {
+            match key_expiry(record.expires_at, now_millis()) {
+                Some(expire_at) => self.set("update", key, record, "XX", expire_at).await,
+                // Updated to a deadline that has come: the session ends now,
+                // and the answer is whether there was one to end.
+                None => self.remove("update", key).await,
+            }
+        })
     }
 
     fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
         Call::pending(async move {
+            let Some(expire_at) = key_expiry(expires_at, now_millis()) else {
+                // Touched to now or to the past: the session ends now (the
+                // layer retires an old id this way), and the answer is
+                // whether there was one to end.
+                return self.remove("touch", key).await;
+            };
             let mut pipe = redis::pipe();
             pipe.cmd("EVAL")
                 .arg(TOUCH_SCRIPT)
                 .arg(1)
                 .arg(self.redis_key(key))
-                .arg(ttl_millis(expires_at))
+                .arg(expire_at)
                 .arg(&deadline_field(expires_at)[..]);
             let (set,): (i64,) = self.query("touch", &pipe).await?;
             Ok(set == 1)
@@ -595,9 +664,7 @@ impl SessionStore for RedisStore {
 
     fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {
         Call::pending(async move {
-            let mut pipe = redis::pipe();
-            pipe.cmd("DEL").arg(self.redis_key(key));
-            let (_removed,): (i64,) = self.query("delete", &pipe).await?;
+            self.remove("delete", key).await?;
             Ok(())
         })
     }
@@ -606,6 +673,8 @@ impl SessionStore for RedisStore {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use cloakroom_core::config::from_pairs;
 
@@ -676,12 +745,166 @@ mod tests {
         assert_eq!(store.redis_key(&key), format!("p:{}", key.hex()));
     }
 
+    fn at_millis(ms: i64) -> OffsetDateTime {
+        from_millis(ms).unwrap()
+    }
+
     #[test]
-    fn ttl_is_never_zero_or_negative() {
-        let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
-        assert_eq!(ttl_millis(past), 1);
-        let soon = OffsetDateTime::now_utc() + time::Duration::seconds(10);
-        assert!((9_900..=10_000).contains(&ttl_millis(soon)));
+    fn keys_expire_with_their_session_and_dead_sessions_get_no_key() {
+        let now: i64 = 1_800_000_000_000;
+        // The key's last millisecond is the session's last one.
+        assert_eq!(key_expiry(at_millis(now + 60_000), now), Some(now + 59_999));
+        assert_eq!(key_expiry(at_millis(now + 1), now), Some(now));
+        // Within a millisecond of the deadline the record stores, the
+        // session is over too.
+        let sub_millisecond = at_millis(now) + time::Duration::microseconds(700);
+        assert_eq!(key_expiry(sub_millisecond, now), None);
+        assert_eq!(key_expiry(at_millis(now), now), None);
+        assert_eq!(key_expiry(at_millis(now - 3_600_000), now), None);
+    }
+
+    #[test]
+    fn a_key_expiry_decides_only_what_the_value_cannot() {
+        let field: i64 = 1_800_000_000_000;
+        // Gone since the GET.
+        assert_eq!(deadline_from_expiry(field, true, -2), None);
+        assert_eq!(deadline_from_expiry(field, false, -2), None);
+        // A key without an expiry: the record's own deadline.
+        assert_eq!(deadline_from_expiry(field, true, -1), Some(field));
+        assert_eq!(deadline_from_expiry(field, false, -1), Some(field));
+        // A key this version wrote expires with the field: the field holds,
+        // so a passed field is a passed session, whatever the key's expiry.
+        assert_eq!(deadline_from_expiry(field, true, field - 1), Some(field));
+        assert_eq!(deadline_from_expiry(field, true, field - 5), Some(field));
+        // A key that outlives the field was touched by an earlier version:
+        // its expiry decides.
+        assert_eq!(
+            deadline_from_expiry(field, true, field + 30_000),
+            Some(field + 30_000)
+        );
+        // A value without the field: its key's expiry, earlier or later.
+        assert_eq!(
+            deadline_from_expiry(field, false, field - 5_000),
+            Some(field - 5_000)
+        );
+        assert_eq!(
+            deadline_from_expiry(field, false, field + 5_000),
+            Some(field + 5_000)
+        );
+    }
+
+    /// A stand-in for Redis on a loopback port: it answers every command
+    /// with `answer(command)` (raw RESP) and records the store's commands
+    /// (not the client's connection set-up) with their arguments as text.
+    async fn fake_redis(
+        answer: fn(&[String]) -> &'static str,
+    ) -> (String, Arc<Mutex<Vec<Vec<String>>>>) {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut read = BufReader::new(read);
+                    let mut line = String::new();
+                    loop {
+                        // `*<n>`, then n times `$<len>` and the bytes.
+                        line.clear();
+                        if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let n: usize = line.trim_end()[1..].parse().unwrap();
+                        let mut command = Vec::with_capacity(n);
+                        for _ in 0..n {
+                            line.clear();
+                            read.read_line(&mut line).await.unwrap();
+                            let len: usize = line.trim_end()[1..].parse().unwrap();
+                            let mut arg = vec![0; len + 2];
+                            read.read_exact(&mut arg).await.unwrap();
+                            arg.truncate(len);
+                            command.push(String::from_utf8_lossy(&arg).into_owned());
+                        }
+                        let reply = match command[0].to_ascii_uppercase().as_str() {
+                            "CLIENT" | "SELECT" => "+OK\r\n",
+                            "PING" => "+PONG\r\n",
+                            _ => {
+                                let reply = answer(&command);
+                                log.lock().unwrap().push(command);
+                                reply
+                            }
+                        };
+                        if write.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    /// Writes whose deadline has come store nothing and leave no key: a
+    /// create sends nothing at all, an update or a touch deletes the key and
+    /// answers whether a session was there. Live writes give the key the
+    /// session's last millisecond as its expiry.
+    #[tokio::test]
+    async fn writes_past_their_deadline_leave_no_key() {
+        // `DEL` finds a key under the prefix `live:`, none under `gone:`.
+        let (url, seen) = fake_redis(|command| match command[0].as_str() {
+            "DEL" if command[1].starts_with("live:") => ":1\r\n",
+            "DEL" => ":0\r\n",
+            "SET" => "+OK\r\n",
+            "EVAL" => ":1\r\n",
+            _ => "-ERR unexpected\r\n",
+        })
+        .await;
+        let live = RedisStore::new(&url, RedisOptions::new().with_key_prefix("live:")).unwrap();
+        let gone = RedisStore::new(&url, RedisOptions::new().with_key_prefix("gone:")).unwrap();
+        let key = cloakroom_core::Id::generate().unwrap().store_key();
+        let data = cloakroom_core::record::Data::new;
+        let now = OffsetDateTime::now_utc();
+        let taken = || std::mem::take(&mut *seen.lock().unwrap());
+
+        for deadline in [now, now - time::Duration::hours(1)] {
+            let over = Record::new(data(), deadline);
+            assert!(live.create(&key, &over).await.unwrap());
+            assert_eq!(taken(), Vec::<Vec<String>>::new(), "a create wrote");
+            for store in [&live, &gone] {
+                let was_there = store.redis_key(&key).starts_with("live:");
+                let del = vec!["DEL".to_owned(), store.redis_key(&key)];
+                assert_eq!(store.update(&key, &over).await.unwrap(), was_there);
+                assert_eq!(taken(), std::slice::from_ref(&del));
+                assert_eq!(store.touch(&key, deadline).await.unwrap(), was_there);
+                assert_eq!(taken(), [del]);
+            }
+        }
+
+        let deadline = now + time::Duration::minutes(5);
+        let expire_at = (millis(deadline) - 1).to_string();
+        let record = Record::new(data(), deadline);
+        assert!(live.create(&key, &record).await.unwrap());
+        assert!(live.update(&key, &record).await.unwrap());
+        assert!(live.touch(&key, deadline).await.unwrap());
+        let sent = taken();
+        let shape: Vec<Vec<&str>> = sent
+            .iter()
+            .map(|c| match c[0].as_str() {
+                "SET" => vec![c[0].as_str(), &c[3], &c[4], &c[5]],
+                _ => vec![c[0].as_str(), &c[4]],
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                vec!["SET", "NX", "PXAT", expire_at.as_str()],
+                vec!["SET", "XX", "PXAT", &expire_at],
+                vec!["EVAL", &expire_at],
+            ]
+        );
     }
 
     #[tokio::test]
