@@ -57,7 +57,7 @@ mod seconds {
     }
 }
 
-/// What a store keeps under a [`StoreKey`].
+/// What a store keeps under a [`StoreKey`](crate::StoreKey).
 ///
 /// Stores treat it as an opaque blob ([`Record::to_bytes`], MessagePack) plus its deadline
 /// ([`Record::expires_at`]), which they must enforce on load and may use for
