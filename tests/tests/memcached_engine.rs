@@ -448,6 +448,48 @@ async fn keys_hold_the_hash_not_the_id() {
     assert!(!keys[0].contains(id.expose()));
 }
 
+/// An unreadable record (garbage written under the session's key by
+/// something else, or a damaged item) is no session, as in Redis and SQL:
+/// `load` is `Ok(None)`, and a request with that cookie gets a fresh
+/// session, not a 500 on every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_record_is_no_session_not_an_error() {
+    let url = required_env("CLOAKROOM_MEMCACHED_URL");
+    let server = first_server(&url);
+    let prefix = unique_prefix();
+    let store = store(&url, &prefix);
+    let (mut browser, _, _) = cloakroom_tests::cases::setup(Engine::store(store.clone()), |l| l);
+    assert_eq!(browser.get("/set/a/1").await.status, StatusCode::OK);
+    let cookie = browser.jar.get("sessionid").expect("a cookie").clone();
+    let key = Id::parse(&cookie).expect("an id").store_key();
+    assert!(store.load(&key).await.expect("load").is_some());
+
+    for garbage in ["not a session record", "\u{94}\u{2}", "{\"a\":\"1\"}"] {
+        let name = format!("{prefix}{}", key.hex());
+        let reply = raw(
+            &server,
+            &format!("set {name} 0 300 {}\r\n{garbage}\r\n", garbage.len()),
+            "STORED",
+        )
+        .await;
+        assert_eq!(reply, "STORED\r\n", "{garbage:?}");
+        assert!(
+            store.load(&key).await.expect("no error").is_none(),
+            "{garbage:?}"
+        );
+
+        let mut again = browser.replay();
+        let reply = again.get("/get/a").await;
+        assert_eq!(reply.status, StatusCode::OK, "{garbage:?}: {reply:?}");
+        assert_eq!(reply.body, "none", "{garbage:?}: {reply:?}");
+        let reply = again.get("/set/a/2").await;
+        assert_eq!(reply.status, StatusCode::OK, "{garbage:?}: {reply:?}");
+        let fresh = again.jar.get("sessionid").expect("a new cookie");
+        assert_ne!(fresh, &cookie, "the unreadable session's id was adopted");
+        assert_eq!(again.get("/get/a").await.body, "2");
+    }
+}
+
 /// With two servers, sessions land on both, each on the server the ring
 /// names and only there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

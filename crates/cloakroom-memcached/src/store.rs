@@ -317,7 +317,19 @@ impl SessionStore for MemcachedStore {
             let Some(bytes) = take(&session) else {
                 return Ok(None);
             };
-            let mut record = Record::from_shared(bytes.into())?;
+            let mut record = match Record::from_shared(bytes.into()) {
+                Ok(record) => record,
+                Err(e) => {
+                    // Something else wrote under our prefix, a damaged item,
+                    // or a future format: no session (the layer issues a new
+                    // id), as the Redis and SQL engines do, rather than a 500
+                    // on every request that carries this cookie. The key is
+                    // logged by its `Debug` (the hash, shortened), never the
+                    // stored bytes.
+                    tracing::warn!(engine = "memcached", ?key, error = %e, "unreadable session record ignored");
+                    return Ok(None);
+                }
+            };
             if let Some(deadline) = take(&touched).and_then(|v| expiry::decode_deadline(&v)) {
                 record.expires_at = deadline;
             }
