@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use rmp::Marker;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::{Error, ErrorKind};
@@ -145,7 +146,7 @@ impl Data {
         let mut entry = self.entries.remove(at);
         match entry.value.take() {
             Some(value) => Ok(Some(value)),
-            None => self.decode(&entry.raw).map(Some),
+            None => self.decode(&entry).map(Some),
         }
     }
 
@@ -185,20 +186,70 @@ impl Data {
         if let Some(value) = entry.value.get() {
             return Ok(value);
         }
-        let decoded = self.decode(&entry.raw)?;
+        let decoded = self.decode(entry)?;
         // Another thread may have decoded it first; either copy is the same.
         Ok(entry.value.get_or_init(|| decoded))
     }
 
-    fn decode(&self, raw: &Range<usize>) -> Result<Value, Error> {
+    fn decode(&self, entry: &Entry) -> Result<Value, Error> {
         let bytes = self
             .source
-            .get(raw.clone())
+            .get(entry.raw.clone())
             .ok_or_else(|| malformed("a value outside the record"))?;
         let mut decoder = rmp_serde::Deserializer::from_read_ref(bytes);
         decoder.set_max_depth(MAX_DEPTH);
-        serde::Deserialize::deserialize(&mut decoder)
-            .map_err(|e| Error::with_source(ErrorKind::Serialization, "decode a session value", e))
+        serde::Deserialize::deserialize(&mut decoder).map_err(|e| {
+            // rmp_serde's message may quote what it read (`invalid type:
+            // integer `1234``), which is stored data and may be a secret:
+            // only a category of it is kept, and the error is not the source.
+            let why = match e {
+                rmp_serde::decode::Error::InvalidMarkerRead(_)
+                | rmp_serde::decode::Error::InvalidDataRead(_)
+                | rmp_serde::decode::Error::LengthMismatch(_) => "cut short",
+                rmp_serde::decode::Error::DepthLimitExceeded => "nested too deeply",
+                rmp_serde::decode::Error::Utf8Error(_) => "text that is not UTF-8",
+                _ => "not a JSON value",
+            };
+            Error::new(
+                ErrorKind::Serialization,
+                format!(
+                    "the stored session value under {:?} is damaged ({why})",
+                    String::from_utf8_lossy(key_bytes(&self.source, entry)),
+                ),
+            )
+        })
+    }
+
+    /// Deserializes `value`, found under `key`, as a `T`. When it is not a
+    /// `T`, the error names the key and the type asked for, never the value:
+    /// serde's own message quotes the value (`invalid type: string
+    /// "..."`), and session values are often secrets that must not reach a
+    /// log, so serde's error is not kept as the source either.
+    ///
+    /// ```
+    /// use cloakroom_core::record::Data;
+    ///
+    /// let token = serde_json::json!("s3cr3t-token");
+    /// let err = Data::value_as::<u64>("token", &token).unwrap_err();
+    /// assert!(err.to_string().contains("\"token\""));
+    /// assert!(err.to_string().contains("u64"));
+    /// assert!(!err.to_string().contains("s3cr3t"));
+    /// assert_eq!(Data::value_as::<String>("token", &token)?, "s3cr3t-token");
+    /// # Ok::<(), cloakroom_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::Serialization`] when `value` is not a `T`.
+    pub fn value_as<T: DeserializeOwned>(key: &str, value: &Value) -> Result<T, Error> {
+        T::deserialize(value).map_err(|_| {
+            Error::new(
+                ErrorKind::Serialization,
+                format!(
+                    "the session value under {key:?} is not a {}",
+                    std::any::type_name::<T>()
+                ),
+            )
+        })
     }
 
     /// About how many bytes [`Data::encode`] writes: exact for values kept
@@ -688,5 +739,59 @@ mod tests {
         cleared.clear();
         assert!(cleared.is_empty());
         assert_eq!(cleared, Data::new());
+    }
+
+    /// Everything an error shows: `Display`, `Debug`, and the same for each
+    /// `source()` down the chain.
+    fn all_text(err: &Error) -> String {
+        let mut text = format!("{err} {err:?}");
+        let mut next = std::error::Error::source(err);
+        while let Some(e) = next {
+            text.push_str(&format!(" {e} {e:?}"));
+            next = e.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_type_mismatch_names_the_key_and_type_never_the_value() {
+        let secret = json!("hunter2-0123456789-secret");
+        let err = Data::value_as::<u64>("api_token", &secret).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Serialization);
+        let text = all_text(&err);
+        assert!(
+            text.contains("\"api_token\"") && text.contains("u64"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        // Numbers are quoted by serde too (`invalid value: integer `...``).
+        let pin = json!(987_654_321);
+        let text = all_text(&Data::value_as::<u8>("pin", &pin).unwrap_err());
+        assert!(text.contains("\"pin\"") && text.contains("u8"), "{text}");
+        assert!(!text.contains("987654321"), "{text}");
+        assert_eq!(
+            Data::value_as::<u64>("pin", &pin).expect("a u64"),
+            987_654_321
+        );
+    }
+
+    #[test]
+    fn a_damaged_value_error_never_quotes_its_bytes() {
+        // {"pin": {987654321: "x"}}: the inner map's key is a number, which
+        // the record parser skips over but no JSON object can hold.
+        let mut bytes = vec![0x94, 0x02, 0x81, 0xa3, b'p', b'i', b'n', 0x81, 0xce];
+        bytes.extend(987_654_321u32.to_be_bytes());
+        bytes.extend([0xa1, b'x', 0xc0, 0x05]);
+        let record = record_of(&bytes);
+        let mut data = record.data.clone();
+        for err in [
+            record.data.get("pin").unwrap_err(),
+            data.remove("pin").unwrap_err(),
+        ] {
+            assert_eq!(err.kind(), ErrorKind::Serialization);
+            let text = all_text(&err);
+            assert!(text.contains("\"pin\""), "{text}");
+            assert!(!text.contains("987654321"), "{text}");
+        }
     }
 }

@@ -217,7 +217,8 @@ impl Session {
         state
             .data
             .get(key)?
-            .map(|v| T::deserialize(v).map_err(|e| Error::from(StoreError::from(e))))
+            // Not serde's error: its text quotes the stored value.
+            .map(|v| Data::value_as::<T>(key, v).map_err(Error::from))
             .transpose()
     }
 
@@ -246,7 +247,7 @@ impl Session {
             state.modified = true;
         }
         match removed? {
-            Some(value) => Ok(Some(T::deserialize(value).map_err(StoreError::from)?)),
+            Some(value) => Ok(Some(Data::value_as::<T>(key, &value)?)),
             None => Ok(None),
         }
     }
