@@ -616,6 +616,91 @@ mod cases {
         );
     }
 
+    /// Everything an error shows: `Display`, `Debug`, and the same for each
+    /// `source()` down the chain.
+    fn error_text(err: &dyn std::error::Error) -> String {
+        let mut text = format!("{err} | {err:?}");
+        let mut next = err.source();
+        while let Some(e) = next {
+            text.push_str(&format!(" | {e} | {e:?}"));
+            next = e.source();
+        }
+        text
+    }
+
+    /// A value read back as the wrong type gives an error that names the
+    /// key and the type asked for, and nowhere (message, `Debug`, sources)
+    /// the stored value: serde's own message quotes it, and the error of a
+    /// handler ends up in logs.
+    pub(crate) async fn a_type_mismatch_never_shows_the_value(url: &str) {
+        use axum::Router;
+        use axum::routing::get;
+        use cloakroom::{Session, SessionLayer};
+
+        const SECRET: &str = "gAAAAB-keystone-token-d41d8cd98f00b204";
+        async fn put(s: Session) -> Result<&'static str, cloakroom::Error> {
+            s.insert("auth_token", SECRET).await?;
+            Ok("stored")
+        }
+        async fn read(s: Session) -> String {
+            match s.get::<u64>("auth_token").await {
+                Ok(v) => format!("read {v:?}"),
+                Err(e) => error_text(&e),
+            }
+        }
+        async fn take(s: Session) -> String {
+            match s.remove::<u64>("auth_token").await {
+                Ok(v) => format!("removed {v:?}"),
+                Err(e) => error_text(&e),
+            }
+        }
+        let app = Router::new()
+            .route("/put", get(put))
+            .route("/read", get(read))
+            .route("/take", get(take))
+            .layer(SessionLayer::new(Engine::store(store_at(url).await)));
+        let mut client = Client::of(app);
+        assert_eq!(client.get("/put").await.body, "stored");
+        // Read from the database, not from this request's memory.
+        for path in ["/read", "/take"] {
+            let reply = client.get(path).await;
+            assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+            let text = reply.body;
+            assert!(text.contains("auth_token"), "{path}: {text}");
+            assert!(text.contains("u64"), "{path}: {text}");
+            assert!(!text.contains("keystone-token"), "{path}: {text}");
+            assert!(!text.contains("gAAAAB"), "{path}: {text}");
+        }
+    }
+
+    /// A database password with the characters that used to end the
+    /// user-info (`/`, `?`, `#`, `@`) never shows in the store's `Debug`,
+    /// its URL for logs, or a startup error.
+    pub(crate) async fn a_password_never_shows(url: &str) {
+        let Some((scheme, rest)) = url.split_once("://").filter(|_| !url.starts_with("sqlite"))
+        else {
+            return; // SQLite has no credentials.
+        };
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        for password in ["s3cr/et", "s3cr?et", "s3cr#et", "s3cr@et", "s3cr:et/x@y"] {
+            let with = format!("{scheme}://dash:{password}@{host}");
+            let shown = match SqlStore::builder(&with).build() {
+                Ok(store) => format!("{store:?} {}", store.redacted_url()),
+                Err(e) => error_text(&e),
+            };
+            assert!(!shown.contains("s3cr"), "{with} -> {shown}");
+            let settings = cloakroom_core::config::from_pairs([
+                ("SESSION_ENGINE", "db"),
+                ("SESSION_DATABASE_URL", with.as_str()),
+                ("SESSION_DATABASE_TABLE", "Not A Valid Table"),
+            ]);
+            let Err(err) = cloakroom::SessionLayer::from_settings(&settings) else {
+                panic!("a bad table name accepted");
+            };
+            assert!(!error_text(&err).contains("s3cr"), "{err}");
+        }
+    }
+
     /// The background cleanup deletes expired rows on its own and stops when
     /// its guard is dropped.
     pub(crate) async fn background_cleanup_runs_until_dropped(url: &str) {
@@ -735,6 +820,8 @@ mod mariadb {
         cookie_value_is_in_no_row,
         chosen_by_settings,
         background_cleanup_runs_until_dropped,
+        a_type_mismatch_never_shows_the_value,
+        a_password_never_shows,
     );
 
     /// The table is utf8mb4 and its key column binary ASCII.
@@ -787,6 +874,8 @@ mod postgres {
         cookie_value_is_in_no_row,
         chosen_by_settings,
         background_cleanup_runs_until_dropped,
+        a_type_mismatch_never_shows_the_value,
+        a_password_never_shows,
     );
 }
 
@@ -817,6 +906,8 @@ mod sqlite {
         cookie_value_is_in_no_row,
         chosen_by_settings,
         background_cleanup_runs_until_dropped,
+        a_type_mismatch_never_shows_the_value,
+        a_password_never_shows,
     );
 
     /// `sqlite::memory:` works (one connection keeps the database alive).

@@ -242,7 +242,9 @@ impl Options {
 }
 
 fn parse_url(url: &str) -> Result<Vec<ServerAddr>, ConfigError> {
-    let bad = || ConfigError::new(URL_SETTING, url, URL_ACCEPTED);
+    // Redacted even here: `memcache://u:pw@h` fails the scheme check
+    // before the `@` check below refuses credentials.
+    let bad = || ConfigError::new(URL_SETTING, config::redact_url(url), URL_ACCEPTED);
     let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
     if !scheme.eq_ignore_ascii_case("memcached") {
         return Err(bad());
@@ -355,6 +357,10 @@ mod tests {
         let err = parse_url("memcached://user:hunter2@127.0.0.1:11211").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(!format!("{err:?}").contains("hunter2"));
+        for url in ["memcache://u:hunter2@h:11211", "redis://:hun/ter2@h"] {
+            let err = parse_url(url).unwrap_err();
+            assert!(!err.to_string().contains("hun"), "{err}");
+        }
     }
 
     #[test]

@@ -297,10 +297,11 @@ impl fmt::Debug for SqlOptions {
     }
 }
 
-/// The URL with its password replaced by `****`, for logs, `Debug` and
-/// error messages: the user part as [`cloakroom_core::config::redact_url`]
-/// masks it, plus the `password=` query parameter that PostgreSQL URLs may
-/// carry.
+/// The URL with its credentials replaced by `****`, for logs, `Debug` and
+/// error messages: [`cloakroom_core::config::redact_url`], the one redactor
+/// of every engine, re-exported here. It masks the password whatever
+/// characters it holds (`/`, `?`, `#`, `@`, `:`) and the `password=` query
+/// parameter that PostgreSQL URLs may carry.
 ///
 /// ```
 /// assert_eq!(
@@ -308,24 +309,15 @@ impl fmt::Debug for SqlOptions {
 ///     "mysql://dash:****@127.0.0.1:3306/dash",
 /// );
 /// assert_eq!(
+///     cloakroom_sql::redact_url("postgres://app:pa/ss@db/app"),
+///     "postgres://app:****@db/app",
+/// );
+/// assert_eq!(
 ///     cloakroom_sql::redact_url("postgres://h/db?user=u&password=s3cret"),
 ///     "postgres://h/db?user=u&password=****",
 /// );
 /// ```
-pub fn redact_url(url: &str) -> String {
-    let masked = config::redact_url(url);
-    let Some((head, query)) = masked.split_once('?') else {
-        return masked;
-    };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.to_ascii_lowercase().contains("password") => format!("{k}=****"),
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{head}?{}", pairs.join("&"))
-}
+pub use cloakroom_core::config::redact_url;
 
 /// A parsed URL, ready for the driver that will use it.
 pub(crate) enum Connect {
@@ -414,6 +406,20 @@ mod tests {
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
         let o = SqlOptions::new("mysql://u:hunter2@h/db");
         assert!(!format!("{o:?}").contains("hunter2"));
+        // A password with the characters that used to end the user-info.
+        for url in [
+            "postgres://app:pa/ss@db/app",
+            "mysql://u:pa?w#d@h/db",
+            "mysql://u:pa@ss@h/db",
+        ] {
+            let o = SqlOptions::new(url);
+            let shown = format!("{o:?} {}", o.bad_url("x"));
+            assert!(
+                !shown.contains("pa/") && !shown.contains("pa?") && !shown.contains("pa@"),
+                "{shown}"
+            );
+            assert!(!shown.contains("ss@") && !shown.contains("#d"), "{shown}");
+        }
     }
 
     #[test]
