@@ -12,6 +12,29 @@
 //! Values sealed under one of them still open (marked
 //! [`stale_key`](cloakroom_core::Opened::stale_key), so the layer re-issues
 //! them under the current secret); nothing new is sealed with them.
+//!
+//! # Which secrets the settings accept
+//!
+//! Every secret read from settings (`SESSION_SECRET_KEY`, `SECRET_KEY`, each
+//! entry of `SESSION_SECRET_KEY_FALLBACKS`) must, after trimming:
+//!
+//! 1. be at least [`MIN_SECRET_LEN`] (32) bytes long;
+//! 2. not be a published example, such as the demo value in this project's
+//!    `docker-compose.yml` or the examples in these docs (compared ignoring
+//!    ASCII case);
+//! 3. hold at least [`MIN_DISTINCT_BYTES`] (8) different byte values
+//!    (`aaaa...`, `abab...` and `0101...` do not);
+//! 4. not be one shorter pattern repeated (`abcdefgh` written 4 times,
+//!    `hunter2hunter2...`), that is: have no period of at most half its
+//!    length.
+//!
+//! Random keys always pass in practice: `openssl rand -base64 48` (64
+//! characters over 64 symbols) fails rules 3 and 4 with a probability below
+//! 10^-60, and even the shortest hex key, `openssl rand -hex 16` (32
+//! characters over 16 symbols), below 10^-7 per key. A rejected secret is a
+//! startup error that names the variable, not the value, and says how to
+//! make a good one. [`Secret::new`], for keys an application builds itself,
+//! checks the length only.
 
 use std::fmt;
 
@@ -23,6 +46,53 @@ use crate::CookieError;
 /// The shortest secret accepted, in bytes: 256 bits if the bytes were
 /// random. Generate one with `openssl rand -base64 48`.
 pub const MIN_SECRET_LEN: usize = 32;
+
+/// The fewest different byte values a secret from settings may hold (see
+/// the [module docs](self)).
+pub const MIN_DISTINCT_BYTES: usize = 8;
+
+/// How to make a secret that passes, for error messages.
+const HOW_TO_MAKE_ONE: &str = "generate one with `openssl rand -base64 48`";
+
+/// Secrets that are public, so worth nothing as keys: the demo value of
+/// `docker-compose.yml` and the examples in this crate's docs. Lowercase.
+const PUBLIC_EXAMPLES: &[&str] = &[
+    "demo only: replace this with 32+ random bytes",
+    "at least thirty-two bytes of secret text",
+    "a secret of at least thirty-two bytes",
+    "a secret of at least thirty-two bytes, new",
+    "a secret of at least thirty-two bytes, old",
+];
+
+/// Why a secret from settings is refused, beyond its length (see the
+/// [module docs](self)). The text never quotes the secret.
+fn weakness(secret: &[u8]) -> Option<String> {
+    if PUBLIC_EXAMPLES
+        .iter()
+        .any(|example| secret.eq_ignore_ascii_case(example.as_bytes()))
+    {
+        return Some("it is a published example value, known to everyone".to_owned());
+    }
+    let mut seen = [false; 256];
+    for &b in secret {
+        seen[usize::from(b)] = true;
+    }
+    let distinct = seen.iter().filter(|&&s| s).count();
+    if distinct < MIN_DISTINCT_BYTES {
+        return Some(format!(
+            "it has only {distinct} different byte values; at least {MIN_DISTINCT_BYTES} are \
+             required"
+        ));
+    }
+    if let Some(period) =
+        (1..=secret.len() / 2).find(|&p| secret[p..] == secret[..secret.len() - p])
+    {
+        return Some(format!(
+            "it is a pattern of {period} bytes repeated; a random secret has no repeats"
+        ));
+    }
+    None
+}
 
 /// The setting that holds the current secret.
 pub const SECRET_KEY: &str = "SESSION_SECRET_KEY";
@@ -123,9 +193,10 @@ impl Secrets {
                         SECRET_KEY,
                         0,
                         format!(
-                            "a secret of at least {MIN_SECRET_LEN} bytes: \
+                            "a secret of at least {MIN_SECRET_LEN} random bytes: \
                              SESSION_ENGINE={engine} requires it \
-                             ({FALLBACK_SECRET_KEY} is read when {SECRET_KEY} is unset)"
+                             ({FALLBACK_SECRET_KEY} is read when {SECRET_KEY} is unset); \
+                             {HOW_TO_MAKE_ONE}"
                         ),
                     ));
                 }
@@ -158,16 +229,21 @@ fn secret_setting(
     engine: &str,
     position: &str,
 ) -> Result<Secret, ConfigError> {
-    Secret::new(value).map_err(|e| {
+    let refuse = |why: String| {
         ConfigError::secret(
             variable,
             value.len(),
             format!(
-                "a secret of at least {MIN_SECRET_LEN} bytes for SESSION_ENGINE={engine}{position} \
-                 ({e})"
+                "a secret of at least {MIN_SECRET_LEN} random bytes for \
+                 SESSION_ENGINE={engine}{position}, not this one: {why}; {HOW_TO_MAKE_ONE}"
             ),
         )
-    })
+    };
+    let secret = Secret::new(value).map_err(|e| refuse(e.to_string()))?;
+    match weakness(value.as_bytes()) {
+        Some(why) => Err(refuse(why)),
+        None => Ok(secret),
+    }
 }
 
 /// The keys a codec tries, current first. Only the current one seals.
@@ -262,6 +338,82 @@ mod tests {
         assert_eq!(err.variable(), SECRET_KEY_FALLBACKS);
         assert!(err.to_string().contains("entry 2"), "{err}");
         assert!(!err.to_string().contains("too-short-old-secret"), "{err}");
+    }
+
+    #[test]
+    fn weak_secrets_are_refused_by_name_without_showing_them() {
+        let demo = "demo only: replace this with 32+ random bytes";
+        let weak = [
+            "a".repeat(32),
+            "ab".repeat(20),
+            "0123456".repeat(6),
+            "abcdefgh".repeat(4),
+            "hunter2!".repeat(5),
+            "abcdefghij".repeat(3) + "abcde",
+            demo.to_owned(),
+            demo.to_ascii_uppercase(),
+            format!("  {demo}\n"),
+        ];
+        for secret in &weak {
+            for variable in [SECRET_KEY, FALLBACK_SECRET_KEY] {
+                let err = Secrets::from_settings(&from_pairs([(variable, secret.as_str())]), "e")
+                    .err()
+                    .unwrap_or_else(|| panic!("{secret:?} accepted"));
+                let text = format!("{err} {err:?}");
+                assert_eq!(err.variable(), variable);
+                assert!(!text.contains(secret.trim()), "{text}");
+                assert!(text.contains("openssl rand -base64 48"), "{text}");
+            }
+            let list = format!("{A}, {secret}");
+            let err = Secrets::from_settings(
+                &from_pairs([(SECRET_KEY, B), (SECRET_KEY_FALLBACKS, &list)]),
+                "e",
+            )
+            .err()
+            .unwrap_or_else(|| panic!("{secret:?} accepted as a fallback"));
+            assert_eq!(err.variable(), SECRET_KEY_FALLBACKS);
+            assert!(err.to_string().contains("entry 2"), "{err}");
+            assert!(!err.to_string().contains(secret.trim()), "{err}");
+        }
+        // Only the length was checked before: 32 × `a` was a valid key.
+        assert!(Secret::new("a".repeat(32)).is_ok());
+    }
+
+    /// Real random keys of every usual form pass, 1,000 of each.
+    #[test]
+    fn random_secrets_always_pass() {
+        use base64::Engine as _;
+        use ring::rand::{SecureRandom, SystemRandom};
+
+        const DJANGO: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789!@#$%^&*(-_=+)";
+        let rng = SystemRandom::new();
+        let random = |n: usize| {
+            let mut bytes = vec![0u8; n];
+            rng.fill(&mut bytes).unwrap();
+            bytes
+        };
+        for n in 0..1000 {
+            let keys: [String; 5] = [
+                // openssl rand -base64 48, and the shortest base64 key.
+                base64::engine::general_purpose::STANDARD.encode(random(48)),
+                base64::engine::general_purpose::STANDARD.encode(random(24)),
+                // Python's secrets.token_urlsafe(32).
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random(32)),
+                // openssl rand -hex 16: 32 characters over 16 symbols.
+                random(16).iter().map(|b| format!("{b:02x}")).collect(),
+                // Django's get_random_secret_key().
+                random(50)
+                    .iter()
+                    .map(|b| char::from(DJANGO[usize::from(*b) % DJANGO.len()]))
+                    .collect(),
+            ];
+            for key in keys {
+                assert_eq!(weakness(key.as_bytes()), None, "key {n}: {key}");
+                assert!(
+                    Secrets::from_settings(&from_pairs([(SECRET_KEY, key.as_str())]), "e").is_ok()
+                );
+            }
+        }
     }
 
     #[test]
