@@ -222,28 +222,31 @@ mod tests {
 
     #[test]
     fn zip_bombs_stop_at_the_bound() {
-        // 16 MiB of spaces inside a JSON string deflate to about 16 KiB.
-        let mut encoder = DeflateEncoder::new(Vec::new(), Compression::best());
-        encoder.write_all(br#"{"v":1,"d":{"x":""#).unwrap();
-        let chunk = vec![b' '; 1024 * 1024];
-        for _ in 0..16 {
-            encoder.write_all(&chunk).unwrap();
-        }
-        encoder.write_all(br#""},"x":0}"#).unwrap();
-        let bomb = encoder.finish().unwrap();
+        // The record's bytes with a string of `fill` bytes under "x".
+        let record_of = |fill: usize| {
+            let mut data = Data::new();
+            data.insert("x".into(), json!(" ".repeat(fill)));
+            Record::new(data, OffsetDateTime::UNIX_EPOCH)
+                .to_bytes()
+                .unwrap()
+        };
+        let deflate = |bytes: &[u8], level| {
+            let mut encoder = DeflateEncoder::new(Vec::new(), level);
+            encoder.write_all(bytes).unwrap();
+            encoder.finish().unwrap()
+        };
+        // 16 MiB of spaces in a record deflate to about 16 KiB.
+        let bomb = deflate(&record_of(16 * 1024 * 1024), Compression::best());
         assert!(bomb.len() < 64 * 1024);
         assert!(decode(FLAG_DEFLATE, &bomb, 0).is_none());
 
-        // Exactly at the bound still decodes; one byte over does not.
+        // Exactly at the bound still decodes; one byte over does not. A
+        // string this long has the same header at every length here.
+        let overhead = record_of(MAX_PLAINTEXT_LEN).len() - MAX_PLAINTEXT_LEN;
         let at = |extra: usize| {
-            let head = br#"{"v":1,"d":{"x":""#;
-            let tail = br#""},"x":0}"#;
-            let fill = MAX_PLAINTEXT_LEN - head.len() - tail.len() + extra;
-            let mut e = DeflateEncoder::new(Vec::new(), Compression::fast());
-            e.write_all(head).unwrap();
-            e.write_all(&vec![b'a'; fill]).unwrap();
-            e.write_all(tail).unwrap();
-            e.finish().unwrap()
+            let bytes = record_of(MAX_PLAINTEXT_LEN - overhead + extra);
+            assert_eq!(bytes.len(), MAX_PLAINTEXT_LEN + extra);
+            deflate(&bytes, Compression::fast())
         };
         assert!(decode(FLAG_DEFLATE, &at(0), 0).is_some());
         assert!(decode(FLAG_DEFLATE, &at(1), 0).is_none());
