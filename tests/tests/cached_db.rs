@@ -7,15 +7,23 @@
 //! * two "processes" (two layers, each with its own pool and cache) over one
 //!   database: a logout through one reaches the other within the local TTL,
 //!   never before the database has it;
+//! * two real processes (this test binary started again as process B): a
+//!   change made through one reaches the other within the local TTL even
+//!   while the other keeps touching the session, and its touches never
+//!   revert the change;
 //! * the database down with a warm cache: reads are served from the cache,
 //!   writes get 503, never a cached-only success; recovery after restart.
 
-use std::sync::Arc;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use cloakroom::memory::CachedStore;
 use cloakroom::{Engine, SessionLayer, SessionStore};
+use cloakroom_core::record::{Data, from_millis, millis};
+use cloakroom_core::{Id, Record, StoreKey};
 use cloakroom_sql::SqlStore;
 use cloakroom_tests::app::Gate;
 use cloakroom_tests::client::Client;
@@ -23,6 +31,7 @@ use cloakroom_tests::fault::{Restart, Server};
 use cloakroom_tests::probe::Probe;
 use cloakroom_tests::{contract, required_env};
 use http::StatusCode;
+use time::OffsetDateTime;
 
 fn unique_table() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -253,4 +262,232 @@ async fn chosen_by_settings() {
         err.to_string().contains("SESSION_CACHED_DB_TTL_MS"),
         "{err}"
     );
+}
+
+/// The variables that turn [`process_b`] into the second process of
+/// [`a_change_in_one_process_reaches_another_that_keeps_touching`].
+const CHILD_TABLE: &str = "CLOAKROOM_CACHED_DB_CHILD_TABLE";
+const CHILD_TTL_MS: &str = "CLOAKROOM_CACHED_DB_CHILD_TTL_MS";
+/// Marks the lines of process B's answers on its stdout, which it shares
+/// with the test harness's own output.
+const ANSWER: &str = "b> ";
+
+/// Process B of the two-process test: does nothing (and passes) in a normal
+/// run; started by that test as a child (this same test binary, `--exact
+/// process_b`, with [`CHILD_TABLE`] set) it opens its own pool and its own
+/// `CachedStore` on the MariaDB table and serves one command a line on stdin
+/// until stdin closes: `load <key hex>` answers `b> some <value of "v">` or
+/// `b> none`; `touch <key hex> <deadline ms>` answers `b> true` or
+/// `b> false`; a failure answers `b> err <message>`.
+#[test]
+fn process_b() {
+    let Ok(table) = std::env::var(CHILD_TABLE) else {
+        return;
+    };
+    let ttl = Duration::from_millis(
+        required_env(CHILD_TTL_MS)
+            .parse()
+            .expect("a TTL in milliseconds"),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let store = cached(
+            Arc::new(database("CLOAKROOM_MARIADB_URL", &table).await),
+            ttl,
+        );
+        let mut out = std::io::stdout();
+        for line in std::io::stdin().lines() {
+            let line = line.expect("a command");
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let key = |hex: &str| StoreKey::from_hex(hex).expect("a key in hex");
+            let answer = match words.as_slice() {
+                ["load", key_hex] => match store.load(&key(key_hex)).await {
+                    Ok(Some(record)) => format!("some {}", record.data["v"]),
+                    Ok(None) => "none".to_owned(),
+                    Err(e) => format!("err {e}"),
+                },
+                ["touch", key_hex, ms] => {
+                    let at = from_millis(ms.parse().expect("milliseconds")).expect("a deadline");
+                    match store.touch(&key(key_hex), at).await {
+                        Ok(touched) => touched.to_string(),
+                        Err(e) => format!("err {e}"),
+                    }
+                }
+                _ => panic!("process B: unknown command {line:?}"),
+            };
+            writeln!(out, "{ANSWER}{answer}").expect("stdout");
+            out.flush().expect("stdout");
+        }
+    });
+}
+
+/// Process B as the test sees it: a child process with its own pool and its
+/// own cache, asked over its stdin; a thread passes on its answers. Killed
+/// when dropped.
+struct ProcessB {
+    child: Child,
+    stdin: ChildStdin,
+    answers: mpsc::Receiver<String>,
+}
+
+impl ProcessB {
+    fn start(table: &str, ttl: Duration) -> Self {
+        let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+            .args(["--exact", "process_b", "--nocapture", "--test-threads", "1"])
+            .env(CHILD_TABLE, table)
+            .env(CHILD_TTL_MS, ttl.as_millis().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("process B");
+        let stdin = child.stdin.take().expect("B's stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("B's stdout"));
+        let (tx, answers) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                // The harness may have started the line ("test process_b ...").
+                if let Some((_, answer)) = line.split_once(ANSWER)
+                    && tx.send(answer.to_owned()).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            answers,
+        }
+    }
+
+    /// Sends one command and waits for its answer.
+    fn ask(&mut self, command: &str) -> String {
+        tokio::task::block_in_place(|| {
+            writeln!(self.stdin, "{command}").expect("B's stdin");
+            self.stdin.flush().expect("B's stdin");
+            self.answers
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|e| panic!("process B did not answer {command:?}: {e}"))
+        })
+    }
+
+    /// One request for the session in B, as a page whose idle timeout is
+    /// refreshed makes: a load, then a touch to an hour from now. Returns
+    /// what the load saw and what the touch answered.
+    fn request(&mut self, key: &StoreKey) -> (String, String) {
+        let loaded = self.ask(&format!("load {}", key.hex()));
+        let deadline = millis(OffsetDateTime::now_utc() + time::Duration::hours(1));
+        let touched = self.ask(&format!("touch {} {deadline}", key.hex()));
+        (loaded, touched)
+    }
+}
+
+impl Drop for ProcessB {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn session(v: &str) -> Record {
+    let mut data = Data::new();
+    data.insert("v".into(), serde_json::json!(v));
+    Record::new(data, OffsetDateTime::now_utc() + time::Duration::hours(1))
+}
+
+/// Process A and process B (a second OS process: this test binary started
+/// again as [`process_b`]) each hold their own pool and their own cache over
+/// one MariaDB table. B keeps serving requests for the session, a load and a
+/// touch every ~100 ms, far more often than its local TTL; A changes the
+/// session (an update, then, for a second session, a delete = logout). B
+/// must see the change within the local TTL of its last read from the
+/// database (plus a margin for a loaded machine), however often it touches,
+/// and its later touches must not bring the old session back, neither in
+/// its cache nor in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_in_one_process_reaches_another_that_keeps_touching() {
+    let table = unique_table();
+    let ttl = Duration::from_millis(500);
+    let bound = ttl + Duration::from_millis(300);
+    let period = Duration::from_millis(100);
+    let db = Arc::new(database("CLOAKROOM_MARIADB_URL", &table).await);
+    let a = cached(Arc::clone(&db) as Arc<dyn SessionStore>, ttl);
+    let mut b = ProcessB::start(&table, ttl);
+    let in_db = |key: StoreKey| {
+        let db = Arc::clone(&db);
+        async move {
+            db.load(&key)
+                .await
+                .expect("load")
+                .map(|r| r.data["v"].to_string())
+        }
+    };
+
+    // Round 1: A updates the session (a role dropped, a project switched).
+    let key = Id::generate().expect("an id").store_key();
+    assert!(a.create(&key, &session("ada")).await.expect("create"));
+    // B has it cached now, and keeps it warm for a while.
+    for _ in 0..3 {
+        let request = b.request(&key);
+        assert_eq!(request, ("some \"ada\"".into(), "true".into()));
+        tokio::time::sleep(period).await;
+    }
+    let mut changed = session("grace");
+    changed.expires_at = OffsetDateTime::now_utc() + time::Duration::hours(2);
+    assert!(a.update(&key, &changed).await.expect("update"));
+    let updated = Instant::now();
+    loop {
+        let (loaded, touched) = b.request(&key);
+        assert_eq!(touched, "true");
+        if loaded == "some \"grace\"" {
+            break;
+        }
+        assert_eq!(loaded, "some \"ada\"");
+        assert!(
+            updated.elapsed() <= bound,
+            "process B still served the old session {:?} after process A updated it \
+             (local TTL {ttl:?})",
+            updated.elapsed()
+        );
+        tokio::time::sleep(period).await;
+    }
+    // B's later requests neither revert the change nor serve the old copy.
+    for _ in 0..(2 * ttl.as_millis() / period.as_millis()) {
+        assert_eq!(b.request(&key), ("some \"grace\"".into(), "true".into()));
+        assert_eq!(in_db(key).await.as_deref(), Some("\"grace\""));
+        tokio::time::sleep(period).await;
+    }
+
+    // Round 2: A logs the session out.
+    let key = Id::generate().expect("an id").store_key();
+    assert!(a.create(&key, &session("ada")).await.expect("create"));
+    for _ in 0..3 {
+        assert_eq!(b.request(&key), ("some \"ada\"".into(), "true".into()));
+        tokio::time::sleep(period).await;
+    }
+    a.delete(&key).await.expect("delete");
+    let deleted = Instant::now();
+    loop {
+        let (loaded, _) = b.request(&key);
+        if loaded == "none" {
+            break;
+        }
+        assert_eq!(loaded, "some \"ada\"");
+        assert!(
+            deleted.elapsed() <= bound,
+            "process B still served the session {:?} after process A logged it out \
+             (local TTL {ttl:?})",
+            deleted.elapsed()
+        );
+        tokio::time::sleep(period).await;
+    }
+    for _ in 0..(2 * ttl.as_millis() / period.as_millis()) {
+        assert_eq!(b.request(&key), ("none".into(), "false".into()));
+        assert_eq!(in_db(key).await, None, "a touch brought the session back");
+        tokio::time::sleep(period).await;
+    }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use cloakroom_core::config::{ConfigError, Settings, millis_or};
 use cloakroom_core::{Call, Error, Record, SessionStore, StoreKey};
+use moka::ops::compute::Op;
 use moka::sync::Cache;
 use time::OffsetDateTime;
 
@@ -14,36 +15,54 @@ use crate::store::{Hasher, max_entries};
 /// Default local time-to-live of a cached copy (`SESSION_CACHED_DB_TTL_MS`).
 pub const DEFAULT_LOCAL_TTL: Duration = Duration::from_secs(5);
 
-/// Lets every local copy live until its session's deadline, and at most
-/// `cap` (the local TTL).
-struct UntilDeadline {
-    cap: Duration,
+/// A local copy of a session, and until when it may be served.
+#[derive(Debug)]
+struct Copy {
+    record: Record,
+    /// The local TTL counted from the start of the last call that told this
+    /// process what the inner store holds: the read that fetched the copy,
+    /// or the write (create or update) that the inner store accepted. A
+    /// touch does not move it (see `CachedStore::touched`).
+    fresh_until: Instant,
 }
 
-impl UntilDeadline {
-    fn ttl(&self, record: &Record) -> Duration {
-        record.remaining().unwrap_or(Duration::ZERO).min(self.cap)
+impl Copy {
+    /// Whether the copy may still be served: the session is live and the
+    /// copy is fresh.
+    fn is_live(&self) -> bool {
+        Instant::now() < self.fresh_until && !self.record.is_expired()
     }
 }
 
-impl moka::Expiry<StoreKey, Arc<Record>> for UntilDeadline {
+/// Lets every local copy live until its session's deadline or until it is
+/// no longer fresh, whichever comes first.
+struct UntilStale;
+
+impl UntilStale {
+    fn ttl(copy: &Copy, now: Instant) -> Duration {
+        let remaining = copy.record.remaining().unwrap_or(Duration::ZERO);
+        remaining.min(copy.fresh_until.saturating_duration_since(now))
+    }
+}
+
+impl moka::Expiry<StoreKey, Arc<Copy>> for UntilStale {
     fn expire_after_create(
         &self,
         _: &StoreKey,
-        value: &Arc<Record>,
-        _: Instant,
+        value: &Arc<Copy>,
+        now: Instant,
     ) -> Option<Duration> {
-        Some(self.ttl(value))
+        Some(Self::ttl(value, now))
     }
 
     fn expire_after_update(
         &self,
         _: &StoreKey,
-        value: &Arc<Record>,
-        _: Instant,
+        value: &Arc<Copy>,
+        now: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(self.ttl(value))
+        Some(Self::ttl(value, now))
     }
 }
 
@@ -52,7 +71,7 @@ impl moka::Expiry<StoreKey, Arc<Record>> for UntilDeadline {
 ///
 /// * **Reads** look in the cache first; on a miss they load from the inner
 ///   store and keep the result for the rest of its lifetime, but at most the
-///   local TTL.
+///   local TTL (see below).
 /// * **Writes and deletes** go to the inner store first and reach the cache
 ///   only when the inner store took them: a write the database refused is
 ///   never served from the cache. A delete, a failed write, or an update that
@@ -65,8 +84,30 @@ impl moka::Expiry<StoreKey, Arc<Record>> for UntilDeadline {
 /// The cache lives in one process. When another process logs a session out
 /// (or changes it), this process may go on serving its cached copy until
 /// that copy's local TTL runs out; it never sees the change before the
-/// database has it. The TTL (default 5 s) is that bound: lower it for
-/// tighter logout across processes, at the cost of more database reads.
+/// database has it. Precisely: a copy is served at most the local TTL
+/// (`SESSION_CACHED_DB_TTL_MS`, default 5 s) after the start of the last
+/// call through which this process learnt what the database holds for the
+/// session, which is
+///
+/// * the read that fetched the copy from the database, or
+/// * a create or update from this process that the database accepted (it
+///   wrote that very content).
+///
+/// A touch does not count, however often it comes: the database accepting
+/// it says only that the row still exists, not that its data is still what
+/// this process cached (another process may have updated it). A touch moves
+/// the cached copy's deadline but keeps its local expiry, so a session that
+/// this process serves on every request is still read from the database
+/// again once per TTL, and a change made through another process is seen
+/// within the TTL (a logout sooner, if a touch finds the row gone). The TTL
+/// is that bound: lower it for tighter logout across processes, at the
+/// cost of more database reads.
+///
+/// Within the bound a write from this process starts from the copy it
+/// served: an update built on a stale copy replaces what another process
+/// wrote meanwhile (the last writer wins, as with the `db` engine when two
+/// requests race), and an update or touch of a session deleted meanwhile
+/// finds no row and evicts the copy.
 ///
 /// # When the inner store is down
 ///
@@ -76,10 +117,11 @@ impl moka::Expiry<StoreKey, Arc<Record>> for UntilDeadline {
 #[derive(Clone)]
 pub struct CachedStore {
     inner: Arc<dyn SessionStore>,
-    cache: Cache<StoreKey, Arc<Record>, Hasher>,
+    cache: Cache<StoreKey, Arc<Copy>, Hasher>,
     /// Keys deleted in the last local TTL. A read that fetched a session
     /// from the inner store just before it was deleted must not put it back
-    /// into the cache after the delete evicted it.
+    /// into the cache after the delete evicted it. (A read that took longer
+    /// than the TTL puts back a copy that is already stale.)
     gone: Cache<StoreKey, (), Hasher>,
     ttl: Duration,
 }
@@ -102,7 +144,7 @@ impl CachedStore {
             inner,
             cache: Cache::builder()
                 .max_capacity(max_entries)
-                .expire_after(UntilDeadline { cap: ttl })
+                .expire_after(UntilStale)
                 .build_with_hasher(Hasher::default()),
             gone: Cache::builder()
                 .max_capacity(max_entries)
@@ -125,21 +167,73 @@ impl CachedStore {
         Ok(Self::new(inner, max_entries(settings)?, ttl))
     }
 
-    /// The longest a cached copy is served without asking the inner store.
+    /// The longest a cached copy is served without asking the inner store,
+    /// counted from the start of the read or write that last told this
+    /// process what the inner store holds (a touch does not count).
     pub fn local_ttl(&self) -> Duration {
         self.ttl
     }
 
-    /// Caches what a write stored.
-    fn keep(&self, key: &StoreKey, record: Record) {
-        self.cache.insert(*key, Arc::new(record));
+    /// A copy of what the inner store held when a call that started at
+    /// `started` read or wrote it.
+    fn copy(&self, record: Record, started: Instant) -> Arc<Copy> {
+        Arc::new(Copy {
+            record,
+            fresh_until: started + self.ttl,
+        })
+    }
+
+    /// Caches what a write that started at `started` stored: the inner
+    /// store took this very content, so the copy's local TTL starts again.
+    fn keep(&self, key: &StoreKey, record: Record, started: Instant) {
+        self.cache.insert(*key, self.copy(record, started));
         self.unless_gone(key);
     }
 
-    /// Caches what a read fetched, unless something fresher got there first
-    /// (a write that finished meanwhile).
-    fn fill(&self, key: &StoreKey, record: Record) {
-        let _ = self.cache.entry_by_ref(key).or_insert(Arc::new(record));
+    /// Caches what a read that started at `started` fetched, unless
+    /// something fresher got there first (a write that finished meanwhile).
+    fn fill(&self, key: &StoreKey, record: Record, started: Instant) {
+        let _ = self
+            .cache
+            .entry_by_ref(key)
+            .or_insert(self.copy(record, started));
+        self.unless_gone(key);
+    }
+
+    /// Moves the deadline of the cached copy after the inner store accepted
+    /// a touch; `seen` is the copy that was cached when the touch started.
+    ///
+    /// The copy keeps its local expiry (`fresh_until`): the touch says the
+    /// row still exists, not that its data is still what we cached, so it
+    /// must not extend how long the copy is served. It is kept rather than
+    /// dropped because the layer touches on every request of a session with
+    /// `SESSION_SAVE_EVERY_REQUEST` or a refreshed idle timeout: dropping it
+    /// would make each of those requests read the database, as the `db`
+    /// engine does, where keeping it costs one read per local TTL and gives
+    /// the same bound.
+    ///
+    /// If the copy is no longer the one `seen` (a write or read of this
+    /// process replaced or filled it while the touch was in flight), which
+    /// of the two reached the database last is unknown, so the copy is
+    /// dropped and the next read asks the database. Without a copy there is
+    /// nothing to move: the next read loads the touched record.
+    fn touched(&self, key: &StoreKey, seen: Option<Arc<Copy>>, expires_at: OffsetDateTime) {
+        let _ = self
+            .cache
+            .entry_by_ref(key)
+            .and_compute_with(|current| match (current, seen) {
+                (Some(current), Some(seen)) if Arc::ptr_eq(current.value(), &seen) => {
+                    Op::Put(Arc::new(Copy {
+                        record: Record {
+                            expires_at,
+                            ..seen.record.clone()
+                        },
+                        fresh_until: seen.fresh_until,
+                    }))
+                }
+                (Some(_), _) => Op::Remove,
+                (None, _) => Op::Nop,
+            });
         self.unless_gone(key);
     }
 
@@ -161,30 +255,32 @@ impl CachedStore {
         self.cache.invalidate(key);
     }
 
-    /// Runs a write on the inner store; on `Ok(true)` keeps `fresh` in the
-    /// cache, on anything else drops the local copy, since it may no longer
-    /// match the database.
+    /// Ends a write on the inner store: on `Ok(true)` runs `accepted` to
+    /// bring the cache up to date, on anything else drops the local copy,
+    /// since it may no longer match the database.
     fn write_through(
         &self,
         key: &StoreKey,
         result: Result<bool, Error>,
-        fresh: impl FnOnce() -> Option<Record>,
+        accepted: impl FnOnce(),
     ) -> Result<bool, Error> {
-        match (&result, fresh()) {
-            (Ok(true), Some(record)) => self.keep(key, record),
+        match &result {
+            Ok(true) => accepted(),
             // The session is gone from the inner store.
-            (Ok(false), _) => self.forget(key),
-            _ => self.cache.invalidate(key),
+            Ok(false) => self.forget(key),
+            Err(_) => self.cache.invalidate(key),
         }
         result
     }
 }
 
-/// A copy of the session a cache lookup found, unless it expired.
-fn live_copy(found: Option<Arc<Record>>) -> Option<Record> {
+/// A copy of the session a cache lookup found, unless it expired or is no
+/// longer fresh. (moka hides entries past their expiry too; this checks
+/// against the clock as it is now.)
+fn live_copy(found: Option<Arc<Copy>>) -> Option<Record> {
     found
-        .filter(|hit| !hit.is_expired())
-        .map(|hit| Record::clone(&hit))
+        .filter(|hit| hit.is_live())
+        .map(|hit| hit.record.clone())
 }
 
 /// A load this process holds a copy of is answered at once; everything
@@ -199,9 +295,10 @@ impl SessionStore for CachedStore {
             return Call::ready(Ok(Some(hit)));
         }
         Call::pending(async move {
+            let started = Instant::now();
             let found = self.inner.load(key).await?;
             if let Some(record) = &found {
-                self.fill(key, record.clone());
+                self.fill(key, record.clone(), started);
             }
             Ok(found)
         })
@@ -209,34 +306,29 @@ impl SessionStore for CachedStore {
 
     fn create<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
         Call::pending(async move {
+            let started = Instant::now();
             let result = self.inner.create(key, record).await;
             // A key that was taken is somebody else's session: leave its copy.
             if matches!(result, Ok(false)) {
                 return result;
             }
-            self.write_through(key, result, || Some(record.clone()))
+            self.write_through(key, result, || self.keep(key, record.clone(), started))
         })
     }
 
     fn update<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
         Call::pending(async move {
+            let started = Instant::now();
             let result = self.inner.update(key, record).await;
-            self.write_through(key, result, || Some(record.clone()))
+            self.write_through(key, result, || self.keep(key, record.clone(), started))
         })
     }
 
     fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
         Call::pending(async move {
-            let cached = self.cache.get(key);
+            let seen = self.cache.get(key);
             let result = self.inner.touch(key, expires_at).await;
-            // Without a cached copy there is nothing to refresh; the next
-            // read loads the touched record.
-            self.write_through(key, result, || {
-                cached.map(|old| Record {
-                    expires_at,
-                    ..Record::clone(&old)
-                })
-            })
+            self.write_through(key, result, || self.touched(key, seen, expires_at))
         })
     }
 
@@ -386,6 +478,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn touches_do_not_extend_the_local_ttl() {
+        let (db, cached, key) = setup(Duration::from_millis(400));
+        assert!(cached.create(&key, &record("a")).await.unwrap());
+        // Another process changes the session; this one keeps touching it.
+        assert!(db.inner.update(&key, &record("b")).await.unwrap());
+        let later = OffsetDateTime::now_utc() + time::Duration::hours(9);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(cached.touch(&key, later).await.unwrap());
+        assert_eq!(cached.load(&key).await.unwrap().unwrap().data["v"], "a");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(cached.touch(&key, later).await.unwrap());
+        // 500 ms after the create, past the TTL: the database answers.
+        let seen = cached.load(&key).await.unwrap().unwrap();
+        assert_eq!(seen.data["v"], "b");
+        assert_eq!(db.loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn updates_restart_the_local_ttl() {
+        let (db, cached, key) = setup(Duration::from_millis(1000));
+        assert!(cached.create(&key, &record("a")).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(cached.update(&key, &record("b")).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        // 1.2 s after the create, 0.6 s after the update: still local.
+        assert_eq!(cached.load(&key).await.unwrap().unwrap().data["v"], "b");
+        assert_eq!(db.loads.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_touch_racing_a_write_does_not_cache_the_old_data() {
+        let (db, cached, key) = setup(Duration::from_secs(60));
+        assert!(cached.create(&key, &record("a")).await.unwrap());
+        // A touch saw the copy "a"; an update replaced it before the touch
+        // reached the cache.
+        let seen = cached.cache.get(&key);
+        assert!(cached.update(&key, &record("b")).await.unwrap());
+        // Whole seconds, which the store keeps as they are.
+        let later = (OffsetDateTime::now_utc() + time::Duration::hours(9))
+            .replace_nanosecond(0)
+            .unwrap();
+        assert!(db.inner.touch(&key, later).await.unwrap());
+        cached.touched(&key, seen, later);
+        let found = cached.load(&key).await.unwrap().unwrap();
+        assert_eq!(
+            (found.data["v"].as_str(), found.expires_at),
+            (Some("b"), later)
+        );
+    }
+
+    #[tokio::test]
     async fn a_read_racing_a_delete_does_not_cache_the_session_again() {
         let (db, cached, key) = setup(Duration::from_secs(60));
         assert!(cached.create(&key, &record("a")).await.unwrap());
@@ -393,7 +536,7 @@ mod tests {
         // delete; it reaches the cache only after the delete is done.
         let fetched = db.inner.load(&key).await.unwrap().unwrap();
         cached.delete(&key).await.unwrap();
-        cached.fill(&key, fetched);
+        cached.fill(&key, fetched, Instant::now());
         assert!(cached.load(&key).await.unwrap().is_none());
     }
 
@@ -404,7 +547,7 @@ mod tests {
         // An update that the database took just before the delete reaches
         // the cache only after the delete is done.
         cached.delete(&key).await.unwrap();
-        cached.keep(&key, record("b"));
+        cached.keep(&key, record("b"), Instant::now());
         assert!(cached.load(&key).await.unwrap().is_none());
     }
 
@@ -414,7 +557,7 @@ mod tests {
         assert!(cached.create(&key, &record("a")).await.unwrap());
         let stale = db.inner.load(&key).await.unwrap().unwrap();
         assert!(cached.update(&key, &record("b")).await.unwrap());
-        cached.fill(&key, stale);
+        cached.fill(&key, stale, Instant::now());
         assert_eq!(cached.load(&key).await.unwrap().unwrap().data["v"], "b");
     }
 
