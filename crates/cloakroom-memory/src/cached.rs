@@ -17,7 +17,7 @@ pub const DEFAULT_LOCAL_TTL: Duration = Duration::from_secs(5);
 
 /// A local copy of a session, and until when it may be served.
 #[derive(Debug)]
-struct Copy {
+struct LocalCopy {
     record: Record,
     /// The local TTL counted from the start of the last call that told this
     /// process what the inner store holds: the read that fetched the copy,
@@ -26,7 +26,7 @@ struct Copy {
     fresh_until: Instant,
 }
 
-impl Copy {
+impl LocalCopy {
     /// Whether the copy may still be served: the session is live and the
     /// copy is fresh.
     fn is_live(&self) -> bool {
@@ -39,17 +39,17 @@ impl Copy {
 struct UntilStale;
 
 impl UntilStale {
-    fn ttl(copy: &Copy, now: Instant) -> Duration {
+    fn ttl(copy: &LocalCopy, now: Instant) -> Duration {
         let remaining = copy.record.remaining().unwrap_or(Duration::ZERO);
         remaining.min(copy.fresh_until.saturating_duration_since(now))
     }
 }
 
-impl moka::Expiry<StoreKey, Arc<Copy>> for UntilStale {
+impl moka::Expiry<StoreKey, Arc<LocalCopy>> for UntilStale {
     fn expire_after_create(
         &self,
         _: &StoreKey,
-        value: &Arc<Copy>,
+        value: &Arc<LocalCopy>,
         now: Instant,
     ) -> Option<Duration> {
         Some(Self::ttl(value, now))
@@ -58,7 +58,7 @@ impl moka::Expiry<StoreKey, Arc<Copy>> for UntilStale {
     fn expire_after_update(
         &self,
         _: &StoreKey,
-        value: &Arc<Copy>,
+        value: &Arc<LocalCopy>,
         now: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
@@ -117,7 +117,7 @@ impl moka::Expiry<StoreKey, Arc<Copy>> for UntilStale {
 #[derive(Clone)]
 pub struct CachedStore {
     inner: Arc<dyn SessionStore>,
-    cache: Cache<StoreKey, Arc<Copy>, Hasher>,
+    cache: Cache<StoreKey, Arc<LocalCopy>, Hasher>,
     /// Keys deleted in the last local TTL. A read that fetched a session
     /// from the inner store just before it was deleted must not put it back
     /// into the cache after the delete evicted it. (A read that took longer
@@ -176,8 +176,8 @@ impl CachedStore {
 
     /// A copy of what the inner store held when a call that started at
     /// `started` read or wrote it.
-    fn copy(&self, record: Record, started: Instant) -> Arc<Copy> {
-        Arc::new(Copy {
+    fn copy(&self, record: Record, started: Instant) -> Arc<LocalCopy> {
+        Arc::new(LocalCopy {
             record,
             fresh_until: started + self.ttl,
         })
@@ -217,13 +217,13 @@ impl CachedStore {
     /// of the two reached the database last is unknown, so the copy is
     /// dropped and the next read asks the database. Without a copy there is
     /// nothing to move: the next read loads the touched record.
-    fn touched(&self, key: &StoreKey, seen: Option<Arc<Copy>>, expires_at: OffsetDateTime) {
+    fn touched(&self, key: &StoreKey, seen: Option<Arc<LocalCopy>>, expires_at: OffsetDateTime) {
         let _ = self
             .cache
             .entry_by_ref(key)
             .and_compute_with(|current| match (current, seen) {
                 (Some(current), Some(seen)) if Arc::ptr_eq(current.value(), &seen) => {
-                    Op::Put(Arc::new(Copy {
+                    Op::Put(Arc::new(LocalCopy {
                         record: Record {
                             expires_at,
                             ..seen.record.clone()
@@ -277,7 +277,7 @@ impl CachedStore {
 /// A copy of the session a cache lookup found, unless it expired or is no
 /// longer fresh. (moka hides entries past their expiry too; this checks
 /// against the clock as it is now.)
-fn live_copy(found: Option<Arc<Copy>>) -> Option<Record> {
+fn live_copy(found: Option<Arc<LocalCopy>>) -> Option<Record> {
     found
         .filter(|hit| hit.is_live())
         .map(|hit| hit.record.clone())
