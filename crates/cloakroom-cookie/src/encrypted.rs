@@ -5,9 +5,9 @@
 //!
 //! | bytes | content |
 //! |---|---|
-//! | 1 | format version, `0x02` |
+//! | 1 | format version, `0x03` |
 //! | 8 | deadline, milliseconds since the Unix epoch, big-endian |
-//! | 12 | nonce, fresh from the OS CSPRNG for every value |
+//! | 32 | salt, fresh from the OS CSPRNG for every value |
 //! | n | ciphertext of: payload flag (1 byte), payload |
 //! | 16 | GCM tag |
 //!
@@ -16,9 +16,14 @@
 //! in the clear because the cookie's `Max-Age` shows it anyway, and so an
 //! expired value is refused without decrypting it.
 //!
-//! A random 96-bit nonce per value keeps the chance of a nonce repeating
-//! under one key negligible for well over 2^32 values, far more than a
-//! secret should seal before it is rotated.
+//! Every value is encrypted under a key of its own: HKDF-SHA256 expands the
+//! secret's encryption key with the value's 256-bit random salt. Each key
+//! seals exactly one value, so the all-zero nonce is safe, and there is no
+//! limit on how many values a secret seals (a random 96-bit nonce under one
+//! key would risk a repeat, and with it forgeries, after about 2^32 values,
+//! which a busy site re-sealing on every request reaches within days). Two
+//! values share a key only if their salts collide: after 2^64 values the
+//! chance is 2^-128.
 //!
 //! The length of the value still tells roughly how large the session is, and,
 //! because compression comes first, how compressible it is. If an attacker
@@ -37,8 +42,13 @@ use crate::CookieError;
 use crate::keys::{KeyRing, Secret, Secrets};
 use crate::payload;
 
-/// Format version byte of an encrypted value.
-const VERSION: u8 = 0x02;
+/// Format version byte of an encrypted value. Values of `0x02` (one key
+/// for every value, random nonces) were never released and are not read.
+const VERSION: u8 = 0x03;
+/// Bytes of a value's salt.
+const SALT_LEN: usize = 32;
+/// The nonce of every value: each key seals one value only.
+const NONCE: [u8; NONCE_LEN] = [0; NONCE_LEN];
 /// Version and deadline.
 const HEADER_LEN: usize = 9;
 /// AES-GCM tag length.
@@ -56,7 +66,8 @@ const TAG_LEN: usize = 16;
 /// let now = OffsetDateTime::now_utc();
 /// let record = Record::new(Data::new(), now + Duration::minutes(5));
 /// let value = codec.seal("sessionid", &record)?;
-/// // A fresh nonce each time: sealing twice gives two different values.
+/// // A fresh salt, so a fresh key, each time: sealing twice gives two
+/// // different values.
 /// assert_ne!(value, codec.seal("sessionid", &record)?);
 /// let opened = codec.open("sessionid", &value, now).expect("a value it sealed");
 /// assert_eq!(opened.record.data, record.data);
@@ -142,21 +153,20 @@ impl CookieCodec for EncryptedCookies {
         let mut header = [0u8; HEADER_LEN];
         header[0] = VERSION;
         header[1..].copy_from_slice(&record.expires_at_millis().to_be_bytes());
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce).map_err(|_| CookieError::Random)?;
+        let mut salt = [0u8; SALT_LEN];
+        self.rng.fill(&mut salt).map_err(|_| CookieError::Random)?;
 
-        // Encrypt in place in the envelope itself, after header and nonce.
-        let mut envelope = Vec::with_capacity(HEADER_LEN + NONCE_LEN + 1 + body.len() + TAG_LEN);
+        let mut envelope = Vec::with_capacity(HEADER_LEN + SALT_LEN + 1 + body.len() + TAG_LEN);
         envelope.extend_from_slice(&header);
-        envelope.extend_from_slice(&nonce);
+        envelope.extend_from_slice(&salt);
         let mut in_out = Vec::with_capacity(1 + body.len() + TAG_LEN);
         in_out.push(flag);
         in_out.extend_from_slice(&body);
         self.keys
             .current()
-            .encryption_key()
+            .value_key(&salt)?
             .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
+                Nonce::assume_unique_for_key(NONCE),
                 Aad::from(associated_data(&header, cookie_name)),
                 &mut in_out,
             )
@@ -168,7 +178,7 @@ impl CookieCodec for EncryptedCookies {
     fn open(&self, cookie_name: &str, value: &str, now: OffsetDateTime) -> Option<Opened> {
         let envelope = payload::from_text(value)?;
         // At least one byte of plaintext: the flag.
-        if envelope.len() < HEADER_LEN + NONCE_LEN + 1 + TAG_LEN
+        if envelope.len() < HEADER_LEN + SALT_LEN + 1 + TAG_LEN
             || envelope.first() != Some(&VERSION)
         {
             tracing::debug!(
@@ -178,7 +188,7 @@ impl CookieCodec for EncryptedCookies {
             return None;
         }
         let (header, rest) = envelope.split_at(HEADER_LEN);
-        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        let (salt, sealed) = rest.split_at(SALT_LEN);
         let deadline = payload::read_i64(header, 1)?;
         if deadline <= cloakroom_core::record::millis(now) {
             tracing::debug!(
@@ -187,15 +197,17 @@ impl CookieCodec for EncryptedCookies {
             );
             return None;
         }
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
         let ad = associated_data(header, cookie_name);
 
         for (stale_key, secret) in self.keys.all() {
             // open_in_place leaves the buffer unspecified on failure, so each
             // key gets a fresh copy. The tag check inside is constant-time.
             let mut buffer = sealed.to_vec();
-            let Ok(plain) = secret.encryption_key().open_in_place(
-                Nonce::assume_unique_for_key(nonce),
+            let Ok(key) = secret.value_key(salt) else {
+                continue;
+            };
+            let Ok(plain) = key.open_in_place(
+                Nonce::assume_unique_for_key(NONCE),
                 Aad::from(&ad),
                 &mut buffer,
             ) else {
@@ -236,6 +248,43 @@ mod tests {
         assert!(sig.open("s", &s, now()).is_some());
         assert!(enc.open("s", &s, now()).is_none());
         assert!(sig.open("s", &e, now()).is_none());
+    }
+
+    /// Each value is sealed under a key of its own, from its own salt, so
+    /// the number of values a secret seals has no limit.
+    #[test]
+    fn every_value_has_a_key_of_its_own() {
+        let secret = Secret::new("a secret for many values, 32 bytes+").unwrap();
+        let codec = EncryptedCookies::new(&secret).with_compression(false);
+        let record = Record::new(Data::new(), now() + Duration::hours(1));
+        let envelope = |value: &str| payload::from_text(value).unwrap();
+        let a = envelope(&codec.seal("s", &record).unwrap());
+        let b = envelope(&codec.seal("s", &record).unwrap());
+        assert_eq!((a[0], b[0]), (VERSION, VERSION));
+        let salt = HEADER_LEN..HEADER_LEN + SALT_LEN;
+        assert_ne!(a[salt.clone()], b[salt.clone()]);
+        // Same plaintext, same nonce, same header: the ciphertexts differ
+        // because the keys do.
+        assert_eq!(a.len(), b.len());
+        assert_ne!(a[salt.end..], b[salt.end..]);
+        // And a value's ciphertext opens only under its own salt's key.
+        let mut swapped = b.clone();
+        swapped[salt.clone()].copy_from_slice(&a[salt]);
+        let text = |bytes: &[u8]| payload::to_text(bytes).unwrap();
+        assert!(codec.open("s", &text(&b), now()).is_some());
+        assert!(codec.open("s", &text(&swapped), now()).is_none());
+        // Values of the unreleased one-key format are not read.
+        let mut old = b;
+        old[0] = 0x02;
+        assert!(codec.open("s", &text(&old), now()).is_none());
+        // Salts do not repeat.
+        let salts: std::collections::HashSet<Vec<u8>> = (0..2000)
+            .map(|_| {
+                envelope(&codec.seal("s", &record).unwrap())[HEADER_LEN..HEADER_LEN + SALT_LEN]
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(salts.len(), 2000);
     }
 
     #[test]

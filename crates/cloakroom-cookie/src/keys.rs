@@ -108,6 +108,9 @@ const SALT: &[u8] = b"cloakroom-cookie HKDF salt v1";
 const SIGNING_INFO: &[u8] = b"cloakroom signed_cookies HMAC-SHA256 key v1";
 /// HKDF info for the key of [`EncryptedCookies`](crate::EncryptedCookies).
 const ENCRYPTION_INFO: &[u8] = b"cloakroom encrypted_cookies AES-256-GCM key v1";
+/// HKDF info for the key of one sealed value, derived from the encryption
+/// key and the value's own random salt.
+const VALUE_KEY_INFO: &[u8] = b"cloakroom encrypted_cookies value key v2";
 
 /// A session secret, held as the keys derived from it.
 ///
@@ -122,7 +125,9 @@ const ENCRYPTION_INFO: &[u8] = b"cloakroom encrypted_cookies AES-256-GCM key v1"
 #[derive(Clone)]
 pub struct Secret {
     signing: hmac::Key,
-    encryption: aead::LessSafeKey,
+    /// Not a key itself: each sealed value gets its own AES-256-GCM key,
+    /// expanded from this with the value's salt ([`Secret::value_key`]).
+    encryption: hkdf::Prk,
 }
 
 impl Secret {
@@ -143,11 +148,11 @@ impl Secret {
             .expand(&[SIGNING_INFO], hmac::HMAC_SHA256)
             .map_err(|_| CookieError::Crypto("HKDF expand of the signing key"))?;
         let encryption = prk
-            .expand(&[ENCRYPTION_INFO], &aead::AES_256_GCM)
+            .expand(&[ENCRYPTION_INFO], hkdf::HKDF_SHA256)
             .map_err(|_| CookieError::Crypto("HKDF expand of the encryption key"))?;
         Ok(Self {
             signing: hmac::Key::from(signing),
-            encryption: aead::LessSafeKey::new(aead::UnboundKey::from(encryption)),
+            encryption: hkdf::Prk::from(encryption),
         })
     }
 
@@ -155,8 +160,18 @@ impl Secret {
         &self.signing
     }
 
-    pub(crate) fn encryption_key(&self) -> &aead::LessSafeKey {
-        &self.encryption
+    /// The AES-256-GCM key of the one value sealed with `salt`. A key per
+    /// value, from a random salt, is what keeps AES-GCM safe however many
+    /// values a secret seals: a random 96-bit nonce under one key would
+    /// repeat (and so allow forgeries) after about 2^32 values, which a busy
+    /// site re-sealing on every request reaches within days.
+    pub(crate) fn value_key(&self, salt: &[u8]) -> Result<aead::LessSafeKey, CookieError> {
+        let info = [VALUE_KEY_INFO, salt];
+        let key = self
+            .encryption
+            .expand(&info, &aead::AES_256_GCM)
+            .map_err(|_| CookieError::Crypto("HKDF expand of a value key"))?;
+        Ok(aead::LessSafeKey::new(aead::UnboundKey::from(key)))
     }
 }
 
