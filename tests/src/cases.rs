@@ -624,3 +624,60 @@ pub async fn flush_then_5xx_removes_the_cookie(engine: Engine) {
         assert_eq!(thief.get("/get/user").await.body, "none");
     }
 }
+
+/// Cookie engines: a session renewed on every request still ends at its
+/// absolute age (`SESSION_COOKIE_ABSOLUTE_AGE`, from its issue or last
+/// `cycle_id`), and so does a copy of its cookie taken before; no cookie
+/// gets a `Max-Age` past that end, and `cycle_id` starts the count again.
+pub async fn cookie_sessions_end_at_their_absolute_age(engine: Engine) {
+    let absolute = Duration::from_secs(2);
+    let configure = |l: SessionLayer| {
+        l.with_save_every_request(true)
+            .with_cookie_absolute_age(absolute)
+    };
+    let (mut client, _, _) = setup(engine.clone(), configure);
+    let started = std::time::Instant::now();
+    let reply = client.get("/set/user/ada").await;
+    ok(&reply);
+    assert!(session_cookie(&reply).max_age() <= Some(2), "{reply:?}");
+    let mut thief = client.replay();
+    // Renewed every 300 ms: alive while younger than 2 s, then over.
+    let lived = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let reply = client.get("/get/user").await;
+        ok(&reply);
+        if reply.body == "none" {
+            break started.elapsed();
+        }
+        if let Some(cookie) = reply.cookie(NAME).filter(|c| !c.is_removal()) {
+            let left = absolute.saturating_sub(started.elapsed()).as_secs_f64();
+            let max_age = cookie.max_age().expect("Max-Age");
+            assert!(
+                (max_age as f64) <= left.ceil(),
+                "Max-Age {max_age} past the absolute end ({left:.2} s left)"
+            );
+        }
+        assert!(
+            started.elapsed() < absolute + Duration::from_millis(1500),
+            "still alive after {:?}",
+            started.elapsed()
+        );
+    };
+    assert!(
+        lived >= absolute - Duration::from_millis(400),
+        "ended early: {lived:?}"
+    );
+    assert_eq!(
+        thief.get("/get/user").await.body,
+        "none",
+        "the copy lives on"
+    );
+
+    // cycle_id (a login) is a new issue.
+    let (mut client, _, _) = setup(engine, configure);
+    ok(&client.get("/set/user/ada").await);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    ok(&client.get("/cycle").await);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(client.get("/get/user").await.body, "ada");
+}

@@ -7,12 +7,13 @@
 //! |---|---|
 //! | 1 | format version, `0x03` |
 //! | 8 | deadline, milliseconds since the Unix epoch, big-endian |
+//! | 8 | issued at (first issue or last new id), milliseconds, big-endian |
 //! | 32 | salt, fresh from the OS CSPRNG for every value |
 //! | n | ciphertext of: payload flag (1 byte), payload |
 //! | 16 | GCM tag |
 //!
-//! The associated data is the version, the deadline and the cookie name
-//! (length-prefixed): the tag fails if any of them differs. The deadline is
+//! The associated data is the version, the deadline, the issue time and the
+//! cookie name (length-prefixed): the tag fails if any of them differs. The deadline is
 //! in the clear because the cookie's `Max-Age` shows it anyway, and so an
 //! expired value is refused without decrypting it.
 //!
@@ -33,6 +34,7 @@
 
 use std::fmt;
 
+use cloakroom_core::record::{from_millis, millis};
 use cloakroom_core::{ConfigError, CookieCodec, Error, Opened, Record, Settings};
 use ring::aead::{Aad, NONCE_LEN, Nonce};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -49,8 +51,8 @@ const VERSION: u8 = 0x03;
 const SALT_LEN: usize = 32;
 /// The nonce of every value: each key seals one value only.
 const NONCE: [u8; NONCE_LEN] = [0; NONCE_LEN];
-/// Version and deadline.
-const HEADER_LEN: usize = 9;
+/// Version, deadline and issue time.
+const HEADER_LEN: usize = 17;
 /// AES-GCM tag length.
 const TAG_LEN: usize = 16;
 
@@ -65,10 +67,10 @@ const TAG_LEN: usize = 16;
 /// let codec = EncryptedCookies::new(&Secret::new("a secret of at least thirty-two bytes")?);
 /// let now = OffsetDateTime::now_utc();
 /// let record = Record::new(Data::new(), now + Duration::minutes(5));
-/// let value = codec.seal("sessionid", &record)?;
+/// let value = codec.seal("sessionid", &record, now)?;
 /// // A fresh salt, so a fresh key, each time: sealing twice gives two
 /// // different values.
-/// assert_ne!(value, codec.seal("sessionid", &record)?);
+/// assert_ne!(value, codec.seal("sessionid", &record, now)?);
 /// let opened = codec.open("sessionid", &value, now).expect("a value it sealed");
 /// assert_eq!(opened.record.data, record.data);
 /// // The deadline travels in whole milliseconds.
@@ -148,11 +150,17 @@ impl CookieCodec for EncryptedCookies {
         "encrypted_cookies"
     }
 
-    fn seal(&self, cookie_name: &str, record: &Record) -> Result<String, Error> {
+    fn seal(
+        &self,
+        cookie_name: &str,
+        record: &Record,
+        issued_at: OffsetDateTime,
+    ) -> Result<String, Error> {
         let (flag, body) = payload::encode(record, self.compress)?;
         let mut header = [0u8; HEADER_LEN];
         header[0] = VERSION;
-        header[1..].copy_from_slice(&record.expires_at_millis().to_be_bytes());
+        header[1..9].copy_from_slice(&record.expires_at_millis().to_be_bytes());
+        header[9..].copy_from_slice(&millis(issued_at).to_be_bytes());
         let mut salt = [0u8; SALT_LEN];
         self.rng.fill(&mut salt).map_err(|_| CookieError::Random)?;
 
@@ -215,7 +223,12 @@ impl CookieCodec for EncryptedCookies {
             };
             let (&flag, body) = plain.split_first()?;
             let record = payload::decode(flag, body, deadline)?;
-            return Some(Opened { record, stale_key });
+            let issued_at = from_millis(payload::read_i64(header, 9)?).ok()?;
+            return Some(Opened {
+                record,
+                stale_key,
+                issued_at,
+            });
         }
         tracing::debug!(
             engine = "encrypted_cookies",
@@ -242,8 +255,8 @@ mod tests {
         let enc = EncryptedCookies::new(&secret);
         let sig = crate::SignedCookies::new(&secret);
         let record = Record::new(Data::new(), now() + Duration::hours(1));
-        let e = enc.seal("s", &record).unwrap();
-        let s = sig.seal("s", &record).unwrap();
+        let e = enc.seal("s", &record, now()).unwrap();
+        let s = sig.seal("s", &record, now()).unwrap();
         assert!(enc.open("s", &e, now()).is_some());
         assert!(sig.open("s", &s, now()).is_some());
         assert!(enc.open("s", &s, now()).is_none());
@@ -258,8 +271,8 @@ mod tests {
         let codec = EncryptedCookies::new(&secret).with_compression(false);
         let record = Record::new(Data::new(), now() + Duration::hours(1));
         let envelope = |value: &str| payload::from_text(value).unwrap();
-        let a = envelope(&codec.seal("s", &record).unwrap());
-        let b = envelope(&codec.seal("s", &record).unwrap());
+        let a = envelope(&codec.seal("s", &record, now()).unwrap());
+        let b = envelope(&codec.seal("s", &record, now()).unwrap());
         assert_eq!((a[0], b[0]), (VERSION, VERSION));
         let salt = HEADER_LEN..HEADER_LEN + SALT_LEN;
         assert_ne!(a[salt.clone()], b[salt.clone()]);
@@ -280,7 +293,8 @@ mod tests {
         // Salts do not repeat.
         let salts: std::collections::HashSet<Vec<u8>> = (0..2000)
             .map(|_| {
-                envelope(&codec.seal("s", &record).unwrap())[HEADER_LEN..HEADER_LEN + SALT_LEN]
+                envelope(&codec.seal("s", &record, now()).unwrap())
+                    [HEADER_LEN..HEADER_LEN + SALT_LEN]
                     .to_vec()
             })
             .collect();

@@ -53,7 +53,7 @@
 //! data.insert("user".into(), "ada".into());
 //! let record = Record::new(data, now + Duration::hours(1));
 //!
-//! let value = codec.seal("sessionid", &record)?;
+//! let value = codec.seal("sessionid", &record, now)?;
 //! assert!(!value.contains("ada"));
 //! let opened = codec.open("sessionid", &value, now).expect("a value it sealed");
 //! assert_eq!(opened.record.data, record.data);

@@ -4,22 +4,26 @@
 //!
 //! | bytes | content |
 //! |---|---|
-//! | 1 | format version, `0x01` |
-//! | 1 | payload flag: `0` JSON, `1` raw-deflated JSON |
+//! | 1 | format version, `0x02` |
+//! | 1 | payload flag: `0` the record, `1` the record raw-deflated |
 //! | 8 | deadline, milliseconds since the Unix epoch, big-endian |
+//! | 8 | issued at (first issue or last new id), milliseconds, big-endian |
 //! | n | payload |
 //! | 32 | HMAC-SHA256 tag |
 //!
-//! The tag covers the first ten bytes, the cookie name (length-prefixed) and
+//! The tag covers the first 18 bytes, the cookie name (length-prefixed) and
 //! the payload. The key is derived from the secret for this purpose only.
+//! Values of the unreleased `0x01` format (without the issue time) are not
+//! read.
 //!
 //! Anyone holding the cookie can read the session: decode the base64url,
-//! skip ten bytes, drop the last 32, and inflate if the flag says so. Keep
+//! skip 18 bytes, drop the last 32, and inflate if the flag says so. Keep
 //! nothing in it that the user must not see; use
 //! [`EncryptedCookies`](crate::EncryptedCookies) for that.
 
 use std::fmt;
 
+use cloakroom_core::record::{from_millis, millis};
 use cloakroom_core::{ConfigError, CookieCodec, Error, Opened, Record, Settings};
 use ring::hmac;
 use time::OffsetDateTime;
@@ -28,9 +32,9 @@ use crate::keys::{KeyRing, Secret, Secrets};
 use crate::payload;
 
 /// Format version byte of a signed value.
-const VERSION: u8 = 0x01;
-/// Version, flag and deadline.
-const HEADER_LEN: usize = 10;
+const VERSION: u8 = 0x02;
+/// Version, flag, deadline and issue time.
+const HEADER_LEN: usize = 18;
 /// HMAC-SHA256 output length.
 const TAG_LEN: usize = 32;
 
@@ -44,7 +48,7 @@ const TAG_LEN: usize = 32;
 /// let codec = SignedCookies::new(&Secret::new("a secret of at least thirty-two bytes")?);
 /// let now = OffsetDateTime::now_utc();
 /// let record = Record::new(Data::new(), now + Duration::minutes(5));
-/// let value = codec.seal("sessionid", &record)?;
+/// let value = codec.seal("sessionid", &record, now)?;
 /// let opened = codec.open("sessionid", &value, now).expect("a value it sealed");
 /// assert_eq!(opened.record.data, record.data);
 /// // The deadline travels in whole milliseconds.
@@ -122,12 +126,18 @@ impl CookieCodec for SignedCookies {
         "signed_cookies"
     }
 
-    fn seal(&self, cookie_name: &str, record: &Record) -> Result<String, Error> {
+    fn seal(
+        &self,
+        cookie_name: &str,
+        record: &Record,
+        issued_at: OffsetDateTime,
+    ) -> Result<String, Error> {
         let (flag, body) = payload::encode(record, self.compress)?;
         let mut header = [0u8; HEADER_LEN];
         header[0] = VERSION;
         header[1] = flag;
-        header[2..].copy_from_slice(&record.expires_at_millis().to_be_bytes());
+        header[2..10].copy_from_slice(&record.expires_at_millis().to_be_bytes());
+        header[10..].copy_from_slice(&millis(issued_at).to_be_bytes());
 
         let tag = hmac::sign(
             self.keys.current().signing_key(),
@@ -176,7 +186,12 @@ impl CookieCodec for SignedCookies {
             return None;
         };
         let record = payload::decode(header[1], body, deadline)?;
-        Some(Opened { record, stale_key })
+        let issued_at = from_millis(payload::read_i64(header, 10)?).ok()?;
+        Some(Opened {
+            record,
+            stale_key,
+            issued_at,
+        })
     }
 }
 
@@ -204,7 +219,7 @@ mod tests {
         let record = Record::new(data, now() + Duration::hours(1));
         let value = codec()
             .with_compression(false)
-            .seal("sessionid", &record)
+            .seal("sessionid", &record, now())
             .unwrap();
         let envelope = URL_SAFE_NO_PAD.decode(&value).unwrap();
         assert_eq!(envelope[1], payload::FLAG_PLAIN);
@@ -215,15 +230,18 @@ mod tests {
     #[test]
     fn a_correctly_signed_zip_bomb_is_still_refused() {
         use std::io::Write;
+        let deadline = OffsetDateTime::from_unix_timestamp(4_102_444_800).unwrap();
+        let mut data = Data::new();
+        data.insert("x".into(), "z".repeat(8 * 1024 * 1024).into());
+        let bytes = Record::new(data, deadline).to_bytes().unwrap();
         let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-        e.write_all(br#"{"v":1,"d":{"x":""#).unwrap();
-        e.write_all(&vec![b'z'; 8 * 1024 * 1024]).unwrap();
-        e.write_all(br#""},"x":4102444800000}"#).unwrap();
+        e.write_all(&bytes).unwrap();
         let body = e.finish().unwrap();
         let mut header = [0u8; HEADER_LEN];
         header[0] = VERSION;
         header[1] = payload::FLAG_DEFLATE;
-        header[2..].copy_from_slice(&4_102_444_800_000_i64.to_be_bytes());
+        header[2..10].copy_from_slice(&millis(deadline).to_be_bytes());
+        header[10..].copy_from_slice(&millis(now()).to_be_bytes());
         let c = codec();
         let tag = hmac::sign(
             c.keys.current().signing_key(),

@@ -157,7 +157,7 @@ fn catalog(target: usize) -> Value {
 fn round_trips_and_values_are_cookie_safe() {
     for codec in codecs(NEW) {
         for r in [small_record(), compressible_record()] {
-            let value = codec.seal(NAME, &r).expect("seal");
+            let value = codec.seal(NAME, &r, now()).expect("seal");
             assert!(is_cookie_safe(&value), "{}: {value}", codec.engine());
             let opened = codec.open(NAME, &value, now()).expect("opens");
             assert_eq!(opened.record, r, "{}", codec.engine());
@@ -170,7 +170,7 @@ fn round_trips_and_values_are_cookie_safe() {
 fn every_bit_flip_of_the_sealed_bytes_is_rejected() {
     for codec in codecs(NEW) {
         for r in [small_record(), compressible_record()] {
-            let value = codec.seal(NAME, &r).expect("seal");
+            let value = codec.seal(NAME, &r, now()).expect("seal");
             let bytes = URL_SAFE_NO_PAD.decode(&value).expect("base64url");
             assert!(codec.open(NAME, &value, now()).is_some());
             for i in 0..bytes.len() {
@@ -193,7 +193,7 @@ fn every_bit_flip_of_the_sealed_bytes_is_rejected() {
 fn every_changed_character_of_the_text_is_rejected() {
     let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     for codec in codecs(NEW) {
-        let value = codec.seal(NAME, &small_record()).expect("seal");
+        let value = codec.seal(NAME, &small_record(), now()).expect("seal");
         let text = value.as_bytes();
         for i in 0..text.len() {
             // Every single-bit flip that stays ASCII, and every other
@@ -228,7 +228,7 @@ fn every_changed_character_of_the_text_is_rejected() {
 #[test]
 fn a_value_is_bound_to_its_cookie_name() {
     for codec in codecs(NEW) {
-        let value = codec.seal(NAME, &small_record()).expect("seal");
+        let value = codec.seal(NAME, &small_record(), now()).expect("seal");
         for other in [
             "sessionid2",
             "sessioni",
@@ -251,7 +251,7 @@ fn a_value_is_bound_to_its_cookie_name() {
 fn a_value_is_dead_at_its_deadline() {
     for codec in codecs(NEW) {
         let r = small_record();
-        let value = codec.seal(NAME, &r).expect("seal");
+        let value = codec.seal(NAME, &r, now()).expect("seal");
         let just_before = r.expires_at - Duration::milliseconds(1);
         assert!(codec.open(NAME, &value, just_before).is_some());
         assert!(codec.open(NAME, &value, r.expires_at).is_none());
@@ -263,7 +263,7 @@ fn a_value_is_dead_at_its_deadline() {
 
         // Sealed already expired (a session whose set_expiry has passed).
         let stale = record(json!({"a": 1}), Duration::seconds(-5));
-        let value = codec.seal(NAME, &stale).expect("seal");
+        let value = codec.seal(NAME, &stale, now()).expect("seal");
         assert!(codec.open(NAME, &value, now()).is_none());
     }
 }
@@ -279,7 +279,7 @@ fn changing_the_deadline_breaks_the_seal() {
     ];
     for (codec, deadline_bytes) in cases {
         let r = small_record();
-        let value = codec.seal(NAME, &r).expect("seal");
+        let value = codec.seal(NAME, &r, now()).expect("seal");
         let mut bytes = URL_SAFE_NO_PAD.decode(&value).expect("base64url");
         let later = (r.expires_at_millis() + 86_400_000).to_be_bytes();
         bytes[deadline_bytes].copy_from_slice(&later);
@@ -307,7 +307,7 @@ fn an_encrypted_value_hides_the_session() {
         // clear by design (authenticated, not secret).
         let plain = &bytes_of_record[..bytes_of_record.len() - 9];
 
-        let value = codec.seal(NAME, &r).expect("seal");
+        let value = codec.seal(NAME, &r, now()).expect("seal");
         let bytes = URL_SAFE_NO_PAD.decode(&value).expect("base64url");
         assert!(!value.contains(marker));
         let sealed_runs: HashSet<&[u8]> = bytes.windows(8).collect();
@@ -318,10 +318,10 @@ fn an_encrypted_value_hides_the_session() {
         }
         // Nor does any run of the readable (signed) form's payload, or of
         // its base64 text at any of the three alignments.
-        let signed = readable.seal(NAME, &r).expect("seal");
+        let signed = readable.seal(NAME, &r, now()).expect("seal");
         let signed_bytes = URL_SAFE_NO_PAD.decode(&signed).expect("base64url");
         // (Less the MAC, and the record's deadline at the end of the payload.)
-        let payload = &signed_bytes[10..signed_bytes.len() - 32 - 9];
+        let payload = &signed_bytes[18..signed_bytes.len() - 32 - 9];
         for run in payload.windows(8) {
             assert!(!sealed_runs.contains(run), "leaks {run:?}");
         }
@@ -336,15 +336,41 @@ fn an_encrypted_value_hides_the_session() {
 }
 
 #[test]
-fn every_encrypted_value_gets_a_fresh_nonce() {
+fn every_encrypted_value_gets_a_fresh_salt() {
     let codec = EncryptedCookies::new(&Secret::new(NEW).expect("long enough"));
     let r = small_record();
-    let mut nonces = HashSet::new();
+    let mut salts = HashSet::new();
     for _ in 0..1000 {
         let bytes = URL_SAFE_NO_PAD
-            .decode(codec.seal(NAME, &r).expect("seal"))
+            .decode(codec.seal(NAME, &r, now()).expect("seal"))
             .expect("base64url");
-        assert!(nonces.insert(bytes[9..21].to_vec()), "a nonce repeated");
+        // After version, deadline and issue time.
+        assert!(salts.insert(bytes[17..49].to_vec()), "a salt repeated");
+    }
+}
+
+#[test]
+fn the_issue_time_is_sealed_and_covered() {
+    let issued = now() - Duration::days(3);
+    for codec in codecs(NEW) {
+        let value = codec.seal(NAME, &small_record(), issued).expect("seal");
+        let opened = codec.open(NAME, &value, now()).expect("opens");
+        assert_eq!(opened.issued_at, issued);
+        // Moving the issue time later (to outlive the absolute age) breaks
+        // the seal.
+        let mut bytes = URL_SAFE_NO_PAD.decode(&value).expect("base64url");
+        let at = if codec.engine() == "signed_cookies" {
+            10
+        } else {
+            9
+        };
+        bytes[at + 7] ^= 1;
+        let forged = URL_SAFE_NO_PAD.encode(bytes);
+        assert!(
+            codec.open(NAME, &forged, now()).is_none(),
+            "{}",
+            codec.engine()
+        );
     }
 }
 
@@ -365,7 +391,7 @@ fn rotation_accepts_fallbacks_as_stale_and_drops_them_once_removed() {
         let after = build(&from_pairs([("SESSION_SECRET_KEY", NEW)]));
 
         let r = small_record();
-        let old_value = before.seal(NAME, &r).expect("seal");
+        let old_value = before.seal(NAME, &r, now()).expect("seal");
         let opened = during
             .open(NAME, &old_value, now())
             .expect("old key still opens");
@@ -373,7 +399,7 @@ fn rotation_accepts_fallbacks_as_stale_and_drops_them_once_removed() {
         assert_eq!(opened.record, r);
 
         // What the layer does next: re-issue under the current key.
-        let reissued = during.seal(NAME, &opened.record).expect("seal");
+        let reissued = during.seal(NAME, &opened.record, now()).expect("seal");
         let opened = during.open(NAME, &reissued, now()).expect("opens");
         assert!(!opened.stale_key);
         assert!(after.open(NAME, &reissued, now()).is_some());
@@ -397,7 +423,7 @@ fn settings_errors_name_the_variable_and_hide_the_secret() {
 
     // Django's SECRET_KEY is used when SESSION_SECRET_KEY is unset.
     let django = SignedCookies::from_settings(&from_pairs([("SECRET_KEY", NEW)])).expect("valid");
-    let value = django.seal(NAME, &small_record()).expect("seal");
+    let value = django.seal(NAME, &small_record(), now()).expect("seal");
     assert!(codecs(NEW)[0].open(NAME, &value, now()).is_some());
 
     let shown = format!(
@@ -420,7 +446,7 @@ fn horizon_sized_sessions_round_trip() {
             "{encoded_len}"
         );
         for codec in codecs(NEW) {
-            let value = codec.seal(NAME, &r).expect("seal");
+            let value = codec.seal(NAME, &r, now()).expect("seal");
             assert!(is_cookie_safe(&value));
             println!(
                 "{}: {encoded_len} bytes of record -> {} characters of cookie",
@@ -443,7 +469,7 @@ fn sealing_more_than_can_be_opened_is_a_too_large_error() {
     }
     let r = Record::new(data, now() + Duration::hours(1));
     for codec in codecs(NEW) {
-        let codec_value = codec.seal(NAME, &r);
+        let codec_value = codec.seal(NAME, &r, now());
         match codec_value {
             Err(e) => assert_eq!(e.kind(), ErrorKind::TooLarge, "{e}"),
             Ok(v) => {
@@ -461,7 +487,7 @@ fn sealing_more_than_can_be_opened_is_a_too_large_error() {
     data.insert("blob".into(), blob.into());
     let r = Record::new(data, now() + Duration::hours(1));
     for codec in codecs(NEW) {
-        match codec.seal(NAME, &r) {
+        match codec.seal(NAME, &r, now()) {
             Err(e) => assert_eq!(e.kind(), ErrorKind::TooLarge, "{e}"),
             Ok(v) => panic!("{}: sealed {} characters", codec.engine(), v.len()),
         }
@@ -474,8 +500,10 @@ fn thousands_of_random_and_mutated_values_never_panic_or_open() {
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     for codec in codecs(NEW) {
         let seeds = [
-            codec.seal(NAME, &small_record()).expect("seal"),
-            codec.seal(NAME, &compressible_record()).expect("seal"),
+            codec.seal(NAME, &small_record(), now()).expect("seal"),
+            codec
+                .seal(NAME, &compressible_record(), now())
+                .expect("seal"),
         ];
         for i in 0..4000 {
             let candidate: Vec<u8> = match i % 4 {

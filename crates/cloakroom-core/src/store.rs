@@ -140,18 +140,28 @@ impl<T> fmt::Debug for Call<'_, T> {
 ///
 /// Such an engine has no server-side state, so it cannot revoke a session
 /// before its deadline: a copy of an old cookie stays valid until it expires.
+/// Renewing a session re-seals it with a later deadline, so every value also
+/// carries the moment the session was issued (or last given a new id), and
+/// the layer refuses a value older than `SESSION_COOKIE_ABSOLUTE_AGE`
+/// whatever its deadline: a stolen copy ends then at the latest.
 /// The layer splits long values over several cookies and joins them again;
 /// the codec sees one value.
 pub trait CookieCodec: fmt::Debug + Send + Sync + 'static {
     /// A short engine name for logs and errors, such as `"signed_cookies"`.
     fn engine(&self) -> &'static str;
 
-    /// Seals `record` into a cookie value bound to `cookie_name` and to the
-    /// record's deadline.
+    /// Seals `record` into a cookie value bound to `cookie_name`, to the
+    /// record's deadline and to `issued_at`, the moment the session was
+    /// issued or last given a new id.
     ///
     /// # Errors
     /// When the record cannot be serialized.
-    fn seal(&self, cookie_name: &str, record: &Record) -> Result<String, Error>;
+    fn seal(
+        &self,
+        cookie_name: &str,
+        record: &Record,
+        issued_at: OffsetDateTime,
+    ) -> Result<String, Error>;
 
     /// Opens a value made by [`seal`](Self::seal) for the same cookie name.
     /// Anything forged, tampered with, truncated, sealed for another name, or
@@ -167,4 +177,7 @@ pub struct Opened {
     /// True when it was sealed with a fallback key: the layer re-issues it
     /// under the current key.
     pub stale_key: bool,
+    /// When the session was issued or last given a new id, as sealed (to
+    /// the millisecond).
+    pub issued_at: OffsetDateTime,
 }

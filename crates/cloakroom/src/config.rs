@@ -26,6 +26,13 @@ pub struct SessionConfig {
     /// `SESSION_COOKIE_SAMESITE`, default `Lax`; `None` here means no
     /// attribute (Django's `False`).
     pub cookie_same_site: Option<SameSite>,
+    /// `SESSION_COOKIE_ABSOLUTE_AGE`, cookie engines only; `None` (the
+    /// default) means `cookie_age`. The longest a cookie-engine session
+    /// lives from its issue or its last `cycle_id`, however often it is
+    /// renewed: a value sealed longer ago is refused, and no cookie is given
+    /// a deadline past it. This is what ends a stolen copy of a cookie that
+    /// keeps being renewed.
+    pub cookie_absolute_age: Option<Duration>,
     /// `SESSION_SAVE_EVERY_REQUEST`, default false: when true, every request
     /// that reads the session extends its expiry (a touch, not a rewrite,
     /// when the data did not change).
@@ -48,6 +55,7 @@ impl Default for SessionConfig {
         Self {
             cookie_name: "sessionid".to_owned(),
             cookie_age: Duration::from_secs(1_209_600),
+            cookie_absolute_age: None,
             cookie_domain: None,
             cookie_path: "/".to_owned(),
             cookie_secure: false,

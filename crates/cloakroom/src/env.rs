@@ -38,6 +38,19 @@ pub(crate) fn config(s: &dyn Settings) -> Result<SessionConfig, ConfigError> {
             age_accepted,
         ));
     }
+    let cookie_absolute_age = match s.get("SESSION_COOKIE_ABSOLUTE_AGE") {
+        None => None,
+        Some(value) => match value.trim().parse::<u64>() {
+            Ok(secs) if secs > 0 && secs <= MAX_AGE.as_secs() => Some(Duration::from_secs(secs)),
+            _ => {
+                return Err(ConfigError::new(
+                    "SESSION_COOKIE_ABSOLUTE_AGE",
+                    value,
+                    age_accepted,
+                ));
+            }
+        },
+    };
     let cookie_domain = match s.get("SESSION_COOKIE_DOMAIN") {
         Some(d) if !is_attribute_value(&d) || d.contains(' ') => {
             return Err(ConfigError::new(
@@ -100,6 +113,7 @@ pub(crate) fn config(s: &dyn Settings) -> Result<SessionConfig, ConfigError> {
     Ok(SessionConfig {
         cookie_name,
         cookie_age: Duration::from_secs(age),
+        cookie_absolute_age,
         cookie_domain,
         cookie_path,
         cookie_secure,
@@ -348,6 +362,13 @@ mod tests {
         }
         let c = config(&from_pairs([("SESSION_COOKIE_AGE", "3153600000")])).unwrap();
         assert_eq!(c.cookie_age, MAX_AGE);
+        assert_eq!(c.cookie_absolute_age, None);
+        let c = config(&from_pairs([("SESSION_COOKIE_ABSOLUTE_AGE", "86400")])).unwrap();
+        assert_eq!(c.cookie_absolute_age, Some(Duration::from_secs(86_400)));
+        for age in ["0", "-1", "soon", "3153600001"] {
+            let e = err(&[("SESSION_COOKIE_ABSOLUTE_AGE", age)]);
+            assert!(e.contains("SESSION_COOKIE_ABSOLUTE_AGE"), "{e}");
+        }
         let e = err(&[("SESSION_COOKIE_NAME", "a b")]);
         assert!(e.contains("SESSION_COOKIE_NAME"), "{e}");
         let e = err(&[("SESSION_COOKIE_HTTPONLY", "maybe")]);

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use crate::Engine;
 use crate::jar;
 use crate::plan::{self, Decision, Plan};
-use crate::session::Locked;
+use crate::session::{Locked, absolute_end};
 use crate::store::{self, Stop, Wait};
 
 /// What [`now`] did with the response.
@@ -166,10 +166,15 @@ fn seal(
     response: &mut Response<Body>,
     now: OffsetDateTime,
 ) -> Result<(), Error> {
-    let record = session.take_record(now)?;
+    let mut record = session.take_record(now)?;
     let config = session.config();
     let name = &config.cookie_name;
-    let sealed = codec.seal(name, &record);
+    let issued_at = session.issued_at(now);
+    // Never a deadline past the session's absolute end: the cookie's
+    // `Max-Age` follows the deadline sealed.
+    let end = absolute_end(issued_at, config);
+    record.expires_at = record.expires_at.min(end);
+    let sealed = codec.seal(name, &record, issued_at);
     session.restore(record);
     let config = session.config();
     let value = sealed.inspect_err(|err| {
@@ -188,7 +193,17 @@ fn seal(
         tracing::error!(engine = codec.engine(), operation = "save", error = %err, "session cookie not written");
         return Err(err);
     };
-    let lifetime = session.lifetime(now);
+    let lifetime = match session.lifetime(now) {
+        jar::Lifetime::For(age, at) => {
+            // In whole seconds, rounded up as the deadline is: a cookie
+            // with time left never gets `Max-Age=0`.
+            let left = end - now;
+            let secs = left.whole_seconds() + i64::from(left.subsec_nanoseconds() > 0);
+            let left = std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+            jar::Lifetime::For(age.min(left), at)
+        }
+        other => other,
+    };
     let pieces = parts.len() - 1;
     let headers = response.headers_mut();
     for (cookie_name, cookie_value) in parts {

@@ -128,6 +128,22 @@ impl SessionLayer {
         self.edit(|c| c.cookie_age = age.min(cloakroom_core::record::MAX_AGE))
     }
 
+    /// Sets the longest a cookie-engine session lives from its issue or last
+    /// `cycle_id`, however often it is renewed
+    /// (`SESSION_COOKIE_ABSOLUTE_AGE`; by default the cookie age). An age
+    /// past [`MAX_AGE`](crate::core::record::MAX_AGE) is taken as that.
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
+    /// # use std::time::Duration;
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10)))
+    ///     .with_cookie_absolute_age(Duration::from_secs(8 * 3600));
+    /// assert_eq!(layer.config().cookie_absolute_age, Some(Duration::from_secs(8 * 3600)));
+    /// ```
+    pub fn with_cookie_absolute_age(self, age: Duration) -> Self {
+        self.edit(|c| c.cookie_absolute_age = Some(age.min(cloakroom_core::record::MAX_AGE)))
+    }
+
     /// Sets the cookie's `Domain` (`SESSION_COOKIE_DOMAIN`).
     ///
     /// ```

@@ -52,6 +52,7 @@
 //! | `SESSION_DATABASE_URL` | `DATABASE_URL` | for `db` and `cached_db` |
 //! | `SESSION_COOKIE_NAME` | `sessionid` | |
 //! | `SESSION_COOKIE_AGE` | `1209600` | seconds (at most 100 years); cookie `Max-Age` and server-side deadline |
+//! | `SESSION_COOKIE_ABSOLUTE_AGE` | `SESSION_COOKIE_AGE` | cookie engines: seconds a session lives from its issue or last `cycle_id`, however often renewed |
 //! | `SESSION_COOKIE_DOMAIN` | unset | host-only cookie when unset |
 //! | `SESSION_COOKIE_PATH` | `/` | |
 //! | `SESSION_COOKIE_SECURE` | `false` | |

@@ -169,6 +169,9 @@ struct State {
     expiry: Option<Expiry>,
     /// The store's version of the record it loaded, handed back on save.
     version: Option<u64>,
+    /// Cookie engines: when the session was issued or last given a new id,
+    /// as its cookie said; `None` for a session issued by this request.
+    issued_at: Option<OffsetDateTime>,
     /// A store call of this request failed: the response says so.
     failure: Option<ErrorKind>,
 }
@@ -295,6 +298,7 @@ impl Session {
         state.modified = false;
         state.touch = false;
         state.version = None;
+        state.issued_at = None;
         let mut doomed: Vec<Id> = state
             .id
             .take()
@@ -328,6 +332,8 @@ impl Session {
         if let Some(old) = state.id.take() {
             state.retired.get_or_insert(old);
         }
+        // A new id is a new issue: the absolute age counts from here.
+        state.issued_at = None;
         state.live = false;
         state.modified = true;
         Ok(())
@@ -436,9 +442,13 @@ impl Session {
             }
             (Incoming::Sealed(value), Engine::Cookie(codec)) => codec
                 .open(&shared.config.cookie_name, value, now)
+                // However often it was renewed, a session past its absolute
+                // age is over: so is a stolen copy that kept being used.
+                .filter(|opened| now < absolute_end(opened.issued_at, &shared.config))
                 .map(|opened| {
                     // Re-issued under the current key at the end of this request.
                     state.modified |= opened.stale_key;
+                    state.issued_at = Some(opened.issued_at);
                     (None, opened.record)
                 }),
             _ => None,
@@ -583,6 +593,12 @@ impl<'a> Locked<'a> {
         }
     }
 
+    /// Cookie engines: when the session was issued or last given a new id;
+    /// `now` for one issued by this request.
+    pub(crate) fn issued_at(&self, now: OffsetDateTime) -> OffsetDateTime {
+        self.state.issued_at.unwrap_or(now)
+    }
+
     /// The live id (to update or touch), if the cookie opened one.
     pub(crate) fn live_id(&self) -> Option<&Id> {
         self.state.id.as_ref()
@@ -647,6 +663,17 @@ fn deadline(
                 ),
             )
         })
+}
+
+/// Cookie engines: the moment a session issued at `issued_at` ends
+/// whatever its deadline (`SESSION_COOKIE_ABSOLUTE_AGE`, else the cookie
+/// age); the far future if that is past what the calendar holds.
+pub(crate) fn absolute_end(issued_at: OffsetDateTime, config: &SessionConfig) -> OffsetDateTime {
+    let age = config.cookie_absolute_age.unwrap_or(config.cookie_age);
+    time::Duration::try_from(age)
+        .ok()
+        .and_then(|age| issued_at.checked_add(age))
+        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
 }
 
 /// Whether the cookie should outlive the browser.
