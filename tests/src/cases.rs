@@ -681,3 +681,40 @@ pub async fn cookie_sessions_end_at_their_absolute_age(engine: Engine) {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(client.get("/get/user").await.body, "ada");
 }
+
+/// "Log out everywhere": a session the application's check refuses is
+/// absent on every engine (a cookie engine included, which keeps no server
+/// state), for the client and for any copy of its cookie; a new login
+/// works.
+pub async fn a_session_the_application_refuses_is_absent(engine: Engine) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // The user's current generation, as the application keeps it.
+    let generation = Arc::new(AtomicU64::new(0));
+    let current = Arc::clone(&generation);
+    let (mut client, _, _) = setup(engine, move |l| {
+        l.with_session_check(move |record: &cloakroom::Record| {
+            let stored = record.data.get("gen").ok().flatten().cloned();
+            match stored.as_ref().and_then(|v| v.as_str()) {
+                Some(g) => g.parse::<u64>().ok() == Some(current.load(Ordering::SeqCst)),
+                None => true,
+            }
+        })
+    });
+    ok(&client.get("/set/user/ada").await);
+    ok(&client.get("/set/gen/0").await);
+    let mut copy = client.replay();
+    assert_eq!(client.get("/get/user").await.body, "ada");
+    generation.store(1, Ordering::SeqCst);
+    assert_eq!(client.get("/get/user").await.body, "none");
+    assert_eq!(
+        copy.get("/get/user").await.body,
+        "none",
+        "a copy still works"
+    );
+    let reply = client.get("/set/gen/1").await;
+    ok(&reply);
+    assert!(!session_cookie(&reply).value.is_empty());
+    ok(&client.get("/set/user/bob").await);
+    assert_eq!(client.get("/get/user").await.body, "bob");
+    assert_eq!(copy.get("/get/user").await.body, "none");
+}

@@ -8,7 +8,7 @@ use tower::Layer;
 
 use crate::config::SessionConfig;
 use crate::service::SessionService;
-use crate::{Engine, env};
+use crate::{Engine, Record, env};
 
 /// Loads the session before the handler runs and writes it back afterwards.
 ///
@@ -34,6 +34,25 @@ use crate::{Engine, env};
 pub struct SessionLayer {
     engine: Engine,
     config: Arc<SessionConfig>,
+    check: Option<Check>,
+}
+
+/// The application's own test of a loaded session (see
+/// [`SessionLayer::with_session_check`]).
+#[derive(Clone)]
+pub(crate) struct Check(Arc<dyn Fn(&Record) -> bool + Send + Sync>);
+
+impl Check {
+    /// Whether the application accepts `record`.
+    pub(crate) fn accepts(&self, record: &Record) -> bool {
+        (self.0)(record)
+    }
+}
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Check")
+    }
 }
 
 impl SessionLayer {
@@ -42,6 +61,7 @@ impl SessionLayer {
         Self {
             engine,
             config: Arc::new(SessionConfig::default()),
+            check: None,
         }
     }
 
@@ -50,7 +70,50 @@ impl SessionLayer {
         Self {
             engine,
             config: Arc::new(config),
+            check: None,
         }
+    }
+
+    /// Adds the application's own test of every session the layer loads,
+    /// on every engine: a session it refuses is treated as absent (the
+    /// request starts a fresh one, under a new id). It runs on each request
+    /// that uses its session, so it must be quick and must not block.
+    ///
+    /// This is how "log out everywhere" works on the cookie engines, which
+    /// keep no server state: keep a generation number per user (in the
+    /// application's database, cached in memory), store it in the session
+    /// at login, raise it to log every session of that user out, and
+    /// refuse sessions whose number is behind.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use std::sync::{Arc, RwLock};
+    /// use cloakroom::{Engine, Record, SessionLayer, memory::MemoryStore};
+    ///
+    /// // user id -> current generation, kept by the application.
+    /// let generations: Arc<RwLock<HashMap<String, u64>>> = Arc::default();
+    /// let current = Arc::clone(&generations);
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10)))
+    ///     .with_session_check(move |record: &Record| {
+    ///         let field = |key| record.data.get(key).ok().flatten().cloned();
+    ///         match (field("user"), field("generation")) {
+    ///             (Some(user), Some(generation)) => {
+    ///                 let user = user.as_str().unwrap_or_default().to_owned();
+    ///                 let now = current.read().map(|g| g.get(&user).copied().unwrap_or(0));
+    ///                 now.is_ok_and(|now| generation.as_u64() == Some(now))
+    ///             }
+    ///             // Not logged in: nothing to revoke.
+    ///             _ => true,
+    ///         }
+    ///     });
+    /// # let _ = layer;
+    /// ```
+    pub fn with_session_check(
+        mut self,
+        check: impl Fn(&Record) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.check = Some(Check(Arc::new(check)));
+        self
     }
 
     /// Reads `SESSION_ENGINE` and every other `SESSION_*` setting from the
@@ -266,6 +329,7 @@ impl<S> Layer<S> for SessionLayer {
             inner,
             engine: self.engine.clone(),
             config: Arc::clone(&self.config),
+            check: self.check.clone(),
         }
     }
 }

@@ -17,6 +17,7 @@ use tower::Service;
 use crate::Engine;
 use crate::config::SessionConfig;
 use crate::finish;
+use crate::layer::Check;
 use crate::session::{CookieHeaders, Session};
 
 /// The middleware made by [`SessionLayer`](crate::SessionLayer).
@@ -25,6 +26,7 @@ pub struct SessionService<S> {
     pub(crate) inner: S,
     pub(crate) engine: Engine,
     pub(crate) config: Arc<SessionConfig>,
+    pub(crate) check: Option<Check>,
 }
 
 impl<S> fmt::Debug for SessionService<S> {
@@ -54,6 +56,7 @@ where
         let session = Session::new(
             self.engine.clone(),
             Arc::clone(&self.config),
+            self.check.clone(),
             CookieHeaders::from_headers(request.headers()),
         );
         request.extensions_mut().insert(session.clone());

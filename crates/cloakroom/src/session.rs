@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 
 use crate::config::SessionConfig;
 use crate::jar::{self, RequestCookies};
+use crate::layer::Check;
 use crate::plan::{End, Outcome};
 use crate::{Engine, Error, store};
 
@@ -61,6 +62,8 @@ impl std::fmt::Debug for Session {
 struct Shared {
     engine: Engine,
     config: Arc<SessionConfig>,
+    /// The application's test of a loaded session, if it gave one.
+    check: Option<Check>,
     /// The request's `Cookie` headers, read only when the session is used
     /// (a handler that ignores the session costs no parsing).
     cookie_headers: CookieHeaders,
@@ -195,12 +198,14 @@ impl Session {
     pub(crate) fn new(
         engine: Engine,
         config: Arc<SessionConfig>,
+        check: Option<Check>,
         cookie_headers: CookieHeaders,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 engine,
                 config,
+                check,
                 cookie_headers,
                 parsed: OnceLock::new(),
                 used: AtomicBool::new(false),
@@ -456,8 +461,11 @@ impl Session {
         state.loaded = true;
         // Defence in depth: a store that returned a dead record does not
         // revive it, and a policy out of bounds is a damaged record.
+        // The application may refuse it too (a "log out everywhere").
         let Some((id, record)) = found.filter(|(_, r)| {
-            !r.is_expired_at(now) && r.expiry.is_none_or(|e| e.is_within_bounds())
+            !r.is_expired_at(now)
+                && r.expiry.is_none_or(|e| e.is_within_bounds())
+                && shared.check.as_ref().is_none_or(|check| check.accepts(r))
         }) else {
             return Ok(());
         };
@@ -717,6 +725,7 @@ mod tests {
         let session = Session::new(
             Engine::store(crate::memory::MemoryStore::new(1)),
             Arc::new(SessionConfig::default()),
+            None,
             CookieHeaders::default(),
         );
         let mut locked = session.try_lock().expect("free");
