@@ -9,19 +9,23 @@
 //!   documented limit down).
 //! * `large_catalog::*`: a 40 KB service catalog (the top of Horizon's range)
 //!   on the server-side engines.
-//! * the rest on the memory engine: HTML escaping, the idle timeout, and
-//!   `/health` for a backend that answers and one that does not.
+//! * the rest on the memory engine: HTML escaping, the idle timeout, login
+//!   throttling per user name and per client address, and `/health` for a
+//!   backend that answers and one that does not.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
 use cloakroom::SessionLayer;
 use cloakroom_tests::client::{Client, Reply};
 use cloakroom_tests::required_env;
 use dashboard::{DashboardSettings, DemoUser};
-use http::header::{CONTENT_TYPE, COOKIE, LOCATION};
+use http::header::{CONTENT_TYPE, COOKIE, LOCATION, RETRY_AFTER};
 use http::{Request, StatusCode};
 
 const COOKIE_NAME: &str = "sessionid";
@@ -159,6 +163,15 @@ impl Browser {
     fn new(layer: SessionLayer, settings: DashboardSettings) -> Self {
         Self {
             client: Client::of(dashboard::app(layer, settings)),
+        }
+    }
+
+    /// A browser on `app` that connects from `ip`, as the server's
+    /// `ConnectInfo` would report it.
+    fn from_address(app: &Router, ip: &str) -> Self {
+        let addr = SocketAddr::new(ip.parse().expect("an IP address"), 40_000);
+        Self {
+            client: Client::of(app.clone().layer(MockConnectInfo(addr))),
         }
     }
 
@@ -686,6 +699,106 @@ async fn idle_timeout_is_refreshed_by_each_page_and_ends_idle_sessions() {
     // Then 3 s idle: the session is over.
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert_redirect(&browser.get("/").await, "/auth/login");
+}
+
+/// A login attempt from a fresh login page: the reply to the form.
+async fn attempt(browser: &mut Browser, user: &str, password: &str) -> Reply {
+    let token = browser.login_page().await;
+    browser
+        .post(
+            "/auth/login",
+            &[
+                ("username", user),
+                ("password", password),
+                ("csrf_token", &token),
+            ],
+        )
+        .await
+}
+
+/// A 429 with a `Retry-After` of 1 to `window` seconds, that logged no one in.
+async fn assert_throttled(browser: &mut Browser, reply: &Reply, window: u64) {
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{reply:?}");
+    let retry: u64 = reply
+        .headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After in seconds: {reply:?}"));
+    assert!((1..=window).contains(&retry), "{retry}");
+    assert!(
+        text_of(reply, "login-error").contains("Too many"),
+        "{reply:?}"
+    );
+    assert_redirect(&browser.get("/").await, "/auth/login");
+}
+
+/// Failed logins are throttled per user name and per client address; a
+/// successful login clears the name's count.
+#[tokio::test]
+async fn failed_logins_are_throttled_per_user_and_per_address() {
+    let settings = DashboardSettings {
+        login_failures_per_user: 5,
+        login_failures_per_address: 12,
+        ..settings(1024)
+    };
+    let app = dashboard::app(engines::memory(), settings);
+    let here = "192.0.2.1";
+    let elsewhere = "198.51.100.7";
+
+    // Four failures, then the right password: in, and the name's count is
+    // cleared (the address keeps its four).
+    let mut browser = Browser::from_address(&app, here);
+    for _ in 0..4 {
+        let reply = attempt(&mut browser, "demo", "wrong").await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        assert!(text_of(&reply, "login-error").contains("Invalid"));
+    }
+    assert_redirect(&attempt(&mut browser, "demo", "demo").await, "/");
+
+    // So five more failures are allowed before the name is stopped; then
+    // even the right password gets 429, from any address.
+    let mut browser = Browser::from_address(&app, here);
+    for _ in 0..5 {
+        let reply = attempt(&mut browser, "demo", "wrong").await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    }
+    let reply = attempt(&mut browser, "demo", "demo").await;
+    assert_throttled(&mut browser, &reply, 300).await;
+    let mut other = Browser::from_address(&app, elsewhere);
+    let reply = attempt(&mut other, "demo", "demo").await;
+    assert_throttled(&mut other, &reply, 300).await;
+
+    // The address has nine failures: three more with another name, and then
+    // that name is stopped from here too, though it has only three.
+    for _ in 0..3 {
+        let reply = attempt(&mut browser, "admin", "wrong").await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    }
+    let reply = attempt(&mut browser, "admin", "s3cret-admin").await;
+    assert_throttled(&mut browser, &reply, 300).await;
+    // From elsewhere the same name and password work.
+    assert_redirect(&attempt(&mut other, "admin", "s3cret-admin").await, "/");
+}
+
+/// Throttling ends when the window does (`DASHBOARD_LOGIN_WINDOW`).
+#[tokio::test]
+async fn login_throttling_ends_with_its_window() {
+    let settings = DashboardSettings {
+        login_failures_per_user: 1,
+        login_window: Duration::from_secs(1),
+        ..settings(1024)
+    };
+    let app = dashboard::app(engines::memory(), settings);
+    let mut browser = Browser::from_address(&app, "192.0.2.1");
+    assert_eq!(
+        attempt(&mut browser, "demo", "wrong").await.status,
+        StatusCode::OK
+    );
+    let reply = attempt(&mut browser, "demo", "demo").await;
+    assert_throttled(&mut browser, &reply, 1).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_redirect(&attempt(&mut browser, "demo", "demo").await, "/");
 }
 
 /// `/health` answers 503 quickly when the session backend is down.

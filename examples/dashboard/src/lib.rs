@@ -11,7 +11,7 @@
 //! | route | does |
 //! |---|---|
 //! | `GET /auth/login` | the login form (the overview if already logged in) |
-//! | `POST /auth/login` | fields `username`, `password`, `csrf_token`; 303 to `/` on success, the form again with an error otherwise |
+//! | `POST /auth/login` | fields `username`, `password`, `csrf_token`; 303 to `/` on success, the form again with an error otherwise; 429 with `Retry-After` after too many failures for the user name or the client address |
 //! | `GET /` | the overview: user, project, region, engine, session expiry, the region's services; 303 to `/auth/login` when not logged in |
 //! | `POST /project` | fields `project`, `csrf_token`: switches the current project |
 //! | `POST /auth/logout` | field `csrf_token`: flushes the session, 303 to `/auth/login` |
@@ -19,12 +19,17 @@
 //!
 //! A POST without the session's CSRF token gets 403.
 //!
+//! Serve it with `into_make_service_with_connect_info::<SocketAddr>()`, as
+//! the binary does, so failed logins are also counted per client address;
+//! without that, only the per-user-name limit applies.
+//!
 //! # What lives where
 //!
 //! * [`app`] (here): the router.
 //! * [`settings`]: [`DashboardSettings`], the `DASHBOARD_*` variables.
 //! * [`catalog`]: the Keystone-shaped service catalog of a configurable size.
 //! * `auth` (private): the session keys, login, CSRF tokens, the idle timeout.
+//! * `throttle` (private): failed logins counted per user name and address.
 //! * `pages` (private): the handlers. `templates` (private): the minijinja
 //!   templates from `templates/`, compiled in, HTML-escaped.
 //!
@@ -49,6 +54,7 @@ mod error;
 mod pages;
 pub mod settings;
 mod templates;
+mod throttle;
 
 pub use settings::{DashboardSettings, DemoUser};
 
@@ -61,6 +67,8 @@ struct AppState {
     catalog: Vec<catalog::Service>,
     /// How long `/health` waits for the backend: the layer's own bound.
     health_timeout: Duration,
+    /// Failed logins by user name and by client address.
+    throttle: throttle::LoginThrottle,
 }
 
 /// The dashboard's routes behind `layer`.
@@ -69,6 +77,7 @@ pub fn app(layer: SessionLayer, settings: DashboardSettings) -> Router {
         engine: layer.engine().clone(),
         catalog: catalog::build(settings.catalog_bytes),
         health_timeout: layer.config().backend_timeout,
+        throttle: throttle::LoginThrottle::new(&settings),
         settings,
     });
     Router::new()

@@ -5,8 +5,14 @@
 //! [`dashboard::DashboardSettings`]). A bad value stops it at once with a
 //! message that names the variable; a session backend that is down does not:
 //! the dashboard starts and answers 503 until the backend is back.
+//!
+//! It refuses to start on an address beyond loopback while a built-in demo
+//! account (`admin:admin`, `demo:demo`) can log in.
+
+use std::net::SocketAddr;
 
 use cloakroom::SessionLayer;
+use dashboard::settings::is_loopback;
 use dashboard::{DashboardSettings, app};
 
 #[tokio::main]
@@ -31,8 +37,30 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    // Decided on the address actually bound: DASHBOARD_ADDR may be a host
+    // name, or a port of 0.
+    let local = match listener.local_addr() {
+        Ok(local) => local,
+        Err(err) => {
+            eprintln!("dashboard: cannot read the address bound to: {err}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(err) = settings.check_listen_address(local) {
+        eprintln!("dashboard: {err}");
+        std::process::exit(2);
+    }
+    if !is_loopback(local) && !layer.config().cookie_secure {
+        tracing::warn!(
+            %local,
+            "listening beyond loopback with SESSION_COOKIE_SECURE off: the session cookie \
+             travels in clear text over any hop without TLS; set SESSION_COOKIE_SECURE=true \
+             behind an HTTPS proxy"
+        );
+    }
     tracing::info!(
         %addr,
+        %local,
         engine = layer.engine().name(),
         users = settings.users.len(),
         catalog_bytes = settings.catalog_bytes,
@@ -59,7 +87,9 @@ async fn main() {
         #[cfg(not(unix))]
         let _ = ctrl_c.await;
     };
-    if let Err(err) = axum::serve(listener, app(layer, settings))
+    // With the peer's address, so failed logins are counted per address too.
+    let service = app(layer, settings).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(err) = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
     {

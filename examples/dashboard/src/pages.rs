@@ -1,9 +1,14 @@
 //! The route handlers.
 
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::header::RETRY_AFTER;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use cloakroom::Session;
@@ -46,6 +51,35 @@ pub(crate) struct LogoutForm {
     csrf_token: String,
 }
 
+/// The most characters of a user name a log line shows.
+const LOGGED_NAME_CHARS: usize = 64;
+
+/// A user name as typed, fit for a log line: at most [`LOGGED_NAME_CHARS`]
+/// characters, and logged with `?` so control characters are escaped (a
+/// newline or an escape code in it would otherwise forge log lines or
+/// repaint a terminal).
+fn loggable(username: &str) -> &str {
+    username
+        .char_indices()
+        .nth(LOGGED_NAME_CHARS)
+        .map_or(username, |(end, _)| &username[..end])
+}
+
+/// The client's address, when the server was started with
+/// `into_make_service_with_connect_info`; `None` otherwise (a test or an
+/// embedding that does not), which is no reason to refuse a request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let info = ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await;
+        Ok(Self(info.ok().map(|ConnectInfo(addr)| addr.ip())))
+    }
+}
+
 /// `GET /auth/login`: the form, or the overview for a user already in.
 pub(crate) async fn login_form(State(app): State<Arc<AppState>>, session: Session) -> Page {
     if auth::logged_in(&session).await?.is_some() {
@@ -59,12 +93,46 @@ pub(crate) async fn login_form(State(app): State<Arc<AppState>>, session: Sessio
 /// `POST /auth/login`.
 pub(crate) async fn login(
     State(app): State<Arc<AppState>>,
+    ClientAddr(client): ClientAddr,
     session: Session,
     Form(form): Form<LoginForm>,
 ) -> Page {
     auth::check_csrf(&session, &form.csrf_token).await?;
+    let attempt = match app.throttle.begin(&form.username, client, Instant::now()) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            // The password is not looked at: a right one would tell the
+            // guesser it is right.
+            let secs = crate::throttle::retry_after_secs(wait);
+            tracing::warn!(
+                username = ?loggable(&form.username),
+                client = ?client,
+                retry_after = secs,
+                "login throttled"
+            );
+            let error = format!(
+                "Too many failed logins for this user or from this address. \
+                 Try again in {} minute(s).",
+                secs.div_ceil(60)
+            );
+            let mut page = login_page(
+                &app,
+                StatusCode::TOO_MANY_REQUESTS,
+                &form.csrf_token,
+                &form.username,
+                Some(&error),
+            )?;
+            page.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+            return Ok(page);
+        }
+    };
     let Some(user) = app.settings.authenticate(&form.username, &form.password) else {
-        tracing::info!(username = %form.username, "failed login");
+        tracing::info!(
+            username = ?loggable(&form.username),
+            client = ?client,
+            "failed login"
+        );
         // The session is left as it was: same id, same token.
         return login_page(
             &app,
@@ -74,6 +142,7 @@ pub(crate) async fn login(
             Some("Invalid credentials. Check the user name and password."),
         );
     };
+    app.throttle.succeeded(attempt);
     let project = app.settings.projects.first().map_or("", String::as_str);
     auth::log_in(
         &session,
@@ -218,5 +287,134 @@ pub(crate) async fn health(State(app): State<Arc<AppState>>) -> Response {
             )
                 .into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Mutex;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::http::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
+    use cloakroom::memory::MemoryStore;
+    use cloakroom::{Engine, SessionLayer};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::DashboardSettings;
+
+    /// What the test's subscriber wrote.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn body_text(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("a body");
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn loggable_names_are_cut_at_a_character_boundary() {
+        assert_eq!(loggable("ada"), "ada");
+        let long = "é".repeat(100);
+        assert_eq!(loggable(&long).chars().count(), LOGGED_NAME_CHARS);
+    }
+
+    /// A user name that tries to forge log lines reaches the log escaped,
+    /// on one line, and cut short.
+    #[tokio::test]
+    async fn failed_login_logs_the_user_name_escaped_and_short() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // The test runtime is single-threaded: the handlers log on this thread.
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let layer = SessionLayer::new(Engine::store(MemoryStore::new(100)));
+        let app = crate::app(layer, DashboardSettings::default());
+        let form = app
+            .clone()
+            .oneshot(
+                Request::get("/auth/login")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        let cookie = form
+            .headers()
+            .get(SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .expect("a session cookie")
+            .to_owned();
+        let html = body_text(form).await;
+        let marker = "name=\"csrf_token\" value=\"";
+        let start = html.find(marker).expect("a CSRF field") + marker.len();
+        let token = &html[start..start + html[start..].find('"').expect("a quote")];
+
+        // %0A newline, %0D carriage return, %1B escape.
+        let forged = "ad%0A2026-01-01 FORGED%0D%1B%5B31mRED";
+        let long = "x".repeat(500);
+        for username in [forged, long.as_str()] {
+            let reply = app
+                .clone()
+                .oneshot(
+                    Request::post("/auth/login")
+                        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .header(COOKIE, &cookie)
+                        .body(Body::from(format!(
+                            "username={username}&password=wrong&csrf_token={token}"
+                        )))
+                        .expect("request"),
+                )
+                .await
+                .expect("infallible");
+            assert_eq!(reply.status(), StatusCode::OK);
+        }
+
+        let log = String::from_utf8_lossy(
+            &captured
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_owned();
+        assert!(!log.contains('\r') && !log.contains('\u{1b}'), "{log:?}");
+        let failed: Vec<&str> = log.lines().filter(|l| l.contains("failed login")).collect();
+        assert_eq!(failed.len(), 2, "{log}");
+        assert!(
+            failed[0].contains(r#"username="ad\n2026-01-01 FORGED\r\u{1b}[31mRED""#),
+            "{}",
+            failed[0]
+        );
+        // No line but the real ones: the forged one stayed inside the first.
+        assert!(!log.lines().any(|l| l.starts_with("2026-01-01")), "{log}");
+        assert!(
+            failed[1].contains(&format!("username=\"{}\"", "x".repeat(64))),
+            "{}",
+            failed[1]
+        );
+        assert!(!failed[1].contains(&"x".repeat(65)), "{}", failed[1]);
     }
 }

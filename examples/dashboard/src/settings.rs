@@ -2,6 +2,7 @@
 //! (`SESSION_*`) are the layer's and are read by `SessionLayer::from_env()`.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use cloakroom::core::config::{ConfigError, Env, Settings, parse_or};
@@ -21,6 +22,13 @@ pub const DEFAULT_CATALOG_BYTES: usize = 10 * 1024;
 pub const MAX_CATALOG_BYTES: usize = 8 * 1024 * 1024;
 /// `DASHBOARD_SESSION_TIMEOUT` when unset: Horizon's `SESSION_TIMEOUT`.
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(3600);
+/// `DASHBOARD_LOGIN_FAILURES_PER_USER` when unset.
+pub const DEFAULT_LOGIN_FAILURES_PER_USER: u32 = 5;
+/// `DASHBOARD_LOGIN_FAILURES_PER_ADDRESS` when unset: more than per user,
+/// as one address may be a NAT or an office proxy with many people behind it.
+pub const DEFAULT_LOGIN_FAILURES_PER_ADDRESS: u32 = 20;
+/// `DASHBOARD_LOGIN_WINDOW` when unset: five minutes.
+pub const DEFAULT_LOGIN_WINDOW: Duration = Duration::from_secs(300);
 
 /// What the dashboard itself is configured with.
 ///
@@ -31,6 +39,9 @@ pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(3600);
 /// | `DASHBOARD_PROJECTS` | `admin,demo,alt_demo` | projects every user can switch between; the first is current after login |
 /// | `DASHBOARD_CATALOG_BYTES` | `10240` | size of the JSON service catalog stored in each session (0 to 8 MiB) |
 /// | `DASHBOARD_SESSION_TIMEOUT` | `3600` | idle timeout in seconds, refreshed on every request (Horizon's `SESSION_TIMEOUT`) |
+/// | `DASHBOARD_LOGIN_FAILURES_PER_USER` | `5` | failed logins for one user name within the window after which its logins answer 429 |
+/// | `DASHBOARD_LOGIN_FAILURES_PER_ADDRESS` | `20` | the same for one client address (an IPv6 /64) |
+/// | `DASHBOARD_LOGIN_WINDOW` | `300` | the throttling window in seconds, counted from the first failure |
 ///
 /// ```
 /// use dashboard::DashboardSettings;
@@ -57,6 +68,12 @@ pub struct DashboardSettings {
     pub catalog_bytes: usize,
     /// `DASHBOARD_SESSION_TIMEOUT`.
     pub session_timeout: Duration,
+    /// `DASHBOARD_LOGIN_FAILURES_PER_USER`.
+    pub login_failures_per_user: u32,
+    /// `DASHBOARD_LOGIN_FAILURES_PER_ADDRESS`.
+    pub login_failures_per_address: u32,
+    /// `DASHBOARD_LOGIN_WINDOW`.
+    pub login_window: Duration,
 }
 
 impl Default for DashboardSettings {
@@ -67,6 +84,9 @@ impl Default for DashboardSettings {
             projects: parse_list(DEFAULT_PROJECTS).unwrap_or_default(),
             catalog_bytes: DEFAULT_CATALOG_BYTES,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
+            login_failures_per_user: DEFAULT_LOGIN_FAILURES_PER_USER,
+            login_failures_per_address: DEFAULT_LOGIN_FAILURES_PER_ADDRESS,
+            login_window: DEFAULT_LOGIN_WINDOW,
         }
     }
 }
@@ -127,13 +147,70 @@ impl DashboardSettings {
         if timeout == 0 {
             return Err(ConfigError::new("DASHBOARD_SESSION_TIMEOUT", "0", SECONDS));
         }
+        const COUNT: &str = "a whole number above 0";
+        let mut failures = [0u32; 2];
+        for (slot, (name, default)) in failures.iter_mut().zip([
+            (
+                "DASHBOARD_LOGIN_FAILURES_PER_USER",
+                DEFAULT_LOGIN_FAILURES_PER_USER,
+            ),
+            (
+                "DASHBOARD_LOGIN_FAILURES_PER_ADDRESS",
+                DEFAULT_LOGIN_FAILURES_PER_ADDRESS,
+            ),
+        ]) {
+            *slot = parse_or(s, name, default, COUNT)?;
+            if *slot == 0 {
+                return Err(ConfigError::new(name, "0", COUNT));
+            }
+        }
+        let window: u64 = parse_or(
+            s,
+            "DASHBOARD_LOGIN_WINDOW",
+            DEFAULT_LOGIN_WINDOW.as_secs(),
+            SECONDS,
+        )?;
+        if window == 0 {
+            return Err(ConfigError::new("DASHBOARD_LOGIN_WINDOW", "0", SECONDS));
+        }
         Ok(Self {
             addr,
             users,
             projects,
             catalog_bytes,
             session_timeout: Duration::from_secs(timeout),
+            login_failures_per_user: failures[0],
+            login_failures_per_address: failures[1],
+            login_window: Duration::from_secs(window),
         })
+    }
+
+    /// Whether the dashboard may serve on `local`, the address it is bound
+    /// to: not beyond loopback while a built-in demo account (`admin:admin`,
+    /// `demo:demo`) can log in, as anyone who can reach it knows those
+    /// passwords.
+    ///
+    /// # Errors
+    /// [`ExposedDemoUsers`], whose message names `DASHBOARD_USERS`.
+    pub fn check_listen_address(&self, local: SocketAddr) -> Result<(), ExposedDemoUsers> {
+        if is_loopback(local) {
+            return Ok(());
+        }
+        let demo = parse_users(DEFAULT_USERS).unwrap_or_default();
+        let exposed: Vec<String> = self
+            .users
+            .iter()
+            .filter(|u| demo.contains(u))
+            .map(|u| u.name.clone())
+            .collect();
+        if exposed.is_empty() {
+            Ok(())
+        } else {
+            Err(ExposedDemoUsers {
+                addr: local,
+                names: exposed,
+            })
+        }
     }
 
     /// The user with this name and password, if any. The password is
@@ -146,6 +223,35 @@ impl DashboardSettings {
         user.filter(|_| matches)
     }
 }
+
+/// True for an address only this machine can reach (an IPv4-mapped IPv6
+/// loopback address included).
+pub fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+/// The dashboard would listen beyond loopback with a built-in demo account
+/// whose password is public.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExposedDemoUsers {
+    addr: SocketAddr,
+    names: Vec<String>,
+}
+
+impl fmt::Display for ExposedDemoUsers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "refusing to listen on {} (not a loopback address) with the built-in demo \
+             account(s) {} and their published passwords: set DASHBOARD_USERS to your own \
+             name:password pairs, or listen on 127.0.0.1 (DASHBOARD_ADDR)",
+            self.addr,
+            self.names.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for ExposedDemoUsers {}
 
 /// A demo account from `DASHBOARD_USERS`. Its `Debug` hides the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -224,6 +330,9 @@ mod tests {
         assert_eq!(s.projects, ["admin", "demo", "alt_demo"]);
         assert_eq!(s.catalog_bytes, 10_240);
         assert_eq!(s.session_timeout, Duration::from_secs(3600));
+        assert_eq!(s.login_failures_per_user, 5);
+        assert_eq!(s.login_failures_per_address, 20);
+        assert_eq!(s.login_window, Duration::from_secs(300));
         assert_eq!(
             format!("{:?}", s.users),
             format!("{:?}", DashboardSettings::default().users)
@@ -267,5 +376,70 @@ mod tests {
         assert!(err(&[("DASHBOARD_CATALOG_BYTES", "9999999999")]).contains("8388608"));
         assert!(err(&[("DASHBOARD_SESSION_TIMEOUT", "0")]).contains("above 0"));
         assert!(err(&[("DASHBOARD_SESSION_TIMEOUT", "-5")]).contains("DASHBOARD_SESSION_TIMEOUT"));
+        assert!(
+            err(&[("DASHBOARD_LOGIN_FAILURES_PER_USER", "0")])
+                .contains("DASHBOARD_LOGIN_FAILURES_PER_USER")
+        );
+        assert!(
+            err(&[("DASHBOARD_LOGIN_FAILURES_PER_ADDRESS", "many")])
+                .contains("DASHBOARD_LOGIN_FAILURES_PER_ADDRESS")
+        );
+        assert!(err(&[("DASHBOARD_LOGIN_WINDOW", "0")]).contains("DASHBOARD_LOGIN_WINDOW"));
+    }
+
+    #[test]
+    fn login_limits_are_read() {
+        let s = DashboardSettings::from_settings(&from_pairs([
+            ("DASHBOARD_LOGIN_FAILURES_PER_USER", "3"),
+            ("DASHBOARD_LOGIN_FAILURES_PER_ADDRESS", "7"),
+            ("DASHBOARD_LOGIN_WINDOW", "2"),
+        ]))
+        .expect("limits");
+        assert_eq!(s.login_failures_per_user, 3);
+        assert_eq!(s.login_failures_per_address, 7);
+        assert_eq!(s.login_window, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn demo_accounts_are_refused_beyond_loopback() {
+        let addr = |a: &str| a.parse::<SocketAddr>().expect("an address");
+        let demo = DashboardSettings::default();
+        for local in [
+            "127.0.0.1:8000",
+            "[::1]:8000",
+            "[::ffff:127.0.0.1]:80",
+            "127.0.0.2:1",
+        ] {
+            assert_eq!(demo.check_listen_address(addr(local)), Ok(()), "{local}");
+        }
+        for local in ["0.0.0.0:8000", "[::]:8000", "192.0.2.7:80"] {
+            let e = demo
+                .check_listen_address(addr(local))
+                .expect_err(local)
+                .to_string();
+            assert!(
+                e.contains("DASHBOARD_USERS") && e.contains("admin, demo"),
+                "{e}"
+            );
+            assert!(e.contains(local), "{e}");
+        }
+        // One demo account among others is enough to refuse.
+        let mixed = DashboardSettings::from_settings(&from_pairs([(
+            "DASHBOARD_USERS",
+            "ops:Long-random-1,demo:demo",
+        )]))
+        .expect("users");
+        let e = mixed
+            .check_listen_address(addr("0.0.0.0:8000"))
+            .expect_err("demo:demo")
+            .to_string();
+        assert!(e.contains("demo") && !e.contains("ops"), "{e}");
+        // A demo name with its own password is fine.
+        let own = DashboardSettings::from_settings(&from_pairs([(
+            "DASHBOARD_USERS",
+            "admin:Long-random-2",
+        )]))
+        .expect("users");
+        assert_eq!(own.check_listen_address(addr("0.0.0.0:8000")), Ok(()));
     }
 }
