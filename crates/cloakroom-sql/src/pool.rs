@@ -218,8 +218,11 @@ pub(crate) async fn checkout<C: Driver>(
 mod tests {
     use super::*;
 
-    /// A pool of in-memory SQLite connections (each its own database),
-    /// enough to watch connections come and go.
+    /// A pool of in-memory SQLite connections, enough to watch connections
+    /// come and go. sqlx opens `:memory:` as one shared-cache database that
+    /// lives until its last connection has closed (on sqlx's worker thread,
+    /// later than the drop), so the tests mark a connection with a TEMP
+    /// table: those belong to the one connection that made them.
     fn sqlite_pool(size: u32) -> Pool<sqlx::SqliteConnection> {
         let options: sqlx::sqlite::SqliteConnectOptions = "sqlite::memory:".parse().expect("url");
         new(options, size, false, Arc::default(), Duration::from_secs(5))
@@ -247,7 +250,7 @@ mod tests {
     async fn completed_statements_return_their_connection_and_others_close_it() {
         let pool = sqlite_pool(2);
         let mut first = lease(&pool).await;
-        let ok = run(&mut first, "CREATE TABLE t (x INTEGER)").await;
+        let ok = run(&mut first, "CREATE TEMP TABLE t (x INTEGER)").await;
         first.keep_after(&ok);
         drop(first);
         assert_eq!((pool.status().size, pool.status().available), (1, 1));
@@ -281,7 +284,7 @@ mod tests {
         assert_eq!(pool.status().size, 0);
         let mut fresh = lease(&pool).await;
         let gone = run(&mut fresh, "INSERT INTO t VALUES (1)").await;
-        assert!(gone.is_err(), "a new in-memory database has no table t");
+        assert!(gone.is_err(), "a new connection has no TEMP table t");
     }
 
     #[tokio::test]
