@@ -177,6 +177,7 @@ fn full_record(data: Data, expiry: Option<Expiry>, ttl: time::Duration) -> Recor
         expiry,
         expires_at: at(ttl),
         version: None,
+        cycled: false,
     }
 }
 

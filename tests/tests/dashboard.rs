@@ -22,13 +22,15 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use cloakroom::SessionLayer;
-use cloakroom_tests::client::{Client, Reply};
+use cloakroom_tests::client::{Client, Reply, SetCookie};
 use cloakroom_tests::required_env;
 use dashboard::{DashboardSettings, DemoUser};
 use http::header::{CONTENT_TYPE, COOKIE, LOCATION, RETRY_AFTER};
 use http::{Request, StatusCode};
 
 const COOKIE_NAME: &str = "sessionid";
+/// The dashboard's cookie for the login form's CSRF token.
+const LOGIN_CSRF_COOKIE: &str = "dashboard_login_csrf";
 const SECRET: &str = "dashboard test secret key, at least 32 bytes long";
 
 /// A name no other test in this run uses (key prefix, table).
@@ -303,15 +305,25 @@ async fn flow(layer: SessionLayer) {
     assert_redirect(&reply, "/auth/login");
     assert!(reply.set_cookies.is_empty(), "{reply:?}");
 
-    // The login page makes a session for its CSRF token, on the idle timeout.
+    // The login page makes no session: its CSRF token travels in a signed
+    // cookie of its own, sent back only to the login page.
     let reply = browser.get("/auth/login").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(text_of(&reply, "login-button"), "Sign in");
-    assert_eq!(
-        reply.cookie(COOKIE_NAME).and_then(|c| c.max_age()),
-        Some(3600),
-        "{reply:?}"
-    );
+    assert!(reply.cookie(COOKIE_NAME).is_none(), "{reply:?}");
+    let csrf_cookie = reply.cookie(LOGIN_CSRF_COOKIE).expect("a CSRF cookie");
+    for (attribute, value) in [
+        ("httponly", ""),
+        ("samesite", "Lax"),
+        ("path", "/auth/login"),
+    ] {
+        assert_eq!(
+            csrf_cookie.attributes.get(attribute).map(String::as_str),
+            Some(value),
+            "{csrf_cookie:?}"
+        );
+    }
+    assert_eq!(csrf_cookie.max_age(), None, "gone when the browser closes");
     assert_eq!(
         reply
             .headers
@@ -321,8 +333,10 @@ async fn flow(layer: SessionLayer) {
     );
     let login_token = csrf(&reply);
     assert_eq!(login_token.len(), 43);
-    assert!(
-        browser.session_cookie().is_some(),
+    assert!(csrf_cookie.value.contains(&login_token), "{csrf_cookie:?}");
+    assert_eq!(
+        browser.session_cookie(),
+        None,
         "a session for the login form"
     );
     // Reloading it keeps the token.
@@ -345,9 +359,31 @@ async fn flow(layer: SessionLayer) {
         .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
     assert_redirect(&browser.get("/").await, "/auth/login");
+    // The token must come with the cookie this server signed: a copy of the
+    // token in a cookie of the attacker's making, or another browser's
+    // token, is refused.
+    let mut forger = browser.clone();
+    forger
+        .client
+        .jar
+        .insert(LOGIN_CSRF_COOKIE.into(), login_token.clone());
+    let reply = forger
+        .post(
+            "/auth/login",
+            &[good[0], good[1], ("csrf_token", &login_token)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    let mut stranger = browser.clone();
+    stranger.client.jar.clear();
+    let theirs = stranger.login_page().await;
+    assert_ne!(theirs, login_token);
+    let reply = browser
+        .post("/auth/login", &[good[0], good[1], ("csrf_token", &theirs)])
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
 
-    // A wrong password: the form again with an error, the session untouched.
-    let anonymous = browser.session_cookie().expect("the login form's session");
+    // A wrong password: the form again with an error, still no session.
     let reply = browser
         .post(
             "/auth/login",
@@ -361,10 +397,7 @@ async fn flow(layer: SessionLayer) {
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert!(text_of(&reply, "login-error").starts_with("Invalid credentials"));
     assert!(reply.set_cookies.is_empty(), "{reply:?}");
-    assert_eq!(
-        browser.session_cookie().as_deref(),
-        Some(anonymous.as_str())
-    );
+    assert_eq!(browser.session_cookie(), None);
     assert_eq!(browser.login_page().await, login_token);
     let reply = browser
         .post(
@@ -395,10 +428,12 @@ async fn flow(layer: SessionLayer) {
         .cookie(COOKIE_NAME)
         .expect("a session cookie at login");
     assert_eq!(cookie.max_age(), Some(3600), "the idle timeout: {cookie:?}");
-    assert_ne!(
-        browser.session_cookie(),
-        Some(anonymous.clone()),
-        "same id after login"
+    // The session has its own CSRF token now: the login form's cookie goes.
+    assert!(
+        reply
+            .cookie(LOGIN_CSRF_COOKIE)
+            .is_some_and(SetCookie::is_removal),
+        "{reply:?}"
     );
     let overview = browser.get("/").await;
     assert_eq!(overview.status, StatusCode::OK, "{overview:?}");

@@ -5,11 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloakroom::Engine;
 use cloakroom::memory::{CachedStore, MemoryStore};
+use cloakroom::{Engine, SessionLayer};
 use cloakroom_core::SessionStore;
+use cloakroom_tests::app::Gate;
+use cloakroom_tests::client::Client;
 use cloakroom_tests::contract;
 use cloakroom_tests::probe::Probe;
+use http::StatusCode;
 
 async fn engine() -> Engine {
     Engine::store(MemoryStore::new(10_000))
@@ -69,4 +72,38 @@ async fn store_contract_through_cache() {
     contract::every_operation(&cache).await;
     contract::all_five_called(&counts);
     contract::each_call_reaches(&cache, &counts).await;
+}
+
+/// Sessions stored by `cycle_id` (a login) have a budget of their own: a
+/// flood of anonymous sessions, thirty times what the store holds, pushes
+/// out anonymous sessions only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_sessions_cannot_evict_logged_in_ones() {
+    let store = MemoryStore::with_budgets(10, 10);
+    let layer = SessionLayer::new(Engine::store(store.clone()));
+    let gate = Arc::new(Gate::default());
+    let mut ada = Client::new(layer.clone(), Arc::clone(&gate));
+    assert_eq!(ada.get("/set/user/ada").await.status, StatusCode::OK);
+    assert_eq!(ada.get("/cycle").await.status, StatusCode::OK);
+    let mut early = Client::new(layer.clone(), Arc::clone(&gate));
+    assert_eq!(early.get("/set/user/early").await.status, StatusCode::OK);
+
+    for i in 0..300 {
+        let mut stranger = Client::new(layer.clone(), Arc::clone(&gate));
+        let reply = stranger.get(&format!("/set/visit/{i}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    }
+    store.run_pending_tasks().await;
+
+    assert_eq!(
+        ada.get("/get/user").await.body,
+        "ada",
+        "logged out by strangers"
+    );
+    assert_eq!(
+        early.get("/get/user").await.body,
+        "none",
+        "anonymous sessions are bounded"
+    );
+    assert_eq!(store.entry_count(), 11);
 }

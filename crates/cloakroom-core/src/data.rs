@@ -572,6 +572,7 @@ mod tests {
                 expiry,
                 expires_at: deadline(),
                 version: None,
+                cycled: false,
             };
             let ms = record.expires_at_millis();
             let now = encoding(&sample(), expiry, ms);

@@ -64,7 +64,8 @@ mod seconds {
 /// their own expiry (Redis TTL, memcached exptime, an indexed SQL column).
 ///
 /// Two records are equal when their data, expiry policy and deadline are;
-/// their [`version`](Record::version) does not count.
+/// their [`version`](Record::version) and [`cycled`](Record::cycled) do not
+/// count.
 #[derive(Debug, Clone)]
 pub struct Record {
     /// The session's values.
@@ -80,6 +81,14 @@ pub struct Record {
     /// carries it from the load to the save of the same request and never
     /// looks at it.
     pub version: Option<u64>,
+    /// True when the layer stores this record under an id that
+    /// [`cycle_id`](https://docs.rs/cloakroom/latest/cloakroom/struct.Session.html#method.cycle_id)
+    /// gave it, as a login does in an application that cycles the id at
+    /// login (Django's `login()` does). A store with a bound on its entries
+    /// keeps such sessions apart from the others, so that anonymous
+    /// visitors cannot push logged-in users out. Only `create` looks at it;
+    /// no store keeps it, and a loaded record has `false`.
+    pub cycled: bool,
 }
 
 impl PartialEq for Record {
@@ -141,6 +150,7 @@ impl Record {
             expiry: None,
             expires_at,
             version: None,
+            cycled: false,
         }
     }
 
@@ -242,6 +252,7 @@ impl Record {
             expiry,
             expires_at: from_millis(expires_at_ms)?,
             version: None,
+            cycled: false,
         })
     }
 }
@@ -313,6 +324,7 @@ mod tests {
                 expiry,
                 expires_at: now + Duration::milliseconds(1234),
                 version: None,
+                cycled: false,
             };
             let back = Record::from_bytes(&record.to_bytes().unwrap()).unwrap();
             assert_eq!(back, record);

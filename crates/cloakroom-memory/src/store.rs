@@ -17,6 +17,9 @@ pub(crate) type Hasher = foldhash::fast::RandomState;
 /// Default bound on the number of sessions kept (`SESSION_CACHE_MAX_ENTRIES`).
 pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 
+/// One of the store's two caches.
+type Sessions = Cache<[u8; 32], Arc<Slot>, Hasher>;
+
 /// A session store in this process's memory, on a moka cache.
 ///
 /// Each session is one cache entry keyed by the 32 bytes of its store key,
@@ -30,17 +33,26 @@ pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 /// the entry with one lookup and need not tell moka anything. Every entry
 /// that leaves the cache is emptied, so a save holding an entry found just
 /// before it left saves into nothing.
+///
+/// Sessions that [`cycle_id`](Record::cycled) stored (logins) and the others
+/// (anonymous visitors) live in two caches with a bound each, so that however
+/// many anonymous sessions strangers make, they push out only each other,
+/// never a logged-in user. Lookups try the cycled sessions first.
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<[u8; 32], Arc<Slot>, Hasher>,
+    cycled: Sessions,
+    anonymous: Sessions,
     max_entries: u64,
+    max_anonymous: u64,
 }
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
             .field("max_entries", &self.max_entries)
-            .field("entries", &self.cache.entry_count())
+            .field("max_anonymous", &self.max_anonymous)
+            .field("cycled", &self.cycled.entry_count())
+            .field("anonymous", &self.anonymous.entry_count())
             .finish()
     }
 }
@@ -179,63 +191,94 @@ impl moka::Expiry<[u8; 32], Arc<Slot>> for UntilSlotDeadline {
 
 /// Reads `SESSION_CACHE_MAX_ENTRIES`.
 pub(crate) fn max_entries(settings: &dyn Settings) -> Result<u64, ConfigError> {
-    const NAME: &str = "SESSION_CACHE_MAX_ENTRIES";
-    let max: u64 = parse_or(
-        settings,
-        NAME,
-        DEFAULT_MAX_ENTRIES,
-        "a whole number above 0",
-    )?;
+    count_above_zero(settings, "SESSION_CACHE_MAX_ENTRIES", DEFAULT_MAX_ENTRIES)
+}
+
+fn count_above_zero(settings: &dyn Settings, name: &str, default: u64) -> Result<u64, ConfigError> {
+    const WANTED: &str = "a whole number above 0";
+    let max: u64 = parse_or(settings, name, default, WANTED)?;
     if max == 0 {
-        return Err(ConfigError::new(NAME, "0", "a whole number above 0"));
+        return Err(ConfigError::new(name, "0", WANTED));
     }
     Ok(max)
 }
 
+/// A cache of at most `max` sessions, each expiring at its deadline.
+fn sessions(max: u64) -> Sessions {
+    Cache::builder()
+        .max_capacity(max)
+        // LRU, not moka's default TinyLFU admission: when full, the
+        // session idle the longest goes, and a fresh login is always
+        // kept (TinyLFU may refuse a new, not yet popular key).
+        .eviction_policy(moka::policy::EvictionPolicy::lru())
+        .expire_after(UntilSlotDeadline)
+        // An entry that leaves the cache, whatever the cause, leaves
+        // empty: a request still holding it from its load then finds
+        // no session to save into.
+        .eviction_listener(|_, slot: Arc<Slot>, _| *slot.lock() = None)
+        .build_with_hasher(Hasher::default())
+}
+
 impl MemoryStore {
-    /// A store that keeps at most `max_entries` sessions.
+    /// A store that keeps at most `max_entries` sessions stored by
+    /// `cycle_id` and as many others.
     pub fn new(max_entries: u64) -> Self {
+        Self::with_budgets(max_entries, max_entries)
+    }
+
+    /// A store that keeps at most `max_entries` sessions stored by
+    /// `cycle_id` (logins) and at most `max_anonymous` that never were
+    /// cycled: when either is full, its least recently used session goes.
+    pub fn with_budgets(max_entries: u64, max_anonymous: u64) -> Self {
         Self {
-            cache: Cache::builder()
-                .max_capacity(max_entries)
-                // LRU, not moka's default TinyLFU admission: when full, the
-                // session idle the longest goes, and a fresh login is always
-                // kept (TinyLFU may refuse a new, not yet popular key).
-                .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .expire_after(UntilSlotDeadline)
-                // An entry that leaves the cache, whatever the cause, leaves
-                // empty: a request still holding it from its load then finds
-                // no session to save into.
-                .eviction_listener(|_, slot: Arc<Slot>, _| *slot.lock() = None)
-                .build_with_hasher(Hasher::default()),
+            cycled: sessions(max_entries),
+            anonymous: sessions(max_anonymous),
             max_entries,
+            max_anonymous,
         }
     }
 
     /// Builds the store from `SESSION_CACHE_MAX_ENTRIES` (default
-    /// [`DEFAULT_MAX_ENTRIES`]).
+    /// [`DEFAULT_MAX_ENTRIES`]) and `SESSION_CACHE_MAX_ANONYMOUS_ENTRIES`
+    /// (default: the same number).
     ///
     /// # Errors
-    /// When the setting is not a whole number above zero.
+    /// When a setting is not a whole number above zero.
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
-        Ok(Self::new(max_entries(settings)?))
+        let max_entries = max_entries(settings)?;
+        let max_anonymous =
+            count_above_zero(settings, "SESSION_CACHE_MAX_ANONYMOUS_ENTRIES", max_entries)?;
+        Ok(Self::with_budgets(max_entries, max_anonymous))
     }
 
-    /// The bound on the number of sessions.
+    /// The bound on the number of sessions stored by `cycle_id`.
     pub fn max_entries(&self) -> u64 {
         self.max_entries
     }
 
-    /// How many sessions the cache holds, as of its last bookkeeping (see
-    /// [`MemoryStore::run_pending_tasks`]).
-    pub fn entry_count(&self) -> u64 {
-        self.cache.entry_count()
+    /// The bound on the number of sessions never cycled.
+    pub fn max_anonymous(&self) -> u64 {
+        self.max_anonymous
     }
 
-    /// Does the cache's pending bookkeeping now (evictions, expiries, entry
+    /// How many sessions the caches hold, as of their last bookkeeping (see
+    /// [`MemoryStore::run_pending_tasks`]).
+    pub fn entry_count(&self) -> u64 {
+        self.cycled.entry_count() + self.anonymous.entry_count()
+    }
+
+    /// Does the caches' pending bookkeeping now (evictions, expiries, entry
     /// counts) instead of on later calls; for tests and measurements.
     pub async fn run_pending_tasks(&self) {
-        self.cache.run_pending_tasks();
+        self.cycled.run_pending_tasks();
+        self.anonymous.run_pending_tasks();
+    }
+
+    /// The entry under `digest` and the cache holding it.
+    fn find(&self, digest: &[u8; 32]) -> Option<(&Sessions, Arc<Slot>)> {
+        [&self.cycled, &self.anonymous]
+            .into_iter()
+            .find_map(|cache| cache.get(digest).map(|slot| (cache, slot)))
     }
 
     /// Changes the live session under `key` in place, its deadline becoming
@@ -250,7 +293,7 @@ impl MemoryStore {
         let digest = key.digest();
         let now = now_millis();
         let moka_deadline = moka_deadline_for(deadline_ms, now);
-        let Some(slot) = self.cache.get(&digest) else {
+        let Some((cache, slot)) = self.find(&digest) else {
             return false;
         };
         {
@@ -272,7 +315,7 @@ impl MemoryStore {
         }
         // moka still has this entry's earlier deadline; one more read makes
         // it take the new one.
-        let _ = self.cache.get(&digest);
+        let _ = cache.get(&digest);
         true
     }
 
@@ -280,11 +323,21 @@ impl MemoryStore {
     fn create_now(&self, key: &StoreKey, record: &Record) -> Result<bool, Error> {
         let digest = key.digest();
         let now = now_millis();
+        let (cache, other) = if record.cycled {
+            (&self.cycled, &self.anonymous)
+        } else {
+            (&self.anonymous, &self.cycled)
+        };
+        if let Some(slot) = other.get(&digest) {
+            if slot.lock().as_ref().is_some_and(|s| s.is_live_at(now)) {
+                return Ok(false);
+            }
+            // Expired there, and lookups try that cache first: it must not
+            // hide the new session.
+            other.invalidate(&digest);
+        }
         let fresh = Slot::new(Stored::encode(record)?, now);
-        let entry = self
-            .cache
-            .entry(digest)
-            .or_insert_with(|| Arc::clone(&fresh));
+        let entry = cache.entry(digest).or_insert_with(|| Arc::clone(&fresh));
         if entry.is_fresh() {
             return Ok(true);
         }
@@ -307,9 +360,9 @@ impl MemoryStore {
             }
         };
         if emptied {
-            self.cache.insert(digest, fresh);
+            cache.insert(digest, fresh);
         } else {
-            let _ = self.cache.get(&digest);
+            let _ = cache.get(&digest);
         }
         Ok(true)
     }
@@ -334,7 +387,9 @@ impl SessionStore for MemoryStore {
     }
 
     fn load<'a>(&'a self, key: &'a StoreKey) -> Call<'a, Option<Record>> {
-        Call::ready(Self::record_in(self.cache.get(&key.digest())))
+        Call::ready(Self::record_in(
+            self.find(&key.digest()).map(|(_, slot)| slot),
+        ))
     }
 
     fn create<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
@@ -356,8 +411,11 @@ impl SessionStore for MemoryStore {
     }
 
     fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {
-        if let Some(slot) = self.cache.remove(&key.digest()) {
-            *slot.lock() = None;
+        let digest = key.digest();
+        for cache in [&self.cycled, &self.anonymous] {
+            if let Some(slot) = cache.remove(&digest) {
+                *slot.lock() = None;
+            }
         }
         Call::ready(Ok(()))
     }
@@ -491,7 +549,7 @@ mod tests {
         let store = MemoryStore::new(10);
         let k = key();
         store.create(&k, &record(60)).await.unwrap();
-        let slot = store.cache.get(&k.digest()).unwrap();
+        let slot = store.find(&k.digest()).map(|(_, slot)| slot).unwrap();
         store.delete(&k).await.unwrap();
         assert!(slot.lock().is_none());
         assert!(!store.update(&k, &record(60)).await.unwrap());
@@ -500,7 +558,10 @@ mod tests {
 
     /// The session's deadline and moka's for it, from the cache entry.
     async fn deadlines(store: &MemoryStore, k: &StoreKey) -> (i64, i64) {
-        let slot = store.cache.get(&k.digest()).expect("in the cache");
+        let slot = store
+            .find(&k.digest())
+            .map(|(_, slot)| slot)
+            .expect("in the cache");
         let session = slot.lock().as_ref().expect("not emptied").deadline_ms;
         (session, slot.moka_deadline_ms())
     }
@@ -584,9 +645,101 @@ mod tests {
 
     #[test]
     fn settings_are_checked() {
-        let s = cloakroom_core::config::from_pairs([("SESSION_CACHE_MAX_ENTRIES", "0")]);
-        assert!(MemoryStore::from_settings(&s).is_err());
-        let s = cloakroom_core::config::from_pairs([("SESSION_CACHE_MAX_ENTRIES", "5")]);
-        assert_eq!(MemoryStore::from_settings(&s).unwrap().max_entries(), 5);
+        use cloakroom_core::config::from_pairs;
+        for bad in [
+            [("SESSION_CACHE_MAX_ENTRIES", "0"), ("", "")],
+            [("SESSION_CACHE_MAX_ANONYMOUS_ENTRIES", "0"), ("", "")],
+            [("SESSION_CACHE_MAX_ANONYMOUS_ENTRIES", "many"), ("", "")],
+        ] {
+            assert!(
+                MemoryStore::from_settings(&from_pairs(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+        let store = MemoryStore::from_settings(&from_pairs([("SESSION_CACHE_MAX_ENTRIES", "5")]));
+        let store = store.unwrap();
+        assert_eq!((store.max_entries(), store.max_anonymous()), (5, 5));
+        let store = MemoryStore::from_settings(&from_pairs([
+            ("SESSION_CACHE_MAX_ENTRIES", "5"),
+            ("SESSION_CACHE_MAX_ANONYMOUS_ENTRIES", "3"),
+        ]));
+        let store = store.unwrap();
+        assert_eq!((store.max_entries(), store.max_anonymous()), (5, 3));
+    }
+
+    fn cycled(secs: i64) -> Record {
+        Record {
+            cycled: true,
+            ..record(secs)
+        }
+    }
+
+    #[tokio::test]
+    async fn anonymous_sessions_cannot_push_out_cycled_ones() {
+        let store = MemoryStore::with_budgets(4, 10);
+        let logged_in = key();
+        assert!(store.create(&logged_in, &cycled(60)).await.unwrap());
+        let first = key();
+        store.create(&first, &record(60)).await.unwrap();
+        for _ in 0..1_000 {
+            store.create(&key(), &record(60)).await.unwrap();
+        }
+        store.run_pending_tasks().await;
+        assert!(
+            store.load(&logged_in).await.unwrap().is_some(),
+            "pushed out"
+        );
+        assert!(store.load(&first).await.unwrap().is_none(), "not bounded");
+        assert_eq!(store.entry_count(), 11);
+
+        // The cycled budget is a bound too, on cycled sessions alone.
+        for _ in 0..4 {
+            store.create(&key(), &cycled(60)).await.unwrap();
+        }
+        store.run_pending_tasks().await;
+        assert!(
+            store.load(&logged_in).await.unwrap().is_none(),
+            "not bounded"
+        );
+        assert_eq!(store.entry_count(), 14);
+    }
+
+    #[tokio::test]
+    async fn cycled_sessions_are_saved_and_deleted_like_the_others() {
+        let store = MemoryStore::new(10);
+        let k = key();
+        assert!(store.create(&k, &cycled(60)).await.unwrap());
+        // One key, one session, whichever cache it went to.
+        assert!(!store.create(&k, &record(60)).await.unwrap());
+        assert!(!store.create(&k, &cycled(60)).await.unwrap());
+        let mut changed = store.load(&k).await.unwrap().unwrap();
+        assert!(!changed.cycled, "stores do not keep the mark");
+        changed.data.insert("k".into(), json!("changed"));
+        assert!(store.update(&k, &changed).await.unwrap());
+        let later = in_secs(600);
+        assert!(store.touch(&k, later).await.unwrap());
+        let loaded = store.load(&k).await.unwrap().unwrap();
+        assert_eq!(
+            (loaded.data["k"].clone(), loaded.expires_at),
+            (json!("changed"), later)
+        );
+        store.delete(&k).await.unwrap();
+        assert!(store.load(&k).await.unwrap().is_none());
+        assert!(!store.touch(&k, later).await.unwrap());
+
+        let anonymous = key();
+        assert!(store.create(&anonymous, &record(60)).await.unwrap());
+        assert!(!store.create(&anonymous, &cycled(60)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_expired_session_in_the_other_cache_does_not_hide_a_new_one() {
+        let store = MemoryStore::new(10);
+        let k = key();
+        assert!(store.create(&k, &cycled(60)).await.unwrap());
+        assert!(store.touch(&k, in_secs(-1)).await.is_ok());
+        assert!(store.load(&k).await.unwrap().is_none());
+        assert!(store.create(&k, &record(60)).await.unwrap());
+        assert_eq!(store.load(&k).await.unwrap().unwrap(), record(60));
     }
 }

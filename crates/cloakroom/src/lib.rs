@@ -62,7 +62,8 @@
 //! | `SESSION_EXPIRE_AT_BROWSER_CLOSE` | `false` | |
 //! | `SESSION_BACKEND_TIMEOUT_MS` | `1500` | longest wait for one store call before 503 |
 //! | `SESSION_COOKIE_MAX_BYTES` | `7168` | cookie engines: bound on the session's cookies |
-//! | `SESSION_CACHE_MAX_ENTRIES` | `100000` | memory engine: sessions kept before eviction |
+//! | `SESSION_CACHE_MAX_ENTRIES` | `100000` | memory engine: sessions stored by `cycle_id` (logins) kept before eviction |
+//! | `SESSION_CACHE_MAX_ANONYMOUS_ENTRIES` | `SESSION_CACHE_MAX_ENTRIES` | memory engine: other sessions kept before eviction, so anonymous visitors cannot evict logged-in users |
 //!
 //! A bad value is an error naming the variable, the value and what is
 //! accepted; `from_env()` panics with it, `try_from_env()` returns it.

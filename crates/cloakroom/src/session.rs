@@ -168,6 +168,9 @@ struct State {
     id: Option<Id>,
     /// The id that `cycle_id` retired, retired once the new one is stored.
     retired: Option<Id>,
+    /// `cycle_id` ran (also on a session new in this request): the record
+    /// is stored as a cycled one (see [`Record::cycled`]).
+    cycled: bool,
     data: Data,
     expiry: Option<Expiry>,
     /// The store's version of the record it loaded, handed back on save.
@@ -303,6 +306,7 @@ impl Session {
         state.modified = false;
         state.touch = false;
         state.version = None;
+        state.cycled = false;
         state.issued_at = None;
         let mut doomed: Vec<Id> = state
             .id
@@ -337,6 +341,7 @@ impl Session {
         if let Some(old) = state.id.take() {
             state.retired.get_or_insert(old);
         }
+        state.cycled = true;
         // A new id is a new issue: the absolute age counts from here.
         state.issued_at = None;
         state.live = false;
@@ -578,6 +583,7 @@ impl<'a> Locked<'a> {
             expiry: state.expiry,
             expires_at,
             version: state.version,
+            cycled: state.cycled,
         })
     }
 

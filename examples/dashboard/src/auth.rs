@@ -1,7 +1,15 @@
-//! What a login puts in the session, the CSRF token, and the idle timeout.
+//! What a login puts in the session, the CSRF tokens, and the idle timeout.
+//!
+//! Two CSRF tokens: a logged-in user's lives in the session, made at login;
+//! the login form's lives in a signed cookie of its own, so that opening the
+//! login page stores nothing on the server (as Django keeps its CSRF token
+//! in a cookie by default). An anonymous visitor therefore never takes a
+//! place in an engine that evicts, and a flood of visits to the login page
+//! cannot push logged-in users out.
 
 use std::time::Duration;
 
+use axum_extra::extract::cookie::{Cookie, SameSite, SignedCookieJar};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloakroom::{Expiry, Session};
@@ -92,13 +100,62 @@ pub(crate) async fn csrf_token(session: &Session) -> Result<String, Failure> {
     Ok(token)
 }
 
-/// Checks a posted CSRF token against the session's, in constant time.
+/// Checks a posted CSRF token against the session's.
 ///
 /// # Errors
 /// [`Failure::Csrf`] (403) when the form had none, the session has none, or
 /// they differ.
 pub(crate) async fn check_csrf(session: &Session, posted: &str) -> Result<(), Failure> {
     let expected = session.get::<String>(keys::CSRF).await?.unwrap_or_default();
+    same_token(&expected, posted)
+}
+
+/// The cookie that carries the login form's CSRF token. Sent back only to
+/// the login page's path.
+pub(crate) const LOGIN_CSRF_COOKIE: &str = "dashboard_login_csrf";
+const LOGIN_PATH: &str = "/auth/login";
+
+/// The login form's CSRF token: the one the request's cookie carries when
+/// its signature holds, else a new one, with the cookie that carries it
+/// added to `jar` (HttpOnly, SameSite=Lax, `Secure` as the session cookie
+/// is, gone when the browser closes).
+pub(crate) fn login_csrf_token(
+    jar: SignedCookieJar,
+    secure: bool,
+) -> Result<(SignedCookieJar, String), Failure> {
+    if let Some(cookie) = jar.get(LOGIN_CSRF_COOKIE) {
+        return Ok((jar, cookie.value().to_owned()));
+    }
+    let token = random_token(32)?;
+    let cookie = Cookie::build((LOGIN_CSRF_COOKIE, token.clone()))
+        .path(LOGIN_PATH)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure);
+    Ok((jar.add(cookie), token))
+}
+
+/// Checks a posted login form's CSRF token against its signed cookie: the
+/// signature shows this server made the token, and a form from another
+/// site cannot read the cookie to copy the token into its fields.
+///
+/// # Errors
+/// [`Failure::Csrf`] (403) when the form or the cookie had none, the
+/// cookie's signature does not hold, or the tokens differ.
+pub(crate) fn check_login_csrf(jar: &SignedCookieJar, posted: &str) -> Result<(), Failure> {
+    let expected = jar.get(LOGIN_CSRF_COOKIE);
+    same_token(expected.as_ref().map_or("", Cookie::value), posted)
+}
+
+/// `jar` without the login form's CSRF cookie: once logged in, the session
+/// has its own token.
+pub(crate) fn forget_login_csrf(jar: SignedCookieJar) -> SignedCookieJar {
+    jar.remove(Cookie::build(LOGIN_CSRF_COOKIE).path(LOGIN_PATH))
+}
+
+/// `expected` and `posted` are one non-empty token; compared in constant
+/// time.
+fn same_token(expected: &str, posted: &str) -> Result<(), Failure> {
     let same: bool = expected.as_bytes().ct_eq(posted.as_bytes()).into();
     if expected.is_empty() || !same {
         return Err(Failure::Csrf);

@@ -5,8 +5,10 @@
 //! A login stores what Horizon keeps in a session (user id and name, an
 //! auth token, the current project and region, and a service catalog of
 //! `DASHBOARD_CATALOG_BYTES` of JSON), under a new session id. Every form
-//! carries a CSRF token kept in the session, every page refreshes an idle
-//! timeout, and logging out deletes the session.
+//! carries a CSRF token, every page of a logged-in user refreshes an idle
+//! timeout, and logging out deletes the session. The login page stores
+//! nothing on the server: its CSRF token is in a signed cookie of its own,
+//! so anonymous visitors make no sessions.
 //!
 //! | route | does |
 //! |---|---|
@@ -17,7 +19,8 @@
 //! | `POST /auth/logout` | field `csrf_token`: flushes the session, 303 to `/auth/login` |
 //! | `GET /health` | 200 `{"status":"ok",...}` when the session backend answers, 503 when not |
 //!
-//! A POST without the session's CSRF token gets 403.
+//! A POST without the right CSRF token gets 403: the login form's must match
+//! its signed cookie, the others' the session's.
 //!
 //! Serve it with `into_make_service_with_connect_info::<SocketAddr>()`, as
 //! the binary does, so failed logins are also counted per client address;
@@ -69,6 +72,8 @@ struct AppState {
     health_timeout: Duration,
     /// Failed logins by user name and by client address.
     throttle: throttle::LoginThrottle,
+    /// The login form's CSRF cookie is `Secure` when the session cookie is.
+    secure_cookies: bool,
 }
 
 /// The dashboard's routes behind `layer`.
@@ -78,6 +83,7 @@ pub fn app(layer: SessionLayer, settings: DashboardSettings) -> Router {
         catalog: catalog::build(settings.catalog_bytes),
         health_timeout: layer.config().backend_timeout,
         throttle: throttle::LoginThrottle::new(&settings),
+        secure_cookies: layer.config().cookie_secure,
         settings,
     });
     Router::new()

@@ -8,9 +8,10 @@ use std::time::Instant;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::header::RETRY_AFTER;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
+use axum_extra::extract::cookie::SignedCookieJar;
 use cloakroom::Session;
 use minijinja::value::Serde;
 use minijinja::{Value, context};
@@ -80,24 +81,39 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
-/// `GET /auth/login`: the form, or the overview for a user already in.
-pub(crate) async fn login_form(State(app): State<Arc<AppState>>, session: Session) -> Page {
+/// The request's cookies as a jar that checks the login form's signed one.
+fn signed_jar(app: &AppState, headers: &HeaderMap) -> SignedCookieJar {
+    SignedCookieJar::from_headers(headers, app.settings.csrf_key.0.clone())
+}
+
+/// `GET /auth/login`: the form, or the overview for a user already in. It
+/// stores nothing in the session: its CSRF token travels in a signed cookie.
+pub(crate) async fn login_form(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    session: Session,
+) -> Page {
     if auth::logged_in(&session).await?.is_some() {
         return Ok(Redirect::to("/").into_response());
     }
-    let csrf_token = auth::csrf_token(&session).await?;
-    auth::refresh_idle_timeout(&session, app.settings.session_timeout).await?;
-    login_page(&app, StatusCode::OK, &csrf_token, "", None)
+    let (jar, csrf_token) = auth::login_csrf_token(signed_jar(&app, &headers), app.secure_cookies)?;
+    Ok((
+        jar,
+        login_page(&app, StatusCode::OK, &csrf_token, "", None)?,
+    )
+        .into_response())
 }
 
 /// `POST /auth/login`.
 pub(crate) async fn login(
     State(app): State<Arc<AppState>>,
     ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
     session: Session,
     Form(form): Form<LoginForm>,
 ) -> Page {
-    auth::check_csrf(&session, &form.csrf_token).await?;
+    let jar = signed_jar(&app, &headers);
+    auth::check_login_csrf(&jar, &form.csrf_token)?;
     let attempt = match app.throttle.begin(&form.username, client, Instant::now()) {
         Ok(attempt) => attempt,
         Err(wait) => {
@@ -156,7 +172,7 @@ pub(crate) async fn login(
     // The layer saves the session after this; if that fails, it logs why
     // and the answer is an error, not this redirect.
     tracing::info!(username = user.name(), "credentials accepted");
-    Ok(Redirect::to("/").into_response())
+    Ok((auth::forget_login_csrf(jar), Redirect::to("/")).into_response())
 }
 
 fn login_page(

@@ -5,7 +5,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum_extra::extract::cookie::Key;
 use cloakroom::core::config::{ConfigError, Env, Settings, parse_or};
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
 use subtle::ConstantTimeEq;
 
 /// `DASHBOARD_ADDR` when unset.
@@ -42,6 +45,7 @@ pub const DEFAULT_LOGIN_WINDOW: Duration = Duration::from_secs(300);
 /// | `DASHBOARD_LOGIN_FAILURES_PER_USER` | `5` | failed logins for one user name within the window after which its logins answer 429 |
 /// | `DASHBOARD_LOGIN_FAILURES_PER_ADDRESS` | `20` | the same for one client address (an IPv6 /64) |
 /// | `DASHBOARD_LOGIN_WINDOW` | `300` | the throttling window in seconds, counted from the first failure |
+/// | `SESSION_SECRET_KEY` | unset | also the layer's; when set, the login form's CSRF cookie is signed with a key derived from it (see [`CsrfKey`]) |
 ///
 /// ```
 /// use dashboard::DashboardSettings;
@@ -74,6 +78,44 @@ pub struct DashboardSettings {
     pub login_failures_per_address: u32,
     /// `DASHBOARD_LOGIN_WINDOW`.
     pub login_window: Duration,
+    /// Signs the login form's CSRF cookie.
+    pub csrf_key: CsrfKey,
+}
+
+/// The key that signs the login form's CSRF cookie.
+///
+/// Derived from `SESSION_SECRET_KEY` when that is set, so that every
+/// process of a deployment accepts the forms the others served; otherwise
+/// made at startup, and a login form opened before a restart is refused
+/// once (403; reloading the page gives a new one).
+#[derive(Clone)]
+pub struct CsrfKey(pub(crate) Key);
+
+impl CsrfKey {
+    /// A key from the OS random number generator.
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 64];
+        Self(
+            SystemRandom::new()
+                .fill(&mut bytes)
+                .map_or_else(|_| Key::generate(), |()| Key::from(&bytes)),
+        )
+    }
+
+    /// A key derived from `secret`, of its own: knowing it tells nothing
+    /// about the keys the session layer derives from the same secret.
+    pub fn from_secret(secret: &str) -> Self {
+        // HMAC-SHA512: the 64 bytes the cookie jar's key is made of.
+        let master = hmac::Key::new(hmac::HMAC_SHA512, secret.as_bytes());
+        let tag = hmac::sign(&master, b"cloakroom dashboard: login form CSRF cookie");
+        Self(Key::from(tag.as_ref()))
+    }
+}
+
+impl fmt::Debug for CsrfKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CsrfKey(REDACTED)")
+    }
 }
 
 impl Default for DashboardSettings {
@@ -87,6 +129,7 @@ impl Default for DashboardSettings {
             login_failures_per_user: DEFAULT_LOGIN_FAILURES_PER_USER,
             login_failures_per_address: DEFAULT_LOGIN_FAILURES_PER_ADDRESS,
             login_window: DEFAULT_LOGIN_WINDOW,
+            csrf_key: CsrfKey::random(),
         }
     }
 }
@@ -182,6 +225,9 @@ impl DashboardSettings {
             login_failures_per_user: failures[0],
             login_failures_per_address: failures[1],
             login_window: Duration::from_secs(window),
+            csrf_key: s
+                .get("SESSION_SECRET_KEY")
+                .map_or_else(CsrfKey::random, |secret| CsrfKey::from_secret(&secret)),
         })
     }
 
