@@ -68,13 +68,23 @@ pub enum MemcachedError {
         reply: String,
     },
     /// The server's reply did not fit the command: it is probably not
-    /// memcached, or one older than 1.4.8 (which added `touch`).
+    /// memcached.
     #[error("unexpected reply from memcached server {server}: {reply:?}")]
     Protocol {
         /// The server, as `host:port`.
         server: String,
         /// What was received.
         reply: String,
+    },
+    /// The session changed under every attempt of an update or a touch
+    /// (each `cas` answered `EXISTS`): many requests of one session were
+    /// saving it at once.
+    #[error("session kept changing on memcached server {server} ({attempts} attempts to write it)")]
+    Contended {
+        /// The server, as `host:port`.
+        server: String,
+        /// How many times the write was tried.
+        attempts: u32,
     },
     /// The connection pool was closed; only happens while shutting down.
     #[error("the connection pool for memcached server {server} is closed")]
@@ -94,6 +104,7 @@ impl MemcachedError {
             | Self::Io { .. }
             | Self::Server { .. }
             | Self::Protocol { .. }
+            | Self::Contended { .. }
             | Self::PoolClosed { .. } => ErrorKind::Backend,
         }
     }

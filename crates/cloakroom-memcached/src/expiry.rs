@@ -1,5 +1,4 @@
-//! Turning a record's deadline into a memcached exptime, and the touched
-//! deadline into the small value the store keeps beside a session.
+//! Turning a record's deadline into a memcached exptime.
 //!
 //! memcached reads an exptime of at most 30 days as "seconds from now" and a
 //! larger one as an absolute Unix time; 0 means "never expires" and a
@@ -40,18 +39,6 @@ pub(crate) fn exptime(deadline: OffsetDateTime, now: OffsetDateTime) -> Option<i
     }
     let absolute = ceil_seconds(deadline - OffsetDateTime::UNIX_EPOCH).saturating_add(GRACE);
     Some(absolute.clamp(MAX_RELATIVE + 1, i64::from(i32::MAX)))
-}
-
-/// The value kept beside a touched session: its deadline in milliseconds
-/// since the Unix epoch, as decimal text.
-pub(crate) fn encode_deadline(deadline: OffsetDateTime) -> String {
-    cloakroom_core::record::millis(deadline).to_string()
-}
-
-/// Reads a value written by [`encode_deadline`]; `None` if it is not one.
-pub(crate) fn decode_deadline(bytes: &[u8]) -> Option<OffsetDateTime> {
-    let millis: i64 = std::str::from_utf8(bytes).ok()?.parse().ok()?;
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).ok()
 }
 
 fn ceil_seconds(d: Duration) -> i64 {
@@ -122,16 +109,5 @@ mod tests {
         let now = at(NOW);
         let far = at(3_000_000_000);
         assert_eq!(exptime(far, now), Some(i64::from(i32::MAX)));
-    }
-
-    #[test]
-    fn touched_deadlines_round_trip_to_the_millisecond() {
-        let deadline = at(NOW) + Duration::milliseconds(1234);
-        let text = encode_deadline(deadline);
-        assert_eq!(text, "1800000001234");
-        assert_eq!(decode_deadline(text.as_bytes()), Some(deadline));
-        assert_eq!(decode_deadline(b"soon"), None);
-        assert_eq!(decode_deadline(b""), None);
-        assert_eq!(decode_deadline(&[0xff]), None);
     }
 }

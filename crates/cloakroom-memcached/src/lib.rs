@@ -2,20 +2,22 @@
 //! `SESSION_ENGINE=cache` with `SESSION_CACHE_URL=memcached://h1:11211,h2:11211`.
 //!
 //! * [`store`]: [`MemcachedStore`], the [`SessionStore`](cloakroom_core::SessionStore).
-//!   Every write waits for the server's answer (`add`, `replace`, `touch`,
-//!   `delete`), so nothing reports success that the server did not store;
-//!   a touched deadline is kept to the millisecond beside the session.
+//!   Every call waits for the server's answer and every write is
+//!   conditional (`add`, `gets` and `cas`, an answered `delete`), so nothing
+//!   reports success that the server did not store, and a session deleted
+//!   meanwhile is never written back; the record keeps its deadline to the
+//!   millisecond.
 //! * [`options`]: [`Options`], the server list from the URL and the
 //!   `SESSION_MEMCACHED_*` settings, each with a builder method.
 //! * [`error`]: [`MemcachedError`], converting into
 //!   [`cloakroom_core::Error`] (`Backend`, `Timeout`, `TooLarge`).
-//! * `protocol` (private): the six text-protocol commands the store speaks,
-//!   pipelined, and why they are spoken directly rather than through
-//!   `memcache-async`.
+//! * `client` (private): the adapter over `memcache-async`, which speaks the
+//!   protocol: the answers the store acts on, including the `cas` reply the
+//!   crate misreads.
 //! * `pool` (private): one deadpool pool of connections per server.
 //! * `ring` (private): the consistent-hash ring that picks a key's server.
 //! * `expiry` (private): deadlines to memcached exptimes (30-day rule,
-//!   absolute times, never 0 for a past deadline) and back.
+//!   absolute times, never 0 for a past deadline).
 //!
 //! Keys are the key prefix followed by the SHA-256 of the session id (64 hex
 //! digits), so a dump of the servers holds no usable session id. A server
@@ -45,9 +47,9 @@ pub mod error;
 pub mod options;
 pub mod store;
 
+mod client;
 mod expiry;
 mod pool;
-mod protocol;
 mod ring;
 
 pub use error::MemcachedError;

@@ -33,12 +33,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1000);
 const MAX_KEY: usize = 250;
 /// Length of a [`StoreKey`](cloakroom_core::StoreKey): 64 hex digits.
 const STORE_KEY_LEN: usize = 64;
-/// Appended to a session's key for the item that holds its touched deadline
-/// (see [`MemcachedStore`]).
-pub const TOUCHED_SUFFIX: &str = ":t";
-/// The longest prefix that still leaves room for the store key and
-/// [`TOUCHED_SUFFIX`].
-pub const MAX_KEY_PREFIX: usize = MAX_KEY - STORE_KEY_LEN - TOUCHED_SUFFIX.len();
+/// The longest prefix that still leaves room for the store key.
+pub const MAX_KEY_PREFIX: usize = MAX_KEY - STORE_KEY_LEN;
 /// Port used when the URL names none.
 pub const DEFAULT_PORT: u16 = 11211;
 const MAX_POOL_SIZE: usize = 1024;

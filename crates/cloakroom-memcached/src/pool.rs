@@ -10,11 +10,9 @@ use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use tokio::net::TcpStream;
 
+use crate::client::Connection;
 use crate::options::ServerAddr;
-use crate::protocol::Connection;
 
-/// A pooled connection.
-pub(crate) type Conn = Connection<TcpStream>;
 /// The pool of one server.
 pub(crate) type Pool = managed::Pool<Manager>;
 
@@ -26,31 +24,27 @@ pub(crate) struct Manager {
 }
 
 impl managed::Manager for Manager {
-    type Type = Conn;
+    type Type = Connection;
     type Error = io::Error;
 
-    async fn create(&self) -> Result<Conn, io::Error> {
+    async fn create(&self) -> Result<Connection, io::Error> {
         // The pool bounds this with the connect timeout.
         let stream = TcpStream::connect((self.addr.host.as_str(), self.addr.port)).await?;
-        // Commands are one write each and wait for their reply: nothing is
-        // gained by letting Nagle hold the last segment back.
+        // Each command is one write that waits for its reply, and a delete
+        // is two: Nagle would hold the second back for the first's ACK.
         stream.set_nodelay(true)?;
         Ok(Connection::new(stream))
     }
 
-    async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<io::Error> {
-        if !conn.is_clean() {
-            return Err(RecycleError::message("a command did not complete"));
-        }
-        // An idle connection has nothing to read. If reading succeeds at once,
-        // the server has closed it (EOF, typically after a restart) or sent
-        // something nobody asked for; either way it is useless. This costs no
-        // round trip, unlike a `version` ping on every checkout.
-        match conn.stream().try_read(&mut [0u8; 1]) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Ok(0) => Err(RecycleError::message("closed by the server")),
-            Ok(_) => Err(RecycleError::message("unexpected data from the server")),
-            Err(e) => Err(RecycleError::Backend(e)),
+    async fn recycle(&self, conn: &mut Connection, _: &Metrics) -> RecycleResult<io::Error> {
+        // memcache-async keeps the socket to itself, so an idle connection
+        // that the server closed (a restart) cannot be noticed here; the
+        // store notices it on first use and empties the pool then (see
+        // `MemcachedStore::attempt`).
+        if conn.is_settled() {
+            Ok(())
+        } else {
+            Err(RecycleError::message("a call did not get its whole answer"))
         }
     }
 }

@@ -1,48 +1,50 @@
 //! [`MemcachedStore`]: the [`SessionStore`] over one or more servers.
 
 use std::fmt;
+use std::io;
 use std::sync::Arc;
 
 use cloakroom_core::config::{ConfigError, Settings};
+use cloakroom_core::record::{DEADLINE_FIELD_LEN, deadline_field, has_deadline_field, now_millis};
 use cloakroom_core::{Call, Record, SessionStore, StoreKey};
 use deadpool::managed::{Object, PoolError, TimeoutType};
 use time::OffsetDateTime;
 
+use crate::client::{self, Cas, Connection};
 use crate::error::MemcachedError;
 use crate::expiry;
-use crate::options::{Options, TOUCHED_SUFFIX};
+use crate::options::Options;
 use crate::pool::{self, Pool};
-use crate::protocol::{Command, ProtoError, Reply};
 use crate::ring::Ring;
 
+/// How many times an update or a touch that finds the session changed since
+/// it read it (`EXISTS`) reads it again and retries. One retry settles an
+/// update racing one other request; the rest cover a burst of requests of
+/// the same session, past which the call fails rather than spin.
+const CAS_RETRIES: u32 = 3;
+
 /// Sessions in memcached, spread over one or more servers by consistent
-/// hashing.
+/// hashing, spoken to through memcache-async.
 ///
-/// Every write waits for the server's answer: `create` is memcached's `add`
-/// (stores only a new key; see below for the `delete` that goes with it),
-/// `update` is `replace` (stores only over an
-/// existing key, so a session deleted by a concurrent logout stays deleted),
-/// `touch` is `touch`, `delete` is `delete`, `load` is `get`.
+/// Every call waits for the server's answer, and the writes are conditional:
 ///
-/// # The touched deadline
+/// * `load` is `gets`: the record, and its CAS unique, which the record
+///   carries as its [`version`](Record::version) to the save;
+/// * `create` is `add` (stores only a new key);
+/// * `update` is `cas` over the version `load` gave, so a session deleted
+///   meanwhile (a concurrent logout) stays deleted; when the session was
+///   changed meanwhile (`EXISTS`), it reads the new version with `gets` and
+///   writes over that, so the last writer wins. A record without a version
+///   is written the same way, `gets` then `cas`;
+/// * `touch` rewrites the session with its new deadline, by `gets` and
+///   `cas` (memcache-async has no `touch`, and memcached's could not keep a
+///   deadline finer than its one-second clock anyway); only the deadline
+///   field at the end of the record changes, the data stays byte for byte;
+/// * `delete` is `delete`, followed by `version` on the same connection so
+///   that it returns only once memcached processed it.
 ///
-/// memcached's `touch` moves an item's expiry in whole seconds and cannot
-/// say later where it moved it to with more precision than its one-second
-/// clock, which is not enough to enforce a short idle timeout. So `touch`
-/// also writes a small companion item (the session's key followed by
-/// [`TOUCHED_SUFFIX`]) holding the new deadline in milliseconds, in the same
-/// round trip; `load` fetches both with one `get`, and `update` and `delete`
-/// remove the companion with the session. memcached cannot make the
-/// companion's `set` depend on the session being there, so a touch that finds
-/// no session still leaves one; `create` removes any companion in the same
-/// round trip as its `add`, so a session never starts with a deadline that a
-/// touch meant for an earlier one (or for none) left behind. A companion
-/// whose session is gone is never read, and expires on its own.
-///
-/// The one cost: a `create` refused because its key holds a live session
-/// (which takes a collision of 256-bit random ids) still removes that
-/// session's companion, so that session falls back to the deadline in its
-/// record, the one its last save wrote.
+/// The record holds its deadline to the millisecond, so `load` needs nothing
+/// beside it.
 ///
 /// Cloning is cheap and shares the connection pools.
 ///
@@ -75,6 +77,49 @@ struct Inner {
 struct Server {
     name: String,
     pool: Pool,
+}
+
+/// One store operation, carried out on one connection.
+enum Op<'a> {
+    Load,
+    Create {
+        value: &'a [u8],
+        exptime: u32,
+    },
+    Update {
+        value: &'a [u8],
+        exptime: u32,
+        version: Option<u64>,
+    },
+    Touch {
+        deadline: OffsetDateTime,
+        exptime: u32,
+    },
+    /// Ends the session now (an update or a touch to a deadline that has
+    /// passed), answering whether it was live.
+    End,
+    Delete,
+}
+
+impl Op<'_> {
+    /// The size of the value the operation stores, for a refusal's error.
+    fn value_len(&self) -> usize {
+        match self {
+            Op::Create { value, .. } | Op::Update { value, .. } => value.len(),
+            Op::Load | Op::Touch { .. } | Op::End | Op::Delete => 0,
+        }
+    }
+}
+
+/// What an [`Op`] found.
+#[derive(Debug)]
+enum Outcome {
+    /// To `Load`: the stored bytes and their CAS unique, if any.
+    Found(Option<(Vec<u8>, u64)>),
+    /// To the others: whether there was a (live) session to act on.
+    Answer(bool),
+    /// The session kept changing under an update or a touch.
+    Contended,
 }
 
 impl MemcachedStore {
@@ -137,17 +182,11 @@ impl MemcachedStore {
     /// by the 64 hex digits of the store key.
     pub fn memcached_key(&self, key: &StoreKey) -> String {
         let prefix = &self.inner.options.key_prefix;
-        let mut full = String::with_capacity(prefix.len() + key.hex().len() + TOUCHED_SUFFIX.len());
+        let hex = key.hex();
+        let mut full = String::with_capacity(prefix.len() + hex.len());
         full.push_str(prefix);
-        full.push_str(&key.hex());
+        full.push_str(&hex);
         full
-    }
-
-    /// The key of the session and of its touched deadline.
-    fn keys(&self, key: &StoreKey) -> (String, String) {
-        let session = self.memcached_key(key);
-        let touched = format!("{session}{TOUCHED_SUFFIX}");
-        (session, touched)
     }
 
     fn server(&self, key: &StoreKey) -> &Server {
@@ -157,19 +196,20 @@ impl MemcachedStore {
         &servers[self.inner.ring.server_for(key).min(servers.len() - 1)]
     }
 
-    /// Runs `commands` (one round trip) on the server that holds `key`,
-    /// within the operation timeout, and returns the reply to the first.
-    async fn execute(
-        &self,
-        key: &StoreKey,
-        commands: &[Command<'_>],
-    ) -> Result<Reply, MemcachedError> {
+    /// Carries out `op` on the server that holds `key`, within the operation
+    /// timeout.
+    async fn execute(&self, key: &StoreKey, op: Op<'_>) -> Result<Outcome, MemcachedError> {
         let server = self.server(key);
+        let name = self.memcached_key(key);
         let limit = self.inner.options.timeout;
-        match tokio::time::timeout(limit, self.attempt(server, commands)).await {
+        match tokio::time::timeout(limit, self.attempt(server, &name, &op)).await {
+            Ok(Ok(Outcome::Contended)) => Err(MemcachedError::Contended {
+                server: server.name.clone(),
+                attempts: CAS_RETRIES + 1,
+            }),
             Ok(result) => result,
             // The timed-out attempt dropped its connection half way; the
-            // pool will not hand it out again (see `Connection::is_clean`).
+            // pool will not hand it out again (see `Connection::is_settled`).
             Err(_) => Err(MemcachedError::Timeout {
                 server: server.name.clone(),
                 limit,
@@ -181,8 +221,9 @@ impl MemcachedStore {
     async fn attempt(
         &self,
         server: &Server,
-        commands: &[Command<'_>],
-    ) -> Result<Reply, MemcachedError> {
+        name: &str,
+        op: &Op<'_>,
+    ) -> Result<Outcome, MemcachedError> {
         let mut retried = false;
         loop {
             let mut conn = server
@@ -191,35 +232,31 @@ impl MemcachedStore {
                 .await
                 .map_err(|e| self.pool_error(server, e))?;
             let reused = Object::metrics(&conn).recycle_count > 0;
-            match conn.execute(commands).await {
-                Ok(replies) => {
-                    return replies
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| MemcachedError::Protocol {
-                            server: server.name.clone(),
-                            reply: "no reply".into(),
-                        });
-                }
+            match run(&mut conn, name, op).await {
+                Ok(outcome) => return Ok(outcome),
                 Err(e) => {
                     // Out of step with the server: never back into the pool.
                     drop(Object::take(conn));
                     // A pooled connection that the server closed while it sat
-                    // idle (a restart) fails on first use. Every command here
-                    // is safe to repeat (`add` then answers NOT_STORED and the
-                    // layer picks a new id), so try once on a fresh one
-                    // instead of failing a request to a server that is up.
-                    if reused && !retried && e.is_closed_connection() {
+                    // idle (a restart) fails on first use, and so will the
+                    // others that sat beside it: drop them all and try once
+                    // on a fresh connection instead of failing a request to a
+                    // server that is up. Every operation is safe to repeat
+                    // (a repeated `add` answers NOT_STORED and the layer
+                    // picks a new id; a repeated `cas` meets EXISTS and reads
+                    // the session again).
+                    if reused && !retried && client::is_closed_connection(&e) {
+                        server.pool.retain(|_, _| false);
                         retried = true;
                         continue;
                     }
-                    return Err(Self::command_error(server, commands, e));
+                    return Err(command_error(server, op.value_len(), e));
                 }
             }
         }
     }
 
-    fn pool_error(&self, server: &Server, e: PoolError<std::io::Error>) -> MemcachedError {
+    fn pool_error(&self, server: &Server, e: PoolError<io::Error>) -> MemcachedError {
         let name = server.name.clone();
         match e {
             PoolError::Backend(source) => MemcachedError::Connect {
@@ -242,56 +279,201 @@ impl MemcachedStore {
         }
     }
 
-    fn command_error(server: &Server, commands: &[Command<'_>], e: ProtoError) -> MemcachedError {
-        let name = server.name.clone();
-        if e.is_too_large() {
-            let size = commands
-                .iter()
-                .filter_map(Command::value_len)
-                .max()
-                .unwrap_or(0);
-            let reply = e.to_string();
-            return MemcachedError::TooLarge {
-                server: name,
-                size,
-                reply,
-            };
-        }
-        match e {
-            ProtoError::Io(source) => MemcachedError::Io {
-                server: name,
-                source,
-            },
-            ProtoError::Server(reply) => MemcachedError::Server {
-                server: name,
-                reply,
-            },
-            ProtoError::Unexpected(reply) => MemcachedError::Protocol {
-                server: name,
-                reply,
-            },
-        }
-    }
-
-    /// Deletes the session and its touched deadline, reporting whether the
-    /// session was there.
-    async fn remove(&self, key: &StoreKey) -> Result<bool, MemcachedError> {
-        let (session, touched) = self.keys(key);
-        let commands = [
-            Command::Delete { key: &session },
-            Command::Delete { key: &touched },
-        ];
-        match self.execute(key, &commands).await? {
-            Reply::Deleted(found) => Ok(found),
+    /// The yes or no of an operation other than a load.
+    async fn answer(&self, key: &StoreKey, op: Op<'_>) -> Result<bool, MemcachedError> {
+        match self.execute(key, op).await? {
+            Outcome::Answer(yes) => Ok(yes),
             other => Err(self.mismatch(key, &other)),
         }
     }
 
-    fn mismatch(&self, key: &StoreKey, reply: &Reply) -> MemcachedError {
+    fn mismatch(&self, key: &StoreKey, outcome: &Outcome) -> MemcachedError {
         MemcachedError::Protocol {
             server: self.server(key).name.clone(),
-            reply: format!("{reply:?}"),
+            reply: format!("{outcome:?}"),
         }
+    }
+}
+
+/// The memcached exptime for `deadline`, or `None` when it has passed.
+fn exptime(deadline: OffsetDateTime) -> Option<u32> {
+    // `expiry::exptime` keeps within 1..=i32::MAX, which a u32 holds.
+    expiry::exptime(deadline, OffsetDateTime::now_utc()).and_then(|e| u32::try_from(e).ok())
+}
+
+/// Carries out `op` under the memcached key `name` on `conn`.
+async fn run(conn: &mut Connection, name: &str, op: &Op<'_>) -> io::Result<Outcome> {
+    Ok(match *op {
+        Op::Load => Outcome::Found(conn.gets(name).await?),
+        Op::Create { value, exptime } => Outcome::Answer(conn.add(name, value, exptime).await?),
+        Op::Update {
+            value,
+            exptime,
+            version,
+        } => update(conn, name, value, exptime, version).await?,
+        Op::Touch { deadline, exptime } => touch(conn, name, deadline, exptime).await?,
+        Op::End => {
+            let live = match conn.gets(name).await? {
+                Some((bytes, _)) => is_live(&bytes),
+                None => return Ok(Outcome::Answer(false)),
+            };
+            conn.delete(name).await?;
+            Outcome::Answer(live)
+        }
+        Op::Delete => {
+            conn.delete(name).await?;
+            Outcome::Answer(true)
+        }
+    })
+}
+
+/// Writes `value` over the live session `name`, over `version` if the caller
+/// loaded one, else over what `gets` finds.
+async fn update(
+    conn: &mut Connection,
+    name: &str,
+    value: &[u8],
+    exptime: u32,
+    version: Option<u64>,
+) -> io::Result<Outcome> {
+    let mut version = match version {
+        Some(version) => version,
+        None => match live_version(conn, name).await? {
+            Some(version) => version,
+            None => return Ok(Outcome::Answer(false)),
+        },
+    };
+    let mut retries = 0;
+    loop {
+        match conn.cas(name, value, version, exptime).await? {
+            Cas::Stored => return Ok(Outcome::Answer(true)),
+            Cas::NotFound => return Ok(Outcome::Answer(false)),
+            Cas::Exists if retries == CAS_RETRIES => return Ok(Outcome::Contended),
+            Cas::Exists => {
+                retries += 1;
+                version = match live_version(conn, name).await? {
+                    Some(version) => version,
+                    None => return Ok(Outcome::Answer(false)),
+                };
+            }
+        }
+    }
+}
+
+/// The CAS unique of the session `name` if it is live.
+async fn live_version(conn: &mut Connection, name: &str) -> io::Result<Option<u64>> {
+    Ok(match conn.gets(name).await? {
+        Some((bytes, version)) if is_live(&bytes) => Some(version),
+        _ => None,
+    })
+}
+
+/// Rewrites the live session `name` with the deadline `deadline`.
+async fn touch(
+    conn: &mut Connection,
+    name: &str,
+    deadline: OffsetDateTime,
+    exptime: u32,
+) -> io::Result<Outcome> {
+    for _ in 0..=CAS_RETRIES {
+        let Some((mut bytes, version)) = conn.gets(name).await? else {
+            return Ok(Outcome::Answer(false));
+        };
+        if !move_deadline(&mut bytes, deadline) {
+            return Ok(Outcome::Answer(false));
+        }
+        match conn.cas(name, &bytes, version, exptime).await? {
+            Cas::Stored => return Ok(Outcome::Answer(true)),
+            Cas::NotFound => return Ok(Outcome::Answer(false)),
+            // Changed since the `gets` (an update of this session): touch
+            // the new version, keeping its data.
+            Cas::Exists => {}
+        }
+    }
+    Ok(Outcome::Contended)
+}
+
+/// The deadline, in milliseconds since the Unix epoch, of the record in
+/// `bytes`; `None` if they are not a record.
+fn stored_deadline(bytes: &[u8]) -> Option<i64> {
+    if has_deadline_field(bytes) {
+        let field: [u8; 8] = bytes[bytes.len() - (DEADLINE_FIELD_LEN - 1)..]
+            .try_into()
+            .ok()?;
+        Some(i64::from_be_bytes(field))
+    } else {
+        Record::from_bytes(bytes)
+            .ok()
+            .map(|r| r.expires_at_millis())
+    }
+}
+
+/// True if `bytes` are a record whose deadline has not passed. memcached
+/// keeps an item up to a grace second past its deadline (see `expiry`); such
+/// a session is over all the same.
+fn is_live(bytes: &[u8]) -> bool {
+    stored_deadline(bytes).is_some_and(|deadline| deadline > now_millis())
+}
+
+/// Moves the deadline of the live record in `bytes` to `deadline`; false if
+/// they are not a live record.
+fn move_deadline(bytes: &mut Vec<u8>, deadline: OffsetDateTime) -> bool {
+    if !is_live(bytes) {
+        return false;
+    }
+    if has_deadline_field(bytes) {
+        // Every record `Record::to_bytes` writes ends with its deadline in a
+        // fixed form: only those bytes change, the data stays as it was.
+        let at = bytes.len() - DEADLINE_FIELD_LEN;
+        bytes[at..].copy_from_slice(&deadline_field(deadline));
+        return true;
+    }
+    // A record written some other way: rewrite it whole.
+    let Ok(mut record) = Record::from_bytes(bytes) else {
+        return false;
+    };
+    record.expires_at = deadline;
+    match record.to_bytes() {
+        Ok(rewritten) => {
+            *bytes = rewritten;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// The error for a failed operation on `server`; `size` is the value it was
+/// storing, if any.
+fn command_error(server: &Server, size: usize, e: io::Error) -> MemcachedError {
+    let name = server.name.clone();
+    match client::reply_line(&e) {
+        Some(reply) if reply.contains("too large") => MemcachedError::TooLarge {
+            server: name,
+            size,
+            reply,
+        },
+        Some(reply)
+            if reply.starts_with("ERROR")
+                || reply.starts_with("CLIENT_ERROR")
+                || reply.starts_with("SERVER_ERROR") =>
+        {
+            MemcachedError::Server {
+                server: name,
+                reply,
+            }
+        }
+        Some(reply) => MemcachedError::Protocol {
+            server: name,
+            reply,
+        },
+        None if e.kind() == io::ErrorKind::InvalidData => MemcachedError::Protocol {
+            server: name,
+            reply: e.to_string(),
+        },
+        None => MemcachedError::Io {
+            server: name,
+            source: e,
+        },
     }
 }
 
@@ -302,20 +484,10 @@ impl SessionStore for MemcachedStore {
 
     fn load<'a>(&'a self, key: &'a StoreKey) -> Call<'a, Option<Record>> {
         Call::pending(async move {
-            let (session, touched) = self.keys(key);
-            let names = [session.as_str(), touched.as_str()];
-            let mut values = match self.execute(key, &[Command::Get { keys: &names }]).await? {
-                Reply::Values(values) => values,
+            let (bytes, version) = match self.execute(key, Op::Load).await? {
+                Outcome::Found(Some(found)) => found,
+                Outcome::Found(None) => return Ok(None),
                 other => return Err(self.mismatch(key, &other).into()),
-            };
-            let mut take = |name: &str| {
-                values
-                    .iter()
-                    .position(|(k, _)| k == name)
-                    .map(|at| values.swap_remove(at).1)
-            };
-            let Some(bytes) = take(&session) else {
-                return Ok(None);
             };
             let mut record = match Record::from_shared(bytes.into()) {
                 Ok(record) => record,
@@ -330,11 +502,9 @@ impl SessionStore for MemcachedStore {
                     return Ok(None);
                 }
             };
-            if let Some(deadline) = take(&touched).and_then(|v| expiry::decode_deadline(&v)) {
-                record.expires_at = deadline;
-            }
-            // memcached keeps an item up to a grace second past its deadline; the
-            // deadline itself is enforced here.
+            record.version = Some(version);
+            // memcached keeps an item up to a grace second past its deadline;
+            // the deadline itself is enforced here.
             Ok((!record.is_expired_at(OffsetDateTime::now_utc())).then_some(record))
         })
     }
@@ -342,90 +512,52 @@ impl SessionStore for MemcachedStore {
     fn create<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
         Call::pending(async move {
             let value = record.to_bytes()?;
-            let Some(exptime) = expiry::exptime(record.expires_at, OffsetDateTime::now_utc())
-            else {
+            let Some(exptime) = exptime(record.expires_at) else {
                 // Already past its deadline: there is nothing to store (and an
                 // exptime of 0 would mean "forever"). The key stays free.
                 return Ok(true);
             };
-            let (session, touched) = self.keys(key);
-            // A touch that found no session under this key may have left a
-            // companion (see `touch`); it belongs to no record, so it goes
-            // in the same round trip, before any load can see the session.
-            let commands = [
-                Command::Add {
-                    key: &session,
-                    exptime,
-                    value: &value,
-                },
-                Command::Delete { key: &touched },
-            ];
-            match self.execute(key, &commands).await? {
-                Reply::Stored(stored) => Ok(stored),
-                other => Err(self.mismatch(key, &other).into()),
-            }
+            let op = Op::Create {
+                value: &value,
+                exptime,
+            };
+            Ok(self.answer(key, op).await?)
         })
     }
 
     fn update<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
         Call::pending(async move {
             let value = record.to_bytes()?;
-            let Some(exptime) = expiry::exptime(record.expires_at, OffsetDateTime::now_utc())
-            else {
+            let Some(exptime) = exptime(record.expires_at) else {
                 // Updated to a deadline that has passed: the session ends now.
-                return Ok(self.remove(key).await?);
+                return Ok(self.answer(key, Op::End).await?);
             };
-            let (session, touched) = self.keys(key);
-            // `replace` stores only over a live item: a session deleted meanwhile
-            // stays deleted. The record carries its own deadline, so an earlier
-            // touch's companion goes.
-            let commands = [
-                Command::Replace {
-                    key: &session,
-                    exptime,
-                    value: &value,
-                },
-                Command::Delete { key: &touched },
-            ];
-            match self.execute(key, &commands).await? {
-                Reply::Stored(stored) => Ok(stored),
-                other => Err(self.mismatch(key, &other).into()),
-            }
+            let op = Op::Update {
+                value: &value,
+                exptime,
+                version: record.version,
+            };
+            Ok(self.answer(key, op).await?)
         })
     }
 
     fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
         Call::pending(async move {
-            let Some(exptime) = expiry::exptime(expires_at, OffsetDateTime::now_utc()) else {
-                return Ok(self.remove(key).await?);
+            let Some(exptime) = exptime(expires_at) else {
+                // Touched to a deadline that has passed: the session ends now.
+                return Ok(self.answer(key, Op::End).await?);
             };
-            let (session, touched) = self.keys(key);
-            let deadline = expiry::encode_deadline(expires_at);
-            // One round trip. If the session is gone, the companion written here
-            // is never read: load needs the session, and a session created
-            // under this key later removes it (see `create`). It expires with
-            // its own exptime otherwise.
-            let commands = [
-                Command::Touch {
-                    key: &session,
-                    exptime,
-                },
-                Command::Set {
-                    key: &touched,
-                    exptime,
-                    value: deadline.as_bytes(),
-                },
-            ];
-            match self.execute(key, &commands).await? {
-                Reply::Touched(found) => Ok(found),
-                other => Err(self.mismatch(key, &other).into()),
-            }
+            let op = Op::Touch {
+                deadline: expires_at,
+                exptime,
+            };
+            Ok(self.answer(key, op).await?)
         })
     }
 
     fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {
         Call::pending(async move {
-            self.remove(key).await?;
+            self.answer(key, Op::Delete).await?;
             Ok(())
         })
     }
@@ -449,17 +581,19 @@ impl fmt::Debug for MemcachedStore {
 mod tests {
     use std::time::{Duration, Instant};
 
+    use cloakroom_core::record::Data;
     use cloakroom_core::{ErrorKind, Id};
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpListener;
 
     use super::*;
 
-    /// A stand-in for memcached on a loopback port that answers each command
-    /// line with `NOT_FOUND` and, if `lines_per_connection` is set, closes a
-    /// connection after that many lines, as a restarted server leaves pooled
-    /// connections closed. With `silent`, it reads and never answers.
-    async fn fake_server(lines_per_connection: Option<usize>, silent: bool) -> String {
+    /// A stand-in for memcached on a loopback port that reads command
+    /// lines, answers `version` (the only command the store sends that
+    /// answers without a key) and, if `answers_per_connection` is set,
+    /// closes a connection after that many answers, as a restarted server
+    /// leaves pooled connections closed. With `silent`, it never answers.
+    async fn fake_server(answers_per_connection: Option<usize>, silent: bool) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -467,16 +601,16 @@ mod tests {
                 tokio::spawn(async move {
                     let (read, mut write) = stream.into_split();
                     let mut lines = BufReader::new(read).lines();
-                    let mut served = 0;
-                    while let Ok(Some(_)) = lines.next_line().await {
-                        if silent {
+                    let mut answered = 0;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if silent || line != "version" {
                             continue;
                         }
-                        if write.write_all(b"NOT_FOUND\r\n").await.is_err() {
+                        if write.write_all(b"VERSION 1.6.0\r\n").await.is_err() {
                             return;
                         }
-                        served += 1;
-                        if Some(served) == lines_per_connection {
+                        answered += 1;
+                        if Some(answered) == answers_per_connection {
                             return;
                         }
                     }
@@ -490,104 +624,140 @@ mod tests {
         Id::generate().unwrap().store_key()
     }
 
-    /// A stand-in for memcached that holds no items: it answers what
-    /// memcached answers then (`add` and `set` store, `touch` and `delete`
-    /// find nothing, `get` returns nothing) and records each command line,
-    /// without the data blocks, in the order received.
-    async fn recording_server() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = Arc::clone(&seen);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let log = Arc::clone(&log);
-                tokio::spawn(async move {
-                    let (read, mut write) = stream.into_split();
-                    let mut read = BufReader::new(read);
-                    let mut line = String::new();
-                    while read.read_line(&mut line).await.unwrap_or(0) > 0 {
-                        let words: Vec<&str> = line.split_whitespace().collect();
-                        let reply: &[u8] = match words[0] {
-                            "add" | "set" | "replace" => {
-                                let len: usize = words[4].parse().unwrap();
-                                let mut data = vec![0; len + 2];
-                                read.read_exact(&mut data).await.unwrap();
-                                if words[0] == "replace" {
-                                    b"NOT_STORED\r\n"
-                                } else {
-                                    b"STORED\r\n"
-                                }
-                            }
-                            "get" => b"END\r\n",
-                            _ => b"NOT_FOUND\r\n",
-                        };
-                        log.lock().unwrap().push(line.trim_end().to_owned());
-                        line.clear();
-                        if write.write_all(reply).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (format!("memcached://{addr}"), seen)
+    /// A store on the real memcached the test command starts.
+    fn real() -> MemcachedStore {
+        let url = std::env::var("CLOAKROOM_MEMCACHED_URL")
+            .expect("CLOAKROOM_MEMCACHED_URL (run the tests with tests/run)");
+        Options::from_url(&url)
+            .unwrap()
+            .key_prefix("cloakroom-store-test:")
+            .build()
+            .unwrap()
     }
 
-    /// A touch that finds no session answers false, but memcached cannot
-    /// make its companion's `set` depend on that: so a `create` under the
-    /// key removes any companion, in the same round trip as its `add`, and a
-    /// new session never takes a deadline a touch left for no session.
+    fn record(value: &str, ttl: time::Duration) -> Record {
+        let mut data = Data::new();
+        data.insert("v".into(), serde_json::json!(value));
+        Record::new(data, OffsetDateTime::now_utc() + ttl)
+    }
+
+    /// The bytes stored under `key`, read beside the store.
+    async fn stored(store: &MemcachedStore, key: &StoreKey) -> Option<(Vec<u8>, u64)> {
+        let server = store.server(key);
+        let mut conn = server.pool.get().await.unwrap();
+        conn.gets(&store.memcached_key(key)).await.unwrap()
+    }
+
+    /// `load` hands the CAS unique to the record; an update with it writes
+    /// over that version and gives the session a new one.
     #[tokio::test]
-    async fn create_removes_a_companion_a_missed_touch_left() {
-        let (url, seen) = recording_server().await;
-        let store = Options::from_url(&url)
-            .unwrap()
-            .key_prefix("p:")
-            .build()
-            .unwrap();
+    async fn loads_carry_the_version_that_updates_write_over() {
+        let store = real();
         let key = key();
-        let (session, touched) = store.keys(&key);
-        let soon = OffsetDateTime::now_utc() + time::Duration::minutes(5);
-        assert!(!store.touch(&key, soon).await.unwrap());
-        let record = Record::new(cloakroom_core::record::Data::new(), soon);
-        assert!(store.create(&key, &record).await.unwrap());
-        let sent = std::mem::take(&mut *seen.lock().unwrap());
-        let verbs: Vec<(&str, &str)> = sent
-            .iter()
-            .map(|line| {
-                let mut words = line.split(' ');
-                (words.next().unwrap(), words.next().unwrap())
-            })
-            .collect();
+        let hour = time::Duration::hours(1);
+        assert!(store.create(&key, &record("a", hour)).await.unwrap());
+        let loaded = store.load(&key).await.unwrap().unwrap();
+        let (_, version) = stored(&store, &key).await.unwrap();
+        assert_eq!(loaded.version, Some(version));
+
+        let mut changed = loaded.clone();
+        changed.data.insert("v".into(), serde_json::json!("b"));
+        assert!(store.update(&key, &changed).await.unwrap());
+        let (_, after) = stored(&store, &key).await.unwrap();
+        assert_ne!(after, version);
+        // The same, now stale, version: memcached answers EXISTS, and the
+        // write goes over the newer version (the last writer wins).
+        changed.data.insert("v".into(), serde_json::json!("c"));
+        assert!(store.update(&key, &changed).await.unwrap());
+        let reloaded = store.load(&key).await.unwrap().unwrap();
         assert_eq!(
-            verbs,
-            [
-                ("touch", session.as_str()),
-                ("set", &touched),
-                ("add", &session),
-                ("delete", &touched),
-            ]
+            reloaded.data.get("v").unwrap(),
+            Some(&serde_json::json!("c"))
         );
+
+        // Deleted after the load: the version's `cas` finds nothing.
+        store.delete(&key).await.unwrap();
+        assert!(!store.update(&key, &reloaded).await.unwrap());
+        assert!(stored(&store, &key).await.is_none());
+    }
+
+    /// A touch rewrites the session's deadline field only, with the
+    /// deadline to the millisecond, and gives memcached the new exptime.
+    #[tokio::test]
+    async fn a_touch_rewrites_only_the_deadline() {
+        let store = real();
+        let key = key();
+        let session = record("kept", time::Duration::minutes(5));
+        assert!(store.create(&key, &session).await.unwrap());
+        let (before, _) = stored(&store, &key).await.unwrap();
+        let later = OffsetDateTime::now_utc() + time::Duration::milliseconds(3_600_321);
+        assert!(store.touch(&key, later).await.unwrap());
+        let (after, _) = stored(&store, &key).await.unwrap();
+        let at = before.len() - DEADLINE_FIELD_LEN;
+        assert_eq!(after[..at], before[..at]);
+        assert_eq!(after[at..], deadline_field(later));
+        let loaded = store.load(&key).await.unwrap().unwrap();
+        assert_eq!(loaded.expires_at_millis(), millis_of(later));
+        store.delete(&key).await.unwrap();
+        assert!(!store.touch(&key, later).await.unwrap());
+        assert!(stored(&store, &key).await.is_none());
+    }
+
+    fn millis_of(t: OffsetDateTime) -> i64 {
+        cloakroom_core::record::millis(t)
+    }
+
+    /// A session past its deadline that memcached still holds (its grace
+    /// second) is no session for an update or a touch either.
+    #[tokio::test]
+    async fn a_held_but_expired_session_is_not_written_back() {
+        let store = real();
+        let key = key();
+        let session = record("short", time::Duration::milliseconds(300));
+        assert!(store.create(&key, &session).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(stored(&store, &key).await.is_some(), "memcached's grace");
+        assert!(store.load(&key).await.unwrap().is_none());
+        let mut stale = session.clone();
+        stale.expires_at = OffsetDateTime::now_utc() + time::Duration::minutes(5);
+        assert!(!store.update(&key, &stale).await.unwrap());
+        let later = OffsetDateTime::now_utc() + time::Duration::minutes(5);
+        assert!(!store.touch(&key, later).await.unwrap());
+        assert!(store.load(&key).await.unwrap().is_none());
     }
 
     #[tokio::test]
     async fn connections_closed_by_the_server_are_not_errors() {
-        // `delete` sends two commands; the server closes after answering them.
-        let url = fake_server(Some(2), false).await;
+        // `delete` is answered by its `version`; the server closes after
+        // that answer.
+        let url = fake_server(Some(1), false).await;
         let store = Options::from_url(&url)
             .unwrap()
             .pool_size(2)
             .build()
             .unwrap();
-        for round in 0..20 {
+        for _ in 0..20 {
             store.delete(&key()).await.unwrap();
-            if round % 2 == 0 {
-                // Let the close arrive, so the pool notices it on checkout;
-                // otherwise the command meets it and is retried.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
         }
+    }
+
+    /// A `delete` is sent with `noreply`, and a connection that breaks
+    /// before the `version` behind it is answered fails the call: a logout
+    /// never reports success without memcached having processed it.
+    #[tokio::test]
+    async fn a_delete_on_a_broken_connection_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let mut lines = BufReader::new(stream).lines();
+                // Reads the delete, then goes away.
+                let _ = lines.next_line().await;
+            }
+        });
+        let store = MemcachedStore::from_url(&format!("memcached://{addr}")).unwrap();
+        let err = store.delete(&key()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
     }
 
     #[tokio::test]
@@ -627,16 +797,30 @@ mod tests {
             .build()
             .unwrap();
         let key = key();
-        let (session, touched) = store.keys(&key);
-        assert_eq!(session, format!("app:{}", key.hex()));
-        assert_eq!(touched, format!("{session}{TOUCHED_SUFFIX}"));
-        assert!(touched.len() <= 250);
-        assert_eq!(store.memcached_key(&key), session);
+        let name = store.memcached_key(&key);
+        assert_eq!(name, format!("app:{}", key.hex()));
         assert_eq!(store.server_for(&key), "127.0.0.1:1");
         let debug = format!("{store:?}");
         assert!(
             debug.contains("127.0.0.1:1") && debug.contains("app:"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn deadlines_are_read_from_the_record() {
+        let soon = OffsetDateTime::now_utc() + time::Duration::seconds(30);
+        let bytes = record("x", time::Duration::seconds(30)).to_bytes().unwrap();
+        assert!(is_live(&bytes));
+        let mut moved = bytes.clone();
+        assert!(move_deadline(&mut moved, soon));
+        assert_eq!(stored_deadline(&moved), Some(millis_of(soon)));
+        let past = record("x", time::Duration::seconds(-1)).to_bytes().unwrap();
+        assert!(!is_live(&past));
+        assert!(!move_deadline(&mut past.clone(), soon));
+        for garbage in [&b"not a session record"[..], b"", b"\xd3"] {
+            assert!(!is_live(garbage));
+            assert!(!move_deadline(&mut garbage.to_vec(), soon));
+        }
     }
 }
