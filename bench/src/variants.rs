@@ -43,6 +43,11 @@ pub const ALL: &[Variant] = &[
         None,
     ),
     variant("redis", "cloakroom redis", Some("ts-redis")),
+    variant(
+        "redis+near",
+        "cloakroom redis, near cache 2 s",
+        Some("redis"),
+    ),
     variant("ts-redis", "tower-sessions RedisStore (fred)", None),
     variant(
         "redis-by-hand",
@@ -132,6 +137,14 @@ pub async fn app(variant: &str) -> Result<Router, String> {
         "redis" => apps::cloakroom(layer(&[
             ("SESSION_ENGINE", "cache"),
             ("SESSION_CACHE_URL", &url("CLOAKROOM_REDIS_URL")?),
+        ])?),
+        // Its own key prefix: the near cache tracks the keys under it, and
+        // hears nothing of another variant's writes.
+        "redis+near" => apps::cloakroom(layer(&[
+            ("SESSION_ENGINE", "cache"),
+            ("SESSION_CACHE_URL", &url("CLOAKROOM_REDIS_URL")?),
+            ("SESSION_REDIS_KEY_PREFIX", "cloakroom:near:"),
+            ("SESSION_REDIS_NEAR_CACHE_MS", "2000"),
         ])?),
         "memcached" => apps::cloakroom(layer(&[
             ("SESSION_ENGINE", "cache"),

@@ -10,7 +10,16 @@
 //! * [`store`]: [`RedisStore`], the [`SessionStore`](cloakroom_core::SessionStore)
 //!   implementation, and which Redis command serves which operation.
 //! * [`options`]: [`RedisOptions`], the tuning (key prefix, pool size,
-//!   timeouts) and the `SESSION_REDIS_*` settings it is read from.
+//!   timeouts, near cache) and the `SESSION_REDIS_*` settings it is read from.
+//! * The near cache, off by default (`SESSION_REDIS_NEAR_CACHE_MS`,
+//!   [`RedisOptions::with_near_cache`]): sessions read from Redis are
+//!   served from process memory until Redis reports a write to their key
+//!   (RESP3 client tracking, `BCAST` on the key prefix, one extra
+//!   connection per server or cluster master), and for at most the
+//!   setting's time after their read. Writes go to Redis first. When a
+//!   tracking connection drops or stops answering, the cache is emptied
+//!   before any further load is served from it. [`NearCacheStats`] counts
+//!   its work. The crate README says what it promises, with measurements.
 //! * [`error`]: [`RedisStoreError`] and how it maps onto the core error kinds.
 //!
 //! ```no_run
@@ -30,9 +39,11 @@
 //! ```
 
 pub mod error;
+mod near;
 pub mod options;
 pub mod store;
 
 pub use error::RedisStoreError;
+pub use near::NearCacheStats;
 pub use options::RedisOptions;
 pub use store::RedisStore;

@@ -39,6 +39,10 @@ pub struct RedisOptions {
     command_timeout: Duration,
     timeout: Duration,
     tls_ca_file: Option<PathBuf>,
+    /// Zero: no near cache.
+    near_cache: Duration,
+    near_cache_entries: u64,
+    near_cache_bytes: u64,
 }
 
 impl Default for RedisOptions {
@@ -50,6 +54,9 @@ impl Default for RedisOptions {
             command_timeout: Duration::from_millis(500),
             timeout: Duration::from_millis(1000),
             tls_ca_file: None,
+            near_cache: Duration::ZERO,
+            near_cache_entries: 10_000,
+            near_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -69,6 +76,9 @@ pub mod settings {
     pub const TIMEOUT_MS: &str = "SESSION_REDIS_TIMEOUT_MS";
     /// PEM file of the certificate authority that `rediss://` trusts.
     pub const TLS_CA_FILE: &str = "SESSION_REDIS_TLS_CA_FILE";
+    /// The near cache: longest time, in milliseconds, a session read from
+    /// Redis may be served from process memory; 0 (the default) turns it off.
+    pub const NEAR_CACHE_MS: &str = "SESSION_REDIS_NEAR_CACHE_MS";
 }
 
 impl RedisOptions {
@@ -106,6 +116,13 @@ impl RedisOptions {
             command_timeout: config::millis_or(s, settings::COMMAND_TIMEOUT_MS, d.command_timeout)?,
             timeout: config::millis_or(s, settings::TIMEOUT_MS, d.timeout)?,
             tls_ca_file: s.get(settings::TLS_CA_FILE).map(PathBuf::from),
+            near_cache: Duration::from_millis(config::parse_or(
+                s,
+                settings::NEAR_CACHE_MS,
+                0,
+                "a whole number of milliseconds, 0 for no near cache",
+            )?),
+            ..d
         })
     }
 
@@ -200,6 +217,53 @@ impl RedisOptions {
     pub fn with_tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.tls_ca_file = Some(path.into());
         self
+    }
+
+    /// Turns on the near cache (default: off): sessions read from Redis are
+    /// kept in this process and served from there, without a round trip,
+    /// until Redis reports that their key changed (RESP3 client tracking,
+    /// on a connection of its own per server or cluster master), and for at
+    /// most `cap` after they were read, whatever Redis reports. Writes
+    /// still go to Redis first. Whenever tracking stops (its connection
+    /// drops, a heartbeat goes unanswered, Redis restarts), the cache is
+    /// emptied and loads go to Redis until tracking is back. `Duration::ZERO`
+    /// turns it off. See the crate README for what it promises.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use cloakroom_redis::RedisOptions;
+    /// let options = RedisOptions::new().with_near_cache(Duration::from_secs(2));
+    /// assert_eq!(options.near_cache(), Duration::from_secs(2));
+    /// ```
+    pub fn with_near_cache(mut self, cap: Duration) -> Self {
+        self.near_cache = cap;
+        self
+    }
+
+    /// Bounds on the near cache (default 10,000 sessions and 64 MiB): the
+    /// sessions it holds, and their bytes as Redis sent them (each counted
+    /// with a fixed overhead). Past either, the least used go first. A
+    /// session bigger than an eighth of `max_bytes` is not kept.
+    ///
+    /// ```
+    /// # use cloakroom_redis::RedisOptions;
+    /// let options = RedisOptions::new().with_near_cache_limits(1_000, 8 << 20);
+    /// assert_eq!(options.near_cache_limits(), (1_000, 8 << 20));
+    /// ```
+    pub fn with_near_cache_limits(mut self, max_entries: u64, max_bytes: u64) -> Self {
+        self.near_cache_entries = max_entries.max(1);
+        self.near_cache_bytes = max_bytes.max(1);
+        self
+    }
+
+    /// The near cache's cap; zero when it is off.
+    pub fn near_cache(&self) -> Duration {
+        self.near_cache
+    }
+
+    /// The near cache's bounds: sessions, bytes.
+    pub fn near_cache_limits(&self) -> (u64, u64) {
+        (self.near_cache_entries, self.near_cache_bytes)
     }
 
     /// The key prefix.
@@ -372,8 +436,13 @@ mod tests {
             ("SESSION_REDIS_KEY_PREFIX", "x:"),
             ("SESSION_REDIS_POOL_SIZE", "4"),
             ("SESSION_REDIS_TIMEOUT_MS", "250"),
+            ("SESSION_REDIS_NEAR_CACHE_MS", "2000"),
         ]))
         .unwrap();
+        assert_eq!(o.near_cache(), Duration::from_secs(2));
+        assert_eq!(RedisOptions::new().near_cache(), Duration::ZERO);
+        let off = RedisOptions::from_settings(&from_pairs([("SESSION_REDIS_NEAR_CACHE_MS", "0")]));
+        assert_eq!(off.unwrap().near_cache(), Duration::ZERO);
         assert_eq!(o.key_prefix(), "x:");
         assert_eq!(o.pool_size(), 4);
         assert_eq!(o.timeout(), Duration::from_millis(250));
@@ -383,6 +452,8 @@ mod tests {
             ("SESSION_REDIS_CONNECT_TIMEOUT_MS", "1s"),
             ("SESSION_REDIS_COMMAND_TIMEOUT_MS", "0"),
             ("SESSION_REDIS_TIMEOUT_MS", "-1"),
+            ("SESSION_REDIS_NEAR_CACHE_MS", "2s"),
+            ("SESSION_REDIS_NEAR_CACHE_MS", "-5"),
         ] {
             let err = RedisOptions::from_settings(&from_pairs([(name, value)])).unwrap_err();
             assert_eq!(err.variable(), name);

@@ -25,7 +25,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cloakroom_core::config::Settings;
@@ -38,6 +38,7 @@ use deadpool_redis::{PoolConfig, PoolError, Runtime, Timeouts};
 use time::OffsetDateTime;
 use tokio::time::{Instant, timeout_at};
 
+use crate::near::{NearCache, NearCacheStats, Tracker, TrackerConfig};
 use crate::options::{ACCEPTED_URLS, Target, redact};
 use crate::{RedisOptions, RedisStoreError};
 
@@ -100,10 +101,18 @@ use crate::{RedisOptions, RedisStoreError};
 /// ```
 pub struct RedisStore {
     backend: Backend,
+    /// The near cache and its tracker, when it is on.
+    near: Option<Near>,
     key_prefix: String,
     timeout: Duration,
     /// The URL with its password redacted, for `Debug` and logs.
     shown_url: String,
+}
+
+struct Near {
+    cache: Arc<NearCache>,
+    tracker: Tracker,
+    config: TrackerConfig,
 }
 
 enum Backend {
@@ -123,6 +132,7 @@ impl fmt::Debug for RedisStore {
             .field("timeout", &self.timeout)
             .field("connections", &lanes)
             .field("pool_size", &status.size)
+            .field("near_cache", &self.near.as_ref().map(|n| n.cache.stats()))
             .finish()
     }
 }
@@ -348,9 +358,11 @@ impl RedisStore {
             url: redact(url),
             reason: e.to_string(),
         };
+        let mut tracked = Vec::new();
         let backend = match Target::parse(url)? {
             Target::Single(info) => {
                 let info = with_tls_roots(*info, options.tls_ca_file())?;
+                tracked.push(info.clone());
                 let connection = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(options.connect_timeout()))
                     .set_response_timeout(Some(options.command_timeout()));
@@ -375,6 +387,7 @@ impl RedisStore {
                 // connection settings for it; the pool's create and recycle
                 // timeouts and this store's deadline on every call are what
                 // bound a cluster call.
+                tracked.clone_from(&nodes);
                 let manager =
                     deadpool_redis::cluster::Manager::new(nodes, false).map_err(invalid)?;
                 let pool = deadpool_redis::cluster::Pool::builder(manager)
@@ -385,8 +398,23 @@ impl RedisStore {
                 Backend::Cluster(Lanes::new(pool, lanes))
             }
         };
+        let near = (!options.near_cache().is_zero()).then(|| {
+            let (entries, bytes) = options.near_cache_limits();
+            Near {
+                cache: Arc::new(NearCache::new(options.near_cache(), entries, bytes)),
+                tracker: Tracker::default(),
+                config: TrackerConfig {
+                    nodes: tracked,
+                    cluster: matches!(backend, Backend::Cluster(_)),
+                    prefix: options.key_prefix().to_owned(),
+                    connect_timeout: options.connect_timeout(),
+                    command_timeout: options.command_timeout(),
+                },
+            }
+        });
         Ok(Self {
             backend,
+            near,
             key_prefix: options.key_prefix().to_owned(),
             timeout: options.timeout(),
             shown_url: redact(url),
@@ -429,6 +457,20 @@ impl RedisStore {
     /// True for a store on a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self.backend, Backend::Cluster(_))
+    }
+
+    /// The near cache's counters, or `None` when it is off (see
+    /// [`RedisOptions::with_near_cache`]).
+    pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
+        self.near.as_ref().map(|n| n.cache.stats())
+    }
+
+    /// Around a write of `key`: this process's next load of it goes to
+    /// Redis, and a load in flight does not keep what it read.
+    fn forget(&self, key: &StoreKey) {
+        if let Some(near) = &self.near {
+            near.cache.forget(key);
+        }
     }
 
     /// Runs `pipe`, connecting first if need be, all within the store's
@@ -574,13 +616,32 @@ impl RedisStore {
     }
 }
 
+/// Forgets its key when dropped: after a write, whether it completed, failed
+/// or was dropped midway (when Redis may or may not have applied it), a load
+/// of that key in this process goes to Redis, even if the invalidation Redis
+/// sends for it is still on its way.
+struct Forget<'a>(&'a RedisStore, &'a StoreKey);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
+    }
+}
+
 impl SessionStore for RedisStore {
     fn engine(&self) -> &'static str {
         "redis"
     }
 
     fn load<'a>(&'a self, key: &'a StoreKey) -> Call<'a, Option<Record>> {
+        if let Some(record) = self.near.as_ref().and_then(|near| near.cache.get(key)) {
+            return Call::ready(Ok(Some(record)));
+        }
         Call::pending(async move {
+            let ticket = self.near.as_ref().and_then(|near| {
+                near.tracker.ensure_started(&near.cache, &near.config);
+                near.cache.ticket(key)
+            });
             let redis_key = self.redis_key(key);
             let mut pipe = redis::pipe();
             pipe.cmd("GET").arg(&redis_key);
@@ -588,6 +649,7 @@ impl SessionStore for RedisStore {
             let Some(bytes) = value else {
                 return Ok(None);
             };
+            let size = bytes.len();
             let current = has_deadline_field(&bytes);
             let mut record = match Record::from_shared(bytes.into()) {
                 Ok(record) => record,
@@ -603,6 +665,9 @@ impl SessionStore for RedisStore {
             // latest deadline, which every write and touch of this version
             // puts there, and its key expires with it.
             if current && !record.is_expired() {
+                if let (Some(near), Some(ticket)) = (&self.near, ticket) {
+                    near.cache.put(key, ticket, &record, size);
+                }
                 return Ok(Some(record));
             }
             // Rare: a value without a deadline field, written by an earlier
@@ -622,6 +687,8 @@ impl SessionStore for RedisStore {
 
     fn create<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
         Call::pending(async move {
+            self.forget(key);
+            let _forget = Forget(self, key);
             match key_expiry(record.expires_at, now_millis()) {
                 Some(expire_at) => self.set("create", key, record, "NX", expire_at).await,
                 // Already over: there is nothing to store, and the key stays
@@ -633,6 +700,8 @@ impl SessionStore for RedisStore {
 
     fn update<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
         Call::pending(async move {
+            self.forget(key);
+            let _forget = Forget(self, key);
             match key_expiry(record.expires_at, now_millis()) {
                 Some(expire_at) => self.set("update", key, record, "XX", expire_at).await,
                 // Updated to a deadline that has come: the session ends now,
@@ -644,6 +713,8 @@ impl SessionStore for RedisStore {
 
     fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
         Call::pending(async move {
+            self.forget(key);
+            let _forget = Forget(self, key);
             let Some(expire_at) = key_expiry(expires_at, now_millis()) else {
                 // Touched to now or to the past: the session ends now (the
                 // layer retires an old id this way), and the answer is
@@ -664,6 +735,8 @@ impl SessionStore for RedisStore {
 
     fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {
         Call::pending(async move {
+            self.forget(key);
+            let _forget = Forget(self, key);
             self.remove("delete", key).await?;
             Ok(())
         })

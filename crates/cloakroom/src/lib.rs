@@ -64,6 +64,7 @@
 //! | `SESSION_COOKIE_MAX_BYTES` | `7168` | cookie engines: bound on the session's cookies |
 //! | `SESSION_CACHE_MAX_ENTRIES` | `100000` | memory engine: sessions stored by `cycle_id` (logins) kept before eviction |
 //! | `SESSION_CACHE_MAX_ANONYMOUS_ENTRIES` | `SESSION_CACHE_MAX_ENTRIES` | memory engine: other sessions kept before eviction, so anonymous visitors cannot evict logged-in users |
+//! | `SESSION_REDIS_NEAR_CACHE_MS` | `0` (off) | Redis engine: serve sessions from process memory until Redis reports a change (RESP3 client tracking), each for at most this many milliseconds after its read; see `cloakroom-redis` |
 //!
 //! A bad value is an error naming the variable, the value and what is
 //! accepted; `from_env()` panics with it, `try_from_env()` returns it.

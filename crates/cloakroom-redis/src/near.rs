@@ -1,0 +1,647 @@
+//! The near cache: sessions read from Redis kept in process memory for as
+//! long as Redis has not said they changed (server-assisted client-side
+//! caching over RESP3, `CLIENT TRACKING ... BCAST`).
+//!
+//! # How it stays coherent
+//!
+//! A tracker thread holds one RESP3 connection per Redis node (every master
+//! of a cluster) on which it asked for `CLIENT TRACKING ON BCAST PREFIX
+//! <key prefix>`: Redis then pushes an `invalidate` message to it for every
+//! write to a session key, whoever made it. The messages are handled inside
+//! redis-rs's reader, as they are read ([`Invalidator`]), not through a
+//! channel, so an invalidation is applied before any later reply on that
+//! connection is seen. The sessions themselves are still read and written
+//! through the store's pooled, untracked connections.
+//!
+//! The cache serves entries only while tracking is on. [`NearCache::epoch`]
+//! is odd while every tracking connection is up and even otherwise; it moves
+//! when a connection drops (redis-rs reports it as a `Disconnection` push,
+//! from its reader, as soon as the socket closes), when a heartbeat `PING`
+//! goes unanswered (a hung server, a silent network), when a cluster's
+//! masters change, and when tracking is on again. Every move empties the
+//! cache, and an entry is only served in the epoch it was stored in.
+//!
+//! A `GET` sent before a write and answered after it would store a stale
+//! value if the invalidation were handled between the answer and the store.
+//! So a load takes a [`Ticket`] before sending its `GET`: the epoch and a
+//! counter of invalidations for keys that hash like its own (one of
+//! [`STRIPES`]). It stores what it read only if neither moved, and checks
+//! them again after storing, removing the entry if one moved meanwhile.
+//! Whichever way the invalidation and the store interleave, the stale value
+//! is not served.
+//!
+//! Independently of all that, an entry is served for at most the configured
+//! time after its `GET` was sent (the cap, a safety net should an
+//! invalidation be lost), and never past the session's deadline.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use cloakroom_core::{Record, StoreKey};
+use deadpool_redis::redis::aio::{AsyncPushSender, MultiplexedConnection, SendError};
+use deadpool_redis::redis::{
+    self, AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ProtocolVersion, PushInfo,
+    PushKind, Value,
+};
+use moka::sync::Cache;
+use tokio::sync::Notify;
+
+/// Counters of invalidations, by a hash of the key. More stripes make a
+/// write to one session less likely to keep another's read from being
+/// cached; 1024 is 8 KB.
+const STRIPES: usize = 1024;
+
+/// What every entry weighs besides its bytes: the key, the decoded record's
+/// own fields, moka's bookkeeping.
+const ENTRY_OVERHEAD: u32 = 256;
+
+/// The name the tracking connections give themselves (`CLIENT LIST`).
+pub(crate) const CLIENT_NAME: &str = "cloakroom-near-cache";
+
+/// Counters of the near cache, for monitoring and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NearCacheStats {
+    /// Sessions in the cache now.
+    pub entries: u64,
+    /// Their weight: their bytes plus a fixed overhead each.
+    pub weight: u64,
+    /// Loads answered from the cache.
+    pub hits: u64,
+    /// Loads that went to Redis while the cache was on.
+    pub misses: u64,
+    /// Times the cache was emptied because tracking stopped or restarted
+    /// (a connection dropped, a heartbeat went unanswered, a cluster's
+    /// masters changed, a `FLUSHALL`).
+    pub resets: u64,
+    /// True while every tracking connection is up, so that the cache serves.
+    pub tracking: bool,
+}
+
+struct Entry {
+    record: Record,
+    /// When the `GET` that read it was sent.
+    fetched: Instant,
+    epoch: u64,
+    /// The bytes Redis sent for it.
+    size: u32,
+}
+
+/// Taken before a `GET`; see the module docs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    epoch: u64,
+    stripe: usize,
+    count: u64,
+    sent: Instant,
+}
+
+pub(crate) struct NearCache {
+    entries: Cache<StoreKey, Arc<Entry>>,
+    cap: Duration,
+    /// Odd while tracking is on (see the module docs).
+    epoch: AtomicU64,
+    stripes: Box<[AtomicU64]>,
+    largest: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    resets: AtomicU64,
+    /// Wakes the tracker when a tracking connection reports its end.
+    lost: Notify,
+}
+
+impl std::fmt::Debug for NearCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NearCache")
+            .field("cap", &self.cap)
+            .field("epoch", &self.epoch.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn stripe_of(key: &StoreKey) -> usize {
+    // The key is a SHA-256 digest: any of its bytes are evenly spread.
+    let d = key.digest();
+    usize::from(u16::from_le_bytes([d[0], d[1]])) % STRIPES
+}
+
+impl NearCache {
+    /// A cache serving entries for at most `cap`, holding at most `max_entries`
+    /// sessions and `max_bytes` of them.
+    pub(crate) fn new(cap: Duration, max_entries: u64, max_bytes: u64) -> Self {
+        let max_entries = max_entries.max(1);
+        let max_bytes = max_bytes.max(u64::from(ENTRY_OVERHEAD));
+        // Every entry weighs at least max_bytes / max_entries, so that the
+        // one bound moka keeps (total weight) keeps both.
+        let floor = u32::try_from(max_bytes / max_entries)
+            .unwrap_or(u32::MAX)
+            .max(ENTRY_OVERHEAD);
+        let entries = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(move |_: &StoreKey, e: &Arc<Entry>| {
+                e.size.saturating_add(ENTRY_OVERHEAD).max(floor)
+            })
+            .time_to_live(cap)
+            .build();
+        Self {
+            entries,
+            cap,
+            epoch: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            // A session bigger than this would push out many others.
+            largest: usize::try_from(max_bytes / 8).unwrap_or(usize::MAX),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+            lost: Notify::new(),
+        }
+    }
+
+    fn tracking(epoch: u64) -> bool {
+        epoch % 2 == 1
+    }
+
+    /// The cached record under `key`, if it may be served now.
+    pub(crate) fn get(&self, key: &StoreKey) -> Option<Record> {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if !Self::tracking(epoch) {
+            return None;
+        }
+        let entry = self.entries.get(key)?;
+        if entry.epoch != epoch || entry.fetched.elapsed() >= self.cap {
+            return None;
+        }
+        // The deadline holds whatever Redis says: a session that ends while
+        // cached is over here too, and Redis is asked again (a touch from
+        // elsewhere would have invalidated the entry).
+        if entry.record.is_expired() {
+            self.entries.invalidate(key);
+            return None;
+        }
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(entry.record.clone())
+    }
+
+    /// Taken right before the `GET` of `key`; `None` while tracking is off,
+    /// when nothing read may be kept.
+    pub(crate) fn ticket(&self, key: &StoreKey) -> Option<Ticket> {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if !Self::tracking(epoch) {
+            return None;
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let stripe = stripe_of(key);
+        Some(Ticket {
+            epoch,
+            stripe,
+            count: self.stripes[stripe].load(Ordering::SeqCst),
+            sent: Instant::now(),
+        })
+    }
+
+    fn still_valid(&self, ticket: &Ticket) -> bool {
+        self.epoch.load(Ordering::SeqCst) == ticket.epoch
+            && self.stripes[ticket.stripe].load(Ordering::SeqCst) == ticket.count
+    }
+
+    /// Keeps `record`, read by a `GET` of `size` bytes sent under `ticket`,
+    /// unless `key` may have changed since.
+    pub(crate) fn put(&self, key: &StoreKey, ticket: Ticket, record: &Record, size: usize) {
+        if size > self.largest || !self.still_valid(&ticket) {
+            return;
+        }
+        let mut record = record.clone();
+        record.version = None;
+        self.entries.insert(
+            *key,
+            Arc::new(Entry {
+                record,
+                fetched: ticket.sent,
+                epoch: ticket.epoch,
+                size: u32::try_from(size).unwrap_or(u32::MAX),
+            }),
+        );
+        // An invalidation handled between the check above and the insert
+        // found nothing to remove; it moved the counters, so remove it here.
+        if !self.still_valid(&ticket) {
+            self.entries.invalidate(key);
+        }
+    }
+
+    /// Drops `key` and keeps any `GET` of it in flight from being kept.
+    /// Called for Redis's invalidations, and around this process's own
+    /// writes so that its next load reads them.
+    pub(crate) fn forget(&self, key: &StoreKey) {
+        self.stripes[stripe_of(key)].fetch_add(1, Ordering::SeqCst);
+        self.entries.invalidate(key);
+    }
+
+    /// Stops serving and empties the cache, if tracking is still in
+    /// `epoch` (a report from a connection of an earlier round is ignored);
+    /// true if it did.
+    fn stop(&self, epoch: u64) -> bool {
+        let stopped = self
+            .epoch
+            .compare_exchange(epoch, epoch + 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if stopped {
+            self.resets.fetch_add(1, Ordering::Relaxed);
+            self.entries.invalidate_all();
+        }
+        stopped
+    }
+
+    /// Tracking is on again, from an even epoch; returns the new one.
+    fn start(&self) -> u64 {
+        self.entries.invalidate_all();
+        self.epoch.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Everything may have changed (`FLUSHALL`, `FLUSHDB`): a new epoch, still
+    /// tracking. `None` if tracking was not in `epoch`.
+    fn flush(&self, epoch: u64) -> Option<u64> {
+        self.epoch
+            .compare_exchange(epoch, epoch + 2, Ordering::SeqCst, Ordering::SeqCst)
+            .ok()?;
+        self.resets.fetch_add(1, Ordering::Relaxed);
+        self.entries.invalidate_all();
+        Some(epoch + 2)
+    }
+
+    pub(crate) fn stats(&self) -> NearCacheStats {
+        self.entries.run_pending_tasks();
+        NearCacheStats {
+            entries: self.entries.entry_count(),
+            weight: self.entries.weighted_size(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            resets: self.resets.load(Ordering::Relaxed),
+            tracking: Self::tracking(self.epoch.load(Ordering::SeqCst)),
+        }
+    }
+}
+
+/// Receives the push messages of one tracking connection, in redis-rs's
+/// reader.
+struct Invalidator {
+    near: Arc<NearCache>,
+    prefix: String,
+    /// The epoch its round of tracking runs in; a flush moves it.
+    epoch: Arc<AtomicU64>,
+}
+
+impl AsyncPushSender for Invalidator {
+    fn send(&self, info: PushInfo) -> Result<(), SendError> {
+        match info.kind {
+            PushKind::Invalidate => match info.data.first() {
+                Some(Value::Array(keys)) => {
+                    for key in keys {
+                        match key {
+                            Value::BulkString(bytes) => self.invalidate(bytes),
+                            Value::SimpleString(s) => self.invalidate(s.as_bytes()),
+                            // Not a key: the safe reading is "anything changed".
+                            _ => self.flush(),
+                        }
+                    }
+                }
+                // Redis sends nil after FLUSHALL / FLUSHDB.
+                _ => self.flush(),
+            },
+            PushKind::Disconnection if self.near.stop(self.epoch.load(Ordering::SeqCst)) => {
+                self.near.lost.notify_one();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Invalidator {
+    fn invalidate(&self, redis_key: &[u8]) {
+        let hex = redis_key
+            .strip_prefix(self.prefix.as_bytes())
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(StoreKey::from_hex);
+        // A key under the prefix that is not one of ours has nothing of
+        // ours cached under it.
+        if let Some(key) = hex {
+            self.near.forget(&key);
+        }
+    }
+
+    fn flush(&self) {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if let Some(next) = self.near.flush(epoch) {
+            let _ = self
+                .epoch
+                .compare_exchange(epoch, next, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Where and how the tracker connects.
+#[derive(Debug, Clone)]
+pub(crate) struct TrackerConfig {
+    /// The server, or a cluster's seed nodes.
+    pub(crate) nodes: Vec<ConnectionInfo>,
+    pub(crate) cluster: bool,
+    pub(crate) prefix: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) command_timeout: Duration,
+}
+
+/// The tracker of a store: a thread of its own, started with the first load
+/// and ended when the store is dropped.
+///
+/// Not a task on the application's runtime: there, an invalidation would
+/// wait for a worker behind the requests queued before it, while the hits
+/// it should stop are answered at once; the busier the application, the
+/// staler its reads. On its own thread (with a runtime of one thread for its
+/// connections) the reader handles a push as soon as the operating system
+/// runs it.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    /// Dropping it ends the thread.
+    stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Tracker {
+    /// Starts the thread if it is not running.
+    pub(crate) fn ensure_started(&self, near: &Arc<NearCache>, config: &TrackerConfig) {
+        let mut stop = self.stop.lock().unwrap_or_else(PoisonError::into_inner);
+        if stop.as_ref().is_some_and(|s| !s.is_closed()) {
+            return;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let near = Arc::clone(near);
+        let config = config.clone();
+        let started = std::thread::Builder::new()
+            .name("cloakroom-near-cache".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        tracing::error!(engine = "redis", error = %e, "near cache: no runtime for the tracker");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    tokio::select! {
+                        () = track(near, config) => {}
+                        _ = rx => {}
+                    }
+                });
+            });
+        match started {
+            Ok(_) => *stop = Some(tx),
+            // Without a tracker the cache never turns on: loads go to Redis.
+            Err(e) => {
+                tracing::error!(engine = "redis", error = %e, "near cache: cannot start the tracker");
+            }
+        }
+    }
+}
+
+/// How often each tracking connection is asked for a `PING` (and a
+/// cluster for its masters): a hung server or a silently dropped connection
+/// is noticed within this plus the command timeout.
+fn heartbeat(cap: Duration) -> Duration {
+    (cap / 4).clamp(Duration::from_millis(20), Duration::from_millis(250))
+}
+
+/// The tracker: keeps tracking on, and the cache off whenever it is not.
+async fn track(near: Arc<NearCache>, config: TrackerConfig) {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let began = Instant::now();
+        match round(&near, &config).await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(
+                engine = "redis",
+                error = %e,
+                "near cache: tracking stopped; serving from Redis until it is back"
+            ),
+        }
+        // Whatever ended the round, nothing is served until the next one.
+        let epoch = near.epoch.load(Ordering::SeqCst);
+        if NearCache::tracking(epoch) {
+            near.stop(epoch);
+        }
+        // A connection of the round may have reported its end after the
+        // round had ended for another reason; that report is about the
+        // round that is over.
+        let _ = tokio::time::timeout(Duration::ZERO, near.lost.notified()).await;
+        if began.elapsed() > Duration::from_secs(5) {
+            pause = Duration::from_millis(50);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// One round of tracking: connects every node, turns tracking on, then
+/// checks on it until it fails. Returns why it ended.
+async fn round(near: &Arc<NearCache>, config: &TrackerConfig) -> Result<(), String> {
+    let nodes = if config.cluster {
+        masters(config).await?
+    } else {
+        config.nodes.clone()
+    };
+    // The epoch this round will run in once every connection is tracking;
+    // reports from its connections before that find it even and do nothing.
+    let starting = near.epoch.load(Ordering::SeqCst);
+    if NearCache::tracking(starting) {
+        return Err("tracking was still on".to_owned());
+    }
+    let epoch = Arc::new(AtomicU64::new(starting + 1));
+    let mut conns = Vec::with_capacity(nodes.len());
+    for node in &nodes {
+        conns.push(open(near, config, node, &epoch).await?);
+    }
+    let running = near.start();
+    if running != starting + 1 {
+        return Err("the near cache moved while tracking started".to_owned());
+    }
+    let beat = heartbeat(near.cap);
+    let masters_seen = addresses(&nodes);
+    loop {
+        tokio::select! {
+            () = near.lost.notified() => return Err("a tracking connection dropped".to_owned()),
+            () = tokio::time::sleep(beat) => {}
+        }
+        if !NearCache::tracking(near.epoch.load(Ordering::SeqCst)) {
+            return Err("a tracking connection dropped".to_owned());
+        }
+        for conn in &mut conns {
+            let pong: Result<String, String> = query(config, conn, &redis::cmd("PING")).await;
+            pong?;
+        }
+        if config.cluster {
+            let slots: Value = query(config, &mut conns[0], &cluster_slots()).await?;
+            let now = addresses(&master_infos(&slots, &nodes[0])?);
+            if now != masters_seen {
+                return Err("the cluster's masters changed".to_owned());
+            }
+        }
+    }
+}
+
+fn cluster_slots() -> redis::Cmd {
+    let mut cmd = redis::cmd("CLUSTER");
+    cmd.arg("SLOTS");
+    cmd
+}
+
+async fn query<T: redis::FromRedisValue>(
+    config: &TrackerConfig,
+    conn: &mut MultiplexedConnection,
+    cmd: &redis::Cmd,
+) -> Result<T, String> {
+    match tokio::time::timeout(config.command_timeout, cmd.query_async(conn)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {:?} (a hung server?)",
+            config.command_timeout
+        )),
+    }
+}
+
+/// A RESP3 connection to `node` that tracks every key under the prefix.
+async fn open(
+    near: &Arc<NearCache>,
+    config: &TrackerConfig,
+    node: &ConnectionInfo,
+    epoch: &Arc<AtomicU64>,
+) -> Result<MultiplexedConnection, String> {
+    let settings = node
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    let info = node.clone().set_redis_settings(settings);
+    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+    let connection = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.command_timeout))
+        .set_push_sender(Invalidator {
+            near: Arc::clone(near),
+            prefix: config.prefix.clone(),
+            epoch: Arc::clone(epoch),
+        });
+    let connecting = client.get_multiplexed_async_connection_with_config(&connection);
+    let mut conn = tokio::time::timeout(config.connect_timeout, connecting)
+        .await
+        .map_err(|_| format!("no connection within {:?}", config.connect_timeout))?
+        .map_err(|e| e.to_string())?;
+    let mut tracking = redis::cmd("CLIENT");
+    tracking.arg("TRACKING").arg("ON").arg("BCAST");
+    if !config.prefix.is_empty() {
+        tracking.arg("PREFIX").arg(&config.prefix);
+    }
+    let mut name = redis::cmd("CLIENT");
+    name.arg("SETNAME").arg(CLIENT_NAME);
+    let () = query(config, &mut conn, &name).await?;
+    let () = query(config, &mut conn, &tracking).await?;
+    Ok(conn)
+}
+
+/// The masters of the cluster, asked of the first seed node that answers.
+async fn masters(config: &TrackerConfig) -> Result<Vec<ConnectionInfo>, String> {
+    let mut last = "no seed node".to_owned();
+    for seed in &config.nodes {
+        let client = match redis::Client::open(seed.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        let connection = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.command_timeout));
+        let connecting = client.get_multiplexed_async_connection_with_config(&connection);
+        let mut conn = match tokio::time::timeout(config.connect_timeout, connecting).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                last = e.to_string();
+                continue;
+            }
+            Err(_) => {
+                last = "connect timeout".to_owned();
+                continue;
+            }
+        };
+        match query::<Value>(config, &mut conn, &cluster_slots()).await {
+            Ok(slots) => return master_infos(&slots, seed),
+            Err(e) => last = e,
+        }
+    }
+    Err(format!("cannot ask the cluster for its masters: {last}"))
+}
+
+/// The masters in a `CLUSTER SLOTS` reply, as connection infos that keep the
+/// seed's credentials and TLS settings.
+fn master_infos(slots: &Value, seed: &ConnectionInfo) -> Result<Vec<ConnectionInfo>, String> {
+    let bad = || format!("an unexpected CLUSTER SLOTS reply: {slots:?}");
+    let Value::Array(ranges) = slots else {
+        return Err(bad());
+    };
+    let mut seen: Vec<(String, u16)> = Vec::new();
+    for range in ranges {
+        let Value::Array(parts) = range else {
+            return Err(bad());
+        };
+        let Some(Value::Array(master)) = parts.get(2) else {
+            return Err(bad());
+        };
+        let host = match master.first() {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(Value::SimpleString(s)) => s.clone(),
+            _ => return Err(bad()),
+        };
+        let Some(Value::Int(port)) = master.get(1) else {
+            return Err(bad());
+        };
+        let port = u16::try_from(*port).map_err(|_| bad())?;
+        // An empty host means "the address you reached me at".
+        let host = if host.is_empty() || host == "?" {
+            match seed.addr() {
+                ConnectionAddr::Tcp(h, _) => h.clone(),
+                ConnectionAddr::TcpTls { host, .. } => host.clone(),
+                _ => return Err(bad()),
+            }
+        } else {
+            host
+        };
+        if !seen.contains(&(host.clone(), port)) {
+            seen.push((host, port));
+        }
+    }
+    let mut infos = Vec::with_capacity(seen.len());
+    for (host, port) in seen {
+        let addr = match seed.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host, port),
+        };
+        infos.push(seed.clone().set_addr(addr));
+    }
+    Ok(infos)
+}
+
+fn addresses(nodes: &[ConnectionInfo]) -> Vec<String> {
+    let mut all: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+    all.sort();
+    all
+}

@@ -1,0 +1,983 @@
+//! The Redis engine with its near cache on (`SESSION_REDIS_NEAR_CACHE_MS`),
+//! against the real servers that `tests/run` starts (tests/servers/redis.sh):
+//!
+//! * `single`, `cluster`: the conformance suite and the store contract with
+//!   the near cache on, on one redis-server and on a three-master Redis
+//!   Cluster; reads after the first are served from memory until Redis
+//!   reports a change; expired sessions are refused; the bounds hold;
+//! * `coherence`: two OS processes (this test binary started again as
+//!   [`process_b`]): 1,000 times, A logs a session out or changes it while B
+//!   keeps reading it, and B never serves the old session once A has its
+//!   answer plus 5 ms; the delays are printed;
+//! * `fault`: the connection that carries invalidations killed (with a
+//!   write right behind it that Redis therefore never reports), Redis
+//!   stopped and restarted, and Redis hung (SIGSTOP): the near cache is
+//!   emptied before any read is served from it again; and with a hung Redis
+//!   and long timeouts, no entry is served past the cap.
+//!
+//! Every store gets a key prefix of its own (tracking is by prefix, so a
+//! store hears of its own keys only), and cases run in parallel on the
+//! shared servers; the fault cases run on servers of their own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cloakroom::Engine;
+use cloakroom_core::record::millis;
+use cloakroom_core::{Record, SessionStore, StoreKey};
+use cloakroom_redis::{RedisOptions, RedisStore};
+use cloakroom_tests::contract::{new_key, record};
+use cloakroom_tests::probe::Probe;
+use cloakroom_tests::{contract, required_env};
+use deadpool_redis::redis::{self, FromRedisValue};
+
+/// The cap the conformance cases run with: what the issue suggests.
+const CAP: Duration = Duration::from_secs(2);
+
+/// A key prefix no other store in this run uses.
+fn unique_prefix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "cloakroom-near:{}:{}:",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn near_store(url: &str, options: RedisOptions) -> RedisStore {
+    RedisStore::new(url, options).unwrap_or_else(|e| panic!("a store for {url}: {e}"))
+}
+
+fn near_options(cap: Duration) -> RedisOptions {
+    RedisOptions::new()
+        .with_key_prefix(unique_prefix())
+        .with_near_cache(cap)
+}
+
+/// Waits until the store's near cache serves: tracking starts with the
+/// first load, and until it is on every load goes to Redis.
+async fn tracking(store: &RedisStore) {
+    let started = Instant::now();
+    let _ = store.load(&new_key()).await;
+    while !store.near_cache_stats().expect("a near cache").tracking {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "tracking did not start: {store:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A store with the near cache on, tracking.
+async fn tracked(url: &str, cap: Duration) -> RedisStore {
+    let store = near_store(url, near_options(cap));
+    tracking(&store).await;
+    store
+}
+
+fn hits(store: &RedisStore) -> u64 {
+    store.near_cache_stats().expect("a near cache").hits
+}
+
+fn value(loaded: &Option<Record>) -> Option<String> {
+    loaded.as_ref().map(|r| r.data["v"].to_string())
+}
+
+/// A plain connection, for writing behind the store's back.
+#[derive(Clone)]
+enum Raw {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Raw {
+    async fn open(url: &str) -> Self {
+        match url.strip_prefix("redis+cluster://") {
+            Some(rest) => {
+                let (auth, hosts) = match rest.rsplit_once('@') {
+                    Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+                    None => (String::new(), rest),
+                };
+                let urls: Vec<String> = hosts
+                    .split(',')
+                    .map(|h| format!("redis://{auth}{h}"))
+                    .collect();
+                let client = redis::cluster::ClusterClient::new(urls).expect("cluster client");
+                Self::Cluster(client.get_async_connection().await.expect("cluster"))
+            }
+            // No response timeout: a write queued behind a hung server
+            // waits for it.
+            None => Self::Single(
+                redis::Client::open(url)
+                    .expect("redis URL")
+                    .get_multiplexed_async_connection_with_config(
+                        &redis::AsyncConnectionConfig::new().set_response_timeout(None),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("connect to {url}: {e}")),
+            ),
+        }
+    }
+
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        let result = match self.clone() {
+            Self::Single(mut c) => cmd.query_async(&mut c).await,
+            Self::Cluster(mut c) => cmd.query_async(&mut c).await,
+        };
+        result.expect("raw redis command")
+    }
+
+    /// Writes `record` under the store's key, as another process would.
+    async fn put(&self, store: &RedisStore, key: &StoreKey, record: &Record) {
+        let () = self
+            .query(
+                redis::cmd("SET")
+                    .arg(store.redis_key(key))
+                    .arg(record.to_bytes().expect("bytes"))
+                    .arg("PXAT")
+                    .arg(millis(record.expires_at) - 1),
+            )
+            .await;
+    }
+}
+
+/// Polls `store` until `key` reads as `expected`, for at most `limit`;
+/// returns how long that took.
+async fn reads_within(
+    store: &RedisStore,
+    key: &StoreKey,
+    expected: Option<&str>,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let seen = value(&store.load(key).await.expect("load"));
+        if seen.as_deref() == expected.map(|v| format!("\"{v}\"")).as_deref() {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "still {seen:?} after {limit:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Loads `key` until a load is answered from the near cache. The first
+/// load after a write may not be kept: Redis's report of that write can
+/// reach the tracker after the load's `GET` was sent, and the load then
+/// cannot tell it from a change made meanwhile.
+async fn until_cached(store: &RedisStore, key: &StoreKey) {
+    let started = Instant::now();
+    while !matches!(store.load(key), cloakroom_core::Call::Ready(_)) {
+        assert!(store.load(key).await.expect("load").is_some());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "never served from the near cache"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The cases run on the single server and on the cluster.
+mod cases {
+    use super::*;
+
+    pub(crate) async fn store_contract(url: &str) {
+        let store = tracked(url, CAP).await;
+        contract::every_operation(&store).await;
+        assert!(hits(&store) > 0, "the contract never hit the near cache");
+    }
+
+    pub(crate) async fn store_contract_through_probe(url: &str) {
+        let store = Arc::new(tracked(url, CAP).await);
+        let (probe, counts) = Probe::over(Arc::clone(&store) as Arc<dyn SessionStore>);
+        contract::every_operation(&probe).await;
+        contract::create_never_overwrites(&probe).await;
+        let raw = &Raw::open(url).await;
+        let held = |key| {
+            let redis_key = store.redis_key(&key);
+            async move { raw.query::<i64>(redis::cmd("EXISTS").arg(redis_key)).await == 1 }
+        };
+        contract::deleted_sessions_stay_deleted(&probe, held, 20).await;
+        contract::all_five_called(&counts);
+        contract::each_call_reaches(&probe, &counts).await;
+    }
+
+    pub(crate) async fn create_does_not_overwrite(url: &str) {
+        let store = tracked(url, CAP).await;
+        contract::calls_stay_small(&store);
+        contract::create_never_overwrites(&store).await;
+    }
+
+    /// The first load goes to Redis, the next ones are answered at once
+    /// from memory; a write by another client (a plain connection here) is
+    /// seen by the next load within a few milliseconds, a delete too.
+    pub(crate) async fn reads_are_served_from_memory_until_redis_says_otherwise(url: &str) {
+        let store = tracked(url, Duration::from_secs(60)).await;
+        let raw = Raw::open(url).await;
+        let key = new_key();
+        assert!(
+            store
+                .create(&key, &record("a", Duration::from_secs(60)))
+                .await
+                .expect("create")
+        );
+        assert_eq!(
+            value(&store.load(&key).await.expect("load")),
+            Some("\"a\"".into())
+        );
+        until_cached(&store, &key).await;
+        let before = hits(&store);
+        for _ in 0..10 {
+            // A hit is an answer that is there at once.
+            assert!(matches!(store.load(&key), cloakroom_core::Call::Ready(_)));
+        }
+        assert_eq!(hits(&store), before + 10);
+
+        raw.put(&store, &key, &record("b", Duration::from_secs(60)))
+            .await;
+        let took = reads_within(&store, &key, Some("b"), Duration::from_millis(50)).await;
+        eprintln!("a write elsewhere was seen after {took:?}");
+        until_cached(&store, &key).await;
+
+        let _: i64 = raw
+            .query(redis::cmd("DEL").arg(store.redis_key(&key)))
+            .await;
+        reads_within(&store, &key, None, Duration::from_millis(50)).await;
+
+        // This process's own writes are seen at once, without waiting for
+        // Redis's report.
+        assert!(
+            store
+                .create(&key, &record("c", Duration::from_secs(60)))
+                .await
+                .expect("create")
+        );
+        assert_eq!(
+            value(&store.load(&key).await.expect("load")),
+            Some("\"c\"".into())
+        );
+        assert!(
+            store
+                .update(&key, &record("d", Duration::from_secs(60)))
+                .await
+                .expect("update")
+        );
+        assert_eq!(
+            value(&store.load(&key).await.expect("load")),
+            Some("\"d\"".into())
+        );
+        store.delete(&key).await.expect("delete");
+        assert!(store.load(&key).await.expect("load").is_none());
+    }
+
+    /// A session whose deadline passes while it is cached is refused at
+    /// once, whatever the cache holds.
+    pub(crate) async fn expired_records_are_refused(url: &str) {
+        let store = tracked(url, Duration::from_secs(60)).await;
+        let key = new_key();
+        let ttl = Duration::from_millis(300);
+        let created = Instant::now();
+        assert!(store.create(&key, &record("a", ttl)).await.expect("create"));
+        assert!(store.load(&key).await.expect("load").is_some());
+        let mut served = 0;
+        while created.elapsed() < ttl + Duration::from_millis(200) {
+            let started = Instant::now();
+            let loaded = store.load(&key).await.expect("load");
+            if loaded.is_some() {
+                served += 1;
+                assert!(
+                    started < created + ttl,
+                    "served {:?} after its creation, its deadline was {ttl:?}",
+                    started - created
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(served > 0);
+        assert!(hits(&store) > 0);
+    }
+
+    /// The cache keeps at most its bounds: 50 sessions, or 64 KB of them
+    /// (each counted with its bytes and a fixed overhead).
+    pub(crate) async fn bounded_in_entries_and_bytes(url: &str) {
+        let by_entries = near_store(
+            url,
+            near_options(Duration::from_secs(60)).with_near_cache_limits(50, 64 << 20),
+        );
+        let by_bytes = near_store(
+            url,
+            near_options(Duration::from_secs(60)).with_near_cache_limits(100_000, 64 << 10),
+        );
+        tracking(&by_entries).await;
+        tracking(&by_bytes).await;
+        let big = "x".repeat(2_000);
+        for store in [&by_entries, &by_bytes] {
+            for _ in 0..200 {
+                let key = new_key();
+                assert!(
+                    store
+                        .create(&key, &record(&big, Duration::from_secs(60)))
+                        .await
+                        .expect("create")
+                );
+                assert!(store.load(&key).await.expect("load").is_some());
+            }
+        }
+        let entries = by_entries.near_cache_stats().expect("stats");
+        assert!(entries.entries <= 50, "{entries:?}");
+        assert!(
+            entries.entries >= 10,
+            "the cache kept almost nothing: {entries:?}"
+        );
+        let bytes = by_bytes.near_cache_stats().expect("stats");
+        assert!(bytes.weight <= 64 << 10, "{bytes:?}");
+        // 2 KB sessions plus overhead: at most ~28 of them.
+        assert!(bytes.entries <= 30, "{bytes:?}");
+        assert!(
+            bytes.entries >= 5,
+            "the cache kept almost nothing: {bytes:?}"
+        );
+
+        // A session bigger than an eighth of the bytes is never kept.
+        let huge = "y".repeat(10_000);
+        let key = new_key();
+        assert!(
+            by_bytes
+                .create(&key, &record(&huge, Duration::from_secs(60)))
+                .await
+                .expect("create")
+        );
+        for _ in 0..3 {
+            assert!(by_bytes.load(&key).await.expect("load").is_some());
+        }
+        assert!(matches!(
+            by_bytes.load(&key),
+            cloakroom_core::Call::Pending(_)
+        ));
+    }
+
+    /// `SESSION_REDIS_NEAR_CACHE_MS` turns it on through the settings.
+    pub(crate) async fn chosen_by_settings(url: &str) {
+        let prefix = unique_prefix();
+        let settings = cloakroom_core::config::from_pairs([
+            ("SESSION_REDIS_KEY_PREFIX", prefix.as_str()),
+            ("SESSION_REDIS_NEAR_CACHE_MS", "1500"),
+        ]);
+        let store = RedisStore::from_settings(url, &settings).expect("valid settings");
+        assert!(store.near_cache_stats().is_some());
+        tracking(&store).await;
+        let off = RedisStore::from_settings(url, &cloakroom_core::config::from_pairs([]))
+            .expect("valid settings");
+        assert!(off.near_cache_stats().is_none());
+
+        let layer = cloakroom::SessionLayer::from_settings(&cloakroom_core::config::from_pairs([
+            ("SESSION_ENGINE", "cache"),
+            ("SESSION_CACHE_URL", url),
+            ("SESSION_REDIS_KEY_PREFIX", unique_prefix().as_str()),
+            ("SESSION_REDIS_NEAR_CACHE_MS", "1500"),
+        ]))
+        .expect("valid settings");
+        let mut client = cloakroom_tests::client::Client::new(layer, Default::default());
+        assert_eq!(client.get("/set/a/1").await.status, http::StatusCode::OK);
+        for _ in 0..5 {
+            assert_eq!(client.get("/get/a").await.body, "1");
+        }
+    }
+}
+
+/// One `#[tokio::test]` per case, on the server in `$var`.
+macro_rules! near_cases {
+    ($var:literal; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                crate::cases::$case(&cloakroom_tests::required_env($var)).await;
+            }
+        )*
+    };
+}
+
+mod single {
+    use super::*;
+
+    async fn engine() -> Engine {
+        Engine::store(tracked(&required_env("CLOAKROOM_REDIS_URL"), CAP).await)
+    }
+
+    cloakroom_tests::conformance_suite!(engine);
+
+    near_cases!("CLOAKROOM_REDIS_URL";
+        store_contract,
+        store_contract_through_probe,
+        create_does_not_overwrite,
+        reads_are_served_from_memory_until_redis_says_otherwise,
+        expired_records_are_refused,
+        bounded_in_entries_and_bytes,
+        chosen_by_settings,
+    );
+}
+
+mod cluster {
+    use super::*;
+
+    async fn engine() -> Engine {
+        Engine::store(tracked(&required_env("CLOAKROOM_REDIS_CLUSTER_URL"), CAP).await)
+    }
+
+    cloakroom_tests::conformance_suite!(engine);
+
+    near_cases!("CLOAKROOM_REDIS_CLUSTER_URL";
+        store_contract,
+        store_contract_through_probe,
+        create_does_not_overwrite,
+        reads_are_served_from_memory_until_redis_says_otherwise,
+        expired_records_are_refused,
+        bounded_in_entries_and_bytes,
+        chosen_by_settings,
+    );
+}
+
+/// The variables that turn [`process_b`] into the second process of the
+/// coherence tests.
+const CHILD_URL: &str = "CLOAKROOM_NEAR_CHILD_URL";
+const CHILD_PREFIX: &str = "CLOAKROOM_NEAR_CHILD_PREFIX";
+/// Marks the lines of process B's answers on its stdout, which it shares
+/// with the test harness's own output.
+const ANSWER: &str = "b> ";
+
+fn unix_nanos() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970");
+    i64::try_from(now.as_nanos()).expect("nanoseconds fit")
+}
+
+/// How long after A's answer B may still serve the old session.
+const MARGIN_NS: i64 = 5_000_000;
+
+/// Process B of the coherence tests: does nothing (and passes) in a normal
+/// run; started by them as a child (this same test binary, `--exact
+/// process_b`, with [`CHILD_URL`] and [`CHILD_PREFIX`] set) it builds its
+/// own store with the near cache on and serves one command a line on stdin:
+///
+/// * `watch <key hex> <old value>`: loads the key until it has read the old
+///   value from its near cache, answers `b> ready`, and keeps loading it in
+///   a loop, noting when each load began (wall clock, nanoseconds) and
+///   whether it saw the old value;
+/// * `done <ns>`: A got its answer at `<ns>`; B goes on loading until it has
+///   read something else with a load begun after `<ns>` + 5 ms (and for at
+///   least 10 ms), then answers `b> <stale> <late>`: how long after `<ns>`
+///   the last load that saw the old value began (0 if none did), and how
+///   many loads begun after `<ns>` + 5 ms saw it.
+#[test]
+fn process_b() {
+    let Ok(url) = std::env::var(CHILD_URL) else {
+        return;
+    };
+    let prefix = required_env(CHILD_PREFIX);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async move {
+        use std::io::Write;
+        let store = near_store(
+            &url,
+            RedisOptions::new()
+                .with_key_prefix(prefix)
+                .with_near_cache(Duration::from_secs(60)),
+        );
+        tracking(&store).await;
+        let (tx, mut commands) = tokio::sync::mpsc::unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut out = std::io::stdout();
+        let mut answer = |text: String| {
+            writeln!(out, "{ANSWER}{text}").expect("stdout");
+            out.flush().expect("stdout");
+        };
+        while let Some(line) = commands.recv().await {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let ["watch", hex, old] = words.as_slice() else {
+                panic!("process B: unknown command {line:?}");
+            };
+            let key = StoreKey::from_hex(hex).expect("a key in hex");
+            let old = format!("\"{old}\"");
+            // Read it from Redis, then from memory.
+            let started = Instant::now();
+            loop {
+                let before = hits(&store);
+                let seen = value(&store.load(&key).await.expect("load"));
+                if seen.as_deref() == Some(old.as_str()) && hits(&store) > before {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(5), "never cached");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            answer("ready".to_owned());
+            let mut acked: Option<i64> = None;
+            let mut last_stale: Option<i64> = None;
+            let mut late = 0u32;
+            loop {
+                match commands.try_recv() {
+                    Ok(line) => {
+                        let ns = line
+                            .strip_prefix("done ")
+                            .and_then(|ns| ns.parse().ok())
+                            .unwrap_or_else(|| panic!("process B: expected done, got {line:?}"));
+                        acked = Some(ns);
+                    }
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {}
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return,
+                }
+                let began = unix_nanos();
+                let stale = match store.load(&key).await {
+                    Ok(loaded) => value(&loaded).as_deref() == Some(old.as_str()),
+                    Err(e) => panic!("process B: load failed: {e}"),
+                };
+                if stale {
+                    last_stale = Some(began);
+                }
+                if let Some(acked) = acked {
+                    if stale && began > acked + MARGIN_NS {
+                        late += 1;
+                    }
+                    if !stale && began > acked + MARGIN_NS && unix_nanos() > acked + 2 * MARGIN_NS {
+                        let delay = last_stale.map_or(0, |at| (at - acked).max(0));
+                        answer(format!("{delay} {late}"));
+                        break;
+                    }
+                }
+                // About one load a millisecond (the timer's resolution): a
+                // busy stream of requests, which leaves the machine's two
+                // cores to the processes and their connections.
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+    });
+}
+
+mod coherence {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Child, ChildStdin, Command, Stdio};
+    use std::sync::mpsc;
+
+    struct ProcessB {
+        child: Child,
+        stdin: ChildStdin,
+        answers: mpsc::Receiver<String>,
+    }
+
+    impl ProcessB {
+        fn start(url: &str, prefix: &str) -> Self {
+            let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+                .args(["--exact", "process_b", "--nocapture", "--test-threads", "1"])
+                .env(CHILD_URL, url)
+                .env(CHILD_PREFIX, prefix)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("process B");
+            let stdin = child.stdin.take().expect("B's stdin");
+            let stdout = BufReader::new(child.stdout.take().expect("B's stdout"));
+            let (tx, answers) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in stdout.lines() {
+                    let Ok(line) = line else { break };
+                    // The harness may have started the line ("test process_b ...").
+                    if let Some((_, answer)) = line.split_once(ANSWER)
+                        && tx.send(answer.to_owned()).is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            Self {
+                child,
+                stdin,
+                answers,
+            }
+        }
+
+        fn send(&mut self, command: &str) {
+            writeln!(self.stdin, "{command}").expect("B's stdin");
+            self.stdin.flush().expect("B's stdin");
+        }
+
+        fn answer(&mut self, what: &str) -> String {
+            tokio::task::block_in_place(|| {
+                self.answers
+                    .recv_timeout(Duration::from_secs(20))
+                    .unwrap_or_else(|e| panic!("process B did not answer {what}: {e}"))
+            })
+        }
+    }
+
+    impl Drop for ProcessB {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// 1,000 rounds of: A creates a session, B reads it into its near
+    /// cache and keeps reading it; A logs it out (even rounds) or changes
+    /// it (odd rounds); B must not serve the old session from a load begun
+    /// more than 5 ms after A had its answer.
+    async fn a_write_in_a_reaches_b(url: &str) {
+        // One pair of processes at a time: they measure latency.
+        static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _turn = ONE_AT_A_TIME.lock().await;
+        let rounds = 1_000;
+        let options = near_options(Duration::from_secs(60));
+        let prefix = options.key_prefix().to_owned();
+        let a = near_store(url, options);
+        tracking(&a).await;
+        let mut b = ProcessB::start(url, &prefix);
+        let mut delays = Vec::with_capacity(rounds);
+        let mut late_total = 0u32;
+        for round in 0..rounds {
+            let key = new_key();
+            let old = format!("old{round}");
+            assert!(
+                a.create(&key, &record(&old, Duration::from_secs(60)))
+                    .await
+                    .expect("create")
+            );
+            b.send(&format!("watch {} {old}", key.hex()));
+            assert_eq!(b.answer("watch"), "ready");
+            // Vary where in B's loop the write lands.
+            tokio::time::sleep(Duration::from_micros((round as u64 * 137) % 2_000)).await;
+            if round % 2 == 0 {
+                a.delete(&key).await.expect("delete");
+            } else {
+                assert!(
+                    a.update(
+                        &key,
+                        &record(&format!("new{round}"), Duration::from_secs(60))
+                    )
+                    .await
+                    .expect("update")
+                );
+            }
+            let acked = unix_nanos();
+            b.send(&format!("done {acked}"));
+            let answer = b.answer("done");
+            let (delay, late) = answer.split_once(' ').expect("two numbers");
+            delays.push(delay.parse::<i64>().expect("nanoseconds"));
+            late_total += late.parse::<u32>().expect("a count");
+        }
+        delays.sort_unstable();
+        let at = |q: f64| delays[((delays.len() - 1) as f64 * q) as usize];
+        let us = |ns: i64| ns as f64 / 1000.0;
+        let stale_rounds = delays.iter().filter(|d| **d > 0).count();
+        eprintln!(
+            "{url_kind}: {rounds} rounds; B read the old session after A's answer in {stale_rounds} \
+             of them; last such read began after A's answer by: p50 {:.0} µs, p90 {:.0} µs, \
+             p99 {:.0} µs, max {:.0} µs; loads begun later than 5 ms that saw it: {late_total}",
+            us(at(0.5)),
+            us(at(0.9)),
+            us(at(0.99)),
+            us(at(1.0)),
+            url_kind = if url.contains("cluster") {
+                "cluster"
+            } else {
+                "single"
+            },
+        );
+        assert_eq!(
+            late_total, 0,
+            "B served the old session after A's answer + 5 ms"
+        );
+        assert!(at(1.0) <= MARGIN_NS, "worst delay {} µs", us(at(1.0)));
+        let stats = a.near_cache_stats().expect("stats");
+        assert!(stats.tracking, "{stats:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_in_one_process_reaches_another_within_5_ms() {
+        a_write_in_a_reaches_b(&required_env("CLOAKROOM_REDIS_URL")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_in_one_process_reaches_another_within_5_ms_on_a_cluster() {
+        a_write_in_a_reaches_b(&required_env("CLOAKROOM_REDIS_CLUSTER_URL")).await;
+    }
+}
+
+mod fault {
+    use super::*;
+    use cloakroom_tests::fault::{Restart, Server};
+
+    /// The ids of the near cache's tracking connections on the server at
+    /// `raw` (a server only this test uses).
+    async fn tracking_clients(raw: &Raw) -> Vec<String> {
+        let list: String = raw.query(redis::cmd("CLIENT").arg("LIST")).await;
+        list.lines()
+            .filter(|line| line.contains("name=cloakroom-near-cache "))
+            .filter_map(|line| {
+                line.split_whitespace()
+                    .find_map(|field| field.strip_prefix("id="))
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// Kills the tracking connections and, in the same transaction, writes
+    /// `record` under `key`: Redis never reports that write to the store,
+    /// whose cache must be emptied because the connection dropped.
+    async fn kill_tracking_and_write(
+        raw: &Raw,
+        store: &RedisStore,
+        key: &StoreKey,
+        record: &Record,
+    ) {
+        let ids = tracking_clients(raw).await;
+        assert!(!ids.is_empty(), "no tracking connection");
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for id in &ids {
+            pipe.cmd("CLIENT").arg("KILL").arg("ID").arg(id).ignore();
+        }
+        pipe.cmd("SET")
+            .arg(store.redis_key(key))
+            .arg(record.to_bytes().expect("bytes"))
+            .arg("PXAT")
+            .arg(millis(record.expires_at) - 1)
+            .ignore();
+        let () = match raw.clone() {
+            Raw::Single(mut c) => pipe.query_async(&mut c).await,
+            Raw::Cluster(mut c) => pipe.query_async(&mut c).await,
+        }
+        .expect("MULTI");
+    }
+
+    /// A key cached by `store` with `v` in it.
+    async fn cached(store: &RedisStore, v: &str) -> StoreKey {
+        let key = new_key();
+        assert!(
+            store
+                .create(&key, &record(v, Duration::from_secs(600)))
+                .await
+                .expect("create")
+        );
+        reads_within(store, &key, Some(v), Duration::from_secs(1)).await;
+        until_cached(store, &key).await;
+        key
+    }
+
+    /// One test, because all of it stops the same server:
+    ///
+    /// 1. the tracking connection is killed together with a write that
+    ///    Redis therefore reports to no one: the next loads read the write;
+    /// 2. Redis stopped: loads fail (503 for the layer) instead of being
+    ///    served from the cache; restarted: loads read what Redis has;
+    /// 3. Redis hung (SIGSTOP) with a write queued behind it: the heartbeat
+    ///    goes unanswered, the cache is emptied, and after SIGCONT the
+    ///    loads read the write;
+    /// 4. Redis hung with long timeouts (the heartbeat cannot tell within
+    ///    the cap): an entry is served for at most the cap after its read,
+    ///    then loads wait for Redis.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn losing_tracking_empties_the_near_cache_first() {
+        let url = required_env("CLOAKROOM_REDIS_FAULT_URL");
+        let server = Server::from_env("REDIS_FAULT");
+        let _restart = Restart(&server);
+        let store = tracked(&url, Duration::from_secs(60)).await;
+        let raw = Raw::open(&url).await;
+
+        // 1. A dropped tracking connection.
+        let key = cached(&store, "a").await;
+        let resets = store.near_cache_stats().expect("stats").resets;
+        kill_tracking_and_write(&raw, &store, &key, &record("b", Duration::from_secs(600))).await;
+        let took = reads_within(&store, &key, Some("b"), Duration::from_millis(50)).await;
+        eprintln!("a killed tracking connection: the write behind it was read after {took:?}");
+        assert!(store.near_cache_stats().expect("stats").resets > resets);
+        tracking(&store).await;
+        let key = cached(&store, "c").await;
+
+        // 2. Stopped, then restarted.
+        server.stop();
+        let stopped = Instant::now();
+        let mut refused = false;
+        while stopped.elapsed() < Duration::from_millis(500) {
+            match store.load(&key).await {
+                Ok(loaded) => {
+                    // Only right after the stop, before the socket's end is read.
+                    assert!(
+                        stopped.elapsed() < Duration::from_millis(20),
+                        "served {loaded:?} {:?} after Redis stopped",
+                        stopped.elapsed()
+                    );
+                }
+                Err(e) => {
+                    assert!(e.is_unavailable(), "{e:?}");
+                    refused = true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(refused);
+        assert!(!store.near_cache_stats().expect("stats").tracking);
+        server.start();
+        let raw = Raw::open(&url).await;
+        reads_within(&store, &key, Some("c"), Duration::from_secs(5)).await;
+        tracking(&store).await;
+        let key = cached(&store, "d").await;
+
+        // 3. Hung, with a write queued behind the pause.
+        let paused = server.pause().await;
+        let write = {
+            let raw = raw.clone();
+            let redis_key = store.redis_key(&key);
+            let bytes = record("e", Duration::from_secs(600))
+                .to_bytes()
+                .expect("bytes");
+            tokio::spawn(async move {
+                let () = raw
+                    .query(
+                        redis::cmd("SET")
+                            .arg(redis_key)
+                            .arg(bytes)
+                            .arg("PX")
+                            .arg(600_000),
+                    )
+                    .await;
+            })
+        };
+        let hung = Instant::now();
+        // The heartbeat (every 250 ms at most) goes unanswered within the
+        // command timeout (500 ms): the cache stops serving.
+        while store.near_cache_stats().expect("stats").tracking {
+            assert!(
+                hung.elapsed() < Duration::from_secs(2),
+                "tracking survived a hang"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        eprintln!(
+            "a hung Redis: the near cache stopped serving after {:?}",
+            hung.elapsed()
+        );
+        assert!(store.load(&key).await.is_err(), "served while Redis hangs");
+        drop(paused);
+        write.await.expect("the queued write");
+        let took = reads_within(&store, &key, Some("e"), Duration::from_secs(5)).await;
+        eprintln!("after SIGCONT the queued write was read after {took:?}");
+
+        // 4. The cap, with a heartbeat too slow to notice the hang in time.
+        let cap = Duration::from_millis(300);
+        let slow = near_store(
+            &url,
+            near_options(cap)
+                .with_command_timeout(Duration::from_secs(3))
+                .with_timeout(Duration::from_secs(3)),
+        );
+        tracking(&slow).await;
+        let key = new_key();
+        assert!(
+            slow.create(&key, &record("f", Duration::from_secs(600)))
+                .await
+                .expect("create")
+        );
+        // The read that fills the cache (the last one before a hit; see
+        // `until_cached`), then hits.
+        let read_at = loop {
+            let read_at = Instant::now();
+            assert!(slow.load(&key).await.expect("load").is_some());
+            if matches!(slow.load(&key), cloakroom_core::Call::Ready(_)) {
+                break read_at;
+            }
+            assert!(read_at.elapsed() < Duration::from_secs(2), "never cached");
+        };
+        let paused = server.pause().await;
+        let mut last_served = None;
+        while read_at.elapsed() < cap + Duration::from_millis(200) {
+            let call = slow.load(&key);
+            match call {
+                cloakroom_core::Call::Ready(_) => last_served = Some(read_at.elapsed()),
+                // Would wait for the hung server.
+                cloakroom_core::Call::Pending(_) => break,
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(paused);
+        let last_served = last_served.expect("served from memory during the hang");
+        eprintln!(
+            "with Redis hung, the entry was last served {last_served:?} after its read (cap {cap:?})"
+        );
+        assert!(
+            last_served < cap,
+            "served {last_served:?} after its read, past the cap {cap:?}"
+        );
+        assert!(!matches!(slow.load(&key), cloakroom_core::Call::Ready(_)));
+    }
+
+    /// On a Redis Cluster: the tracking connection to the master holding a
+    /// session is killed with a write behind it; the write is read next.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn losing_tracking_of_a_cluster_master_empties_the_near_cache() {
+        let url = required_env("CLOAKROOM_REDIS_CLUSTER_FAULT_URL");
+        let store = tracked(&url, Duration::from_secs(60)).await;
+        assert!(store.is_cluster());
+        let key = cached(&store, "a").await;
+        // The master holding the key, reached directly.
+        let routed = Raw::open(&url).await;
+        let (auth, hosts) = url
+            .strip_prefix("redis+cluster://")
+            .and_then(|rest| rest.rsplit_once('@'))
+            .expect("a cluster URL with a password");
+        let mut holder = None;
+        for host in hosts.split(',') {
+            let node = Raw::open(&format!("redis://{auth}@{host}")).await;
+            let slot: i64 = node
+                .query(
+                    redis::cmd("CLUSTER")
+                        .arg("KEYSLOT")
+                        .arg(store.redis_key(&key)),
+                )
+                .await;
+            let owner: String = node.query(redis::cmd("CLUSTER").arg("NODES")).await;
+            let mine = owner
+                .lines()
+                .find(|l| l.contains("myself"))
+                .expect("myself");
+            let holds = mine.split_whitespace().skip(8).any(|range| {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                lo.parse::<i64>().is_ok_and(|lo| lo <= slot)
+                    && hi.parse::<i64>().is_ok_and(|hi| slot <= hi)
+            });
+            if holds {
+                holder = Some(node);
+            }
+        }
+        let holder = holder.expect("a master holds the key");
+        drop(routed);
+        let resets = store.near_cache_stats().expect("stats").resets;
+        kill_tracking_and_write(
+            &holder,
+            &store,
+            &key,
+            &record("b", Duration::from_secs(600)),
+        )
+        .await;
+        let took = reads_within(&store, &key, Some("b"), Duration::from_millis(50)).await;
+        eprintln!(
+            "cluster: a killed tracking connection's unreported write was read after {took:?}"
+        );
+        assert!(store.near_cache_stats().expect("stats").resets > resets);
+        tracking(&store).await;
+        cached(&store, "c").await;
+    }
+}
