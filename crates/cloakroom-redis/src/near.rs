@@ -141,7 +141,9 @@ impl NearCache {
             .weigher(move |_: &StoreKey, e: &Arc<Entry>| {
                 e.size.saturating_add(ENTRY_OVERHEAD).max(floor)
             })
-            .time_to_live(cap)
+            // moka refuses a time to live past 1,000 years; entries that old
+            // are gone by then, and `get` checks the cap itself anyway.
+            .time_to_live(cap.min(Duration::from_secs(100 * 365 * 86_400)))
             .build();
         Self {
             entries,

@@ -768,6 +768,18 @@ mod tests {
     }
 
     #[test]
+    fn any_near_cache_setting_builds() {
+        for ms in ["1", "2000", &u64::MAX.to_string()] {
+            let settings = from_pairs([("SESSION_REDIS_NEAR_CACHE_MS", ms)]);
+            let store = RedisStore::from_settings("redis://127.0.0.1:1", &settings).unwrap();
+            assert!(store.near_cache_stats().is_some());
+        }
+        let off = from_pairs([("SESSION_REDIS_NEAR_CACHE_MS", "0")]);
+        let store = RedisStore::from_settings("redis://127.0.0.1:1", &off).unwrap();
+        assert!(store.near_cache_stats().is_none());
+    }
+
+    #[test]
     fn from_settings_names_the_variable() {
         let err = RedisStore::from_settings("redis://:s3cret@h:x/0", &from_pairs([])).unwrap_err();
         assert_eq!(err.variable(), "SESSION_CACHE_URL");
