@@ -1,13 +1,18 @@
-//! The same four routes served by each variant:
+//! The same five routes served by each variant:
 //!
 //! * `/login` starts a session holding a [`TOKEN_BYTES`] token and a counter
 //!   `n = 0` (the benchmark calls it once per simulated user, before timing);
+//!   the session libraries also give it an idle timeout of [`AGE_SECONDS`];
 //! * `/nosession`: the session layer is present, the handler ignores it;
 //! * `/read`: reads the counter;
+//! * `/read-sliding`: renews the idle timeout (sets it again, as a page of
+//!   an application with one does), then reads the counter; the
+//!   hand-written variants have no idle timeout and serve it as `/read`;
 //! * `/write`: increments the counter, so the session is saved.
 //!
-//! `/read` and `/write` answer with the counter, `/login` and `/nosession`
-//! with `ok`; any other status is an error the benchmark counts.
+//! `/read`, `/read-sliding` and `/write` answer with the counter, `/login`
+//! and `/nosession` with `ok`; any other status is an error the benchmark
+//! counts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -27,8 +32,9 @@ pub const TOKEN_BYTES: usize = 2048;
 /// Session capacity of the in-process caches, for every variant that has one.
 pub const CACHE_ENTRIES: u64 = 100_000;
 
-/// How long sessions of the hand-written and cookie-jar variants live.
-const AGE_SECONDS: u64 = 14 * 24 * 3600;
+/// How long sessions live: the session libraries' idle timeout, and the
+/// lifetime the hand-written and cookie-jar variants give theirs.
+pub const AGE_SECONDS: u64 = 14 * 24 * 3600;
 
 /// A fresh random token of [`TOKEN_BYTES`] URL-safe characters.
 pub fn token() -> String {
@@ -44,8 +50,8 @@ pub fn token() -> String {
     token
 }
 
-/// The four routes on a variant's handlers; `/nosession` is the same for
-/// all.
+/// The five routes on a variant's handlers; `/nosession` is the same for
+/// all, and `/read-sliding` is `/read` unless `sliding` is given.
 fn routes<S, L, LT, R, RT, W, WT>(login: L, read: R, write: W) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -56,10 +62,32 @@ where
     RT: 'static,
     WT: 'static,
 {
+    routes_sliding(login, read.clone(), read, write)
+}
+
+/// [`routes`] with a `/read-sliding` of its own.
+fn routes_sliding<S, L, LT, R, RT, D, DT, W, WT>(
+    login: L,
+    read: R,
+    sliding: D,
+    write: W,
+) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    L: axum::handler::Handler<LT, S>,
+    R: axum::handler::Handler<RT, S>,
+    D: axum::handler::Handler<DT, S>,
+    W: axum::handler::Handler<WT, S>,
+    LT: 'static,
+    RT: 'static,
+    DT: 'static,
+    WT: 'static,
+{
     Router::new()
         .route("/login", get(login))
         .route("/nosession", get(|| async { "ok" }))
         .route("/read", get(read))
+        .route("/read-sliding", get(sliding))
         .route("/write", get(write))
 }
 
@@ -85,21 +113,29 @@ pub fn plain() -> Router {
 
 /// cloakroom behind `layer`.
 pub fn cloakroom(layer: cloakroom::SessionLayer) -> Router {
-    use cloakroom::{Error, Session};
-    async fn login(s: Session) -> Result<&'static str, Error> {
+    use cloakroom::{Error, Expiry, Session};
+    let idle = Some(Expiry::OnInactivity(time_seconds(AGE_SECONDS)));
+    let login = move |s: Session| async move {
         s.insert("token", token()).await?;
         s.insert("n", 0u64).await?;
-        Ok("ok")
-    }
+        s.set_expiry(idle).await?;
+        Ok::<_, Error>("ok")
+    };
     async fn read(s: Session) -> Result<String, Error> {
         Ok(counter(s.get("n").await?.unwrap_or(0)))
     }
+    // The same idle timeout again: a renewal, which the layer writes only
+    // once it would move the deadline by the touch threshold.
+    let sliding = move |s: Session| async move {
+        s.set_expiry(idle).await?;
+        Ok::<_, Error>(counter(s.get("n").await?.unwrap_or(0)))
+    };
     async fn write(s: Session) -> Result<String, Error> {
         let n = s.get::<u64>("n").await?.unwrap_or(0) + 1;
         s.insert("n", n).await?;
         Ok(counter(n))
     }
-    routes(login, read, write).layer(layer)
+    routes_sliding(login, read, sliding, write).layer(layer)
 }
 
 /// A failed request of the benchmark's own handlers: a status and a reason.
@@ -118,23 +154,30 @@ pub fn tower_sessions<S>(store: S) -> Router
 where
     S: tower_sessions::SessionStore + Clone,
 {
-    use tower_sessions::Session;
-    async fn login(s: Session) -> Result<&'static str, Failure> {
+    use tower_sessions::{Expiry, Session};
+    let idle = Some(Expiry::OnInactivity(time_seconds(AGE_SECONDS)));
+    let login = move |s: Session| async move {
         s.insert("token", token()).await.map_err(unavailable)?;
         s.insert("n", 0u64).await.map_err(unavailable)?;
-        Ok("ok")
-    }
+        s.set_expiry(idle);
+        Ok::<_, Failure>("ok")
+    };
     async fn read(s: Session) -> Result<String, Failure> {
         let n: Option<u64> = s.get("n").await.map_err(unavailable)?;
         Ok(counter(n.unwrap_or(0)))
     }
+    let sliding = move |s: Session| async move {
+        s.set_expiry(idle);
+        let n: Option<u64> = s.get("n").await.map_err(unavailable)?;
+        Ok::<_, Failure>(counter(n.unwrap_or(0)))
+    };
     async fn write(s: Session) -> Result<String, Failure> {
         let n = s.get::<u64>("n").await.map_err(unavailable)?.unwrap_or(0) + 1;
         s.insert("n", n).await.map_err(unavailable)?;
         Ok(counter(n))
     }
     let layer = tower_sessions::SessionManagerLayer::new(store).with_secure(false);
-    routes(login, read, write).layer(layer)
+    routes_sliding(login, read, sliding, write).layer(layer)
 }
 
 /// The session id of the hand-written variants, from their plain `sid`

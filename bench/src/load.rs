@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The routes measured, in order.
-pub const ROUTES: [&str; 3] = ["/nosession", "/read", "/write"];
+pub const ROUTES: [&str; 4] = ["/nosession", "/read", "/read-sliding", "/write"];
 
 /// How the load is shaped.
 #[derive(Debug, Clone)]
@@ -177,12 +177,17 @@ pub fn log_in(addr: &str, sessions: usize) -> Result<Vec<String>, String> {
 }
 
 /// Checks the routes answer as the benchmark expects for a fresh session:
-/// `/read` says 0, `/write` says 1, `/nosession` says ok.
+/// `/read` and `/read-sliding` say 0, `/write` says 1, `/nosession` says ok.
 ///
 /// # Errors
 /// Describes the first wrong answer.
 pub fn check(addr: &str, cookie: &str) -> Result<(), String> {
-    for (path, want) in [("/nosession", "ok"), ("/read", "0"), ("/write", "1")] {
+    for (path, want) in [
+        ("/nosession", "ok"),
+        ("/read", "0"),
+        ("/read-sliding", "0"),
+        ("/write", "1"),
+    ] {
         let (status, _, body) = get(addr, path, cookie)?;
         if status != 200 || body != want {
             return Err(format!(

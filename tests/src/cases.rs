@@ -149,11 +149,15 @@ fn setup_like(client: &Client) -> Client {
     other
 }
 
-/// With `SESSION_SAVE_EVERY_REQUEST`, a read extends the session: the cookie
-/// is sent again, and a server-side store gets a touch, not a rewrite.
+/// With `SESSION_SAVE_EVERY_REQUEST` (and no touch threshold), a read
+/// extends the session: the cookie is sent again, and a server-side store
+/// gets a touch, not a rewrite.
 pub async fn save_every_request_touches(engine: Engine) {
     let server_side = engine.is_server_side();
-    let (mut client, counts, _) = setup(engine, |l| l.with_save_every_request(true));
+    let (mut client, counts, _) = setup(engine, |l| {
+        l.with_save_every_request(true)
+            .with_touch_after(Duration::ZERO)
+    });
     ok(&client.get("/set/a/1").await);
     let value = client.jar.get(NAME).cloned();
     let before = counts.snapshot();
@@ -172,9 +176,9 @@ pub async fn save_every_request_touches(engine: Engine) {
 }
 
 /// Setting the same idle timeout again (Horizon's `SESSION_TIMEOUT`) is a
-/// touch, and the new deadline holds.
+/// touch (with no touch threshold), and the new deadline holds.
 pub async fn refreshed_idle_timeout_touches(engine: Engine) {
-    let (mut client, counts, _) = setup(engine, |l| l);
+    let (mut client, counts, _) = setup(engine, |l| l.with_touch_after(Duration::ZERO));
     ok(&client.get("/expiry/idle/2").await);
     ok(&client.get("/set/a/1").await);
     let before = counts.snapshot();
@@ -190,6 +194,47 @@ pub async fn refreshed_idle_timeout_touches(engine: Engine) {
         ok(&client.get("/expiry/idle/2").await);
     }
     assert_eq!(client.get("/get/a").await.body, "1");
+}
+
+/// A renewal that would move an unchanged session's deadline by less than
+/// the touch threshold writes nothing (no touch, no cookie), whether it is
+/// an idle timeout set again or `SESSION_SAVE_EVERY_REQUEST`; once the
+/// threshold has passed, the next one is written, and the cookie carries
+/// the deadline stored. A change is written whatever the threshold.
+pub async fn small_renewals_write_nothing(engine: Engine) {
+    let server_side = engine.is_server_side();
+    let (mut client, counts, _) = setup(engine, |l| {
+        l.with_save_every_request(true)
+            .with_touch_after(Duration::from_secs(2))
+    });
+    ok(&client.get("/set/a/1").await);
+    ok(&client.get("/expiry/idle/60").await);
+    let before = counts.snapshot();
+    for path in ["/expiry/idle/60", "/get/a", "/noop", "/expiry/idle/60"] {
+        let reply = client.get(path).await;
+        ok(&reply);
+        assert!(reply.cookie(NAME).is_none(), "{path}: {reply:?}");
+    }
+    let after = counts.snapshot();
+    assert_eq!(
+        (after.touch, after.update, after.create),
+        (before.touch, before.update, before.create),
+        "{before:?} -> {after:?}"
+    );
+    let reply = client.get("/set/a/2").await;
+    assert_eq!(session_cookie(&reply).max_age(), Some(60), "{reply:?}");
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let before = counts.snapshot();
+    let reply = client.get("/expiry/idle/60").await;
+    ok(&reply);
+    assert_eq!(session_cookie(&reply).max_age(), Some(60), "{reply:?}");
+    if server_side {
+        let after = counts.snapshot();
+        assert_eq!(after.touch, before.touch + 1, "{before:?} -> {after:?}");
+        assert_eq!(after.update, before.update, "{before:?} -> {after:?}");
+    }
+    assert_eq!(client.get("/get/a").await.body, "2");
 }
 
 /// `cycle_id` keeps the data under a new id; the old cookie opens nothing.
@@ -571,7 +616,10 @@ pub async fn large_ages_are_errors_not_panics(engine: Engine) {
 /// cookie is removed instead.
 pub async fn save_every_request_refreshes_pages_that_do_not_read(engine: Engine) {
     let server_side = engine.is_server_side();
-    let (mut client, counts, _) = setup(engine, |l| l.with_save_every_request(true));
+    let (mut client, counts, _) = setup(engine, |l| {
+        l.with_save_every_request(true)
+            .with_touch_after(Duration::ZERO)
+    });
     ok(&client.get("/noop").await);
     assert!(client.jar.is_empty(), "a cookie without a session");
     ok(&client.get("/set/a/1").await);

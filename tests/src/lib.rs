@@ -72,6 +72,7 @@ macro_rules! conformance_suite {
             cycle_id_after_a_concurrent_logout_is_interrupted,
             large_ages_are_errors_not_panics,
             save_every_request_refreshes_pages_that_do_not_read,
+            small_renewals_write_nothing,
             flush_then_5xx_removes_the_cookie,
             a_session_the_application_refuses_is_absent,
         );
@@ -93,6 +94,7 @@ macro_rules! conformance_suite {
             expiry_at_datetime,
             large_ages_are_errors_not_panics,
             save_every_request_refreshes_pages_that_do_not_read,
+            small_renewals_write_nothing,
             flush_then_5xx_removes_the_cookie,
             cookie_sessions_end_at_their_absolute_age,
             a_session_the_application_refuses_is_absent,

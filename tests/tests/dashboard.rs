@@ -9,6 +9,8 @@
 //!   documented limit down).
 //! * `large_catalog::*`: a 40 KB service catalog (the top of Horizon's range)
 //!   on the server-side engines.
+//! * on Redis: page views after a login write nothing until the touch
+//!   threshold has passed.
 //! * the rest on the memory engine: HTML escaping, the idle timeout, login
 //!   throttling per user name and per client address, and `/health` for a
 //!   backend that answers and one that does not.
@@ -23,6 +25,7 @@ use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use cloakroom::SessionLayer;
 use cloakroom_tests::client::{Client, Reply, SetCookie};
+use cloakroom_tests::probe::Probe;
 use cloakroom_tests::required_env;
 use dashboard::{DashboardSettings, DemoUser};
 use http::header::{CONTENT_TYPE, COOKIE, LOCATION, RETRY_AFTER};
@@ -451,12 +454,10 @@ async fn flow(layer: SessionLayer) {
     );
     // (minijinja escapes `/` too, so only the host and port are looked for.)
     assert!(overview.body.contains("regionone.cloud.example.test:8774"));
-    // Each page restarts the idle timeout, and the cookie says so.
-    assert_eq!(
-        overview.cookie(COOKIE_NAME).and_then(|c| c.max_age()),
-        Some(3600),
-        "{overview:?}"
-    );
+    // Each page restarts the idle timeout, but one right after the login
+    // would move the deadline by less than the touch threshold (1 % of the
+    // hour): nothing is written, and the cookie keeps the login's deadline.
+    assert!(overview.cookie(COOKIE_NAME).is_none(), "{overview:?}");
     // The CSRF token changed at login.
     let token = csrf(&overview);
     assert_ne!(token, login_token);
@@ -712,6 +713,39 @@ async fn pages_escape_what_users_and_settings_supply() {
     assert_redirect(&reply, "/");
 }
 
+/// On Redis, page views after the login write nothing (each renews the
+/// idle timeout by less than the touch threshold, 1 % of 100 s) until the
+/// threshold has passed; then one touch, not a rewrite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_views_stay_reads_until_the_touch_threshold() {
+    let (engine, counts) = Probe::wrap(engines::redis().engine().clone());
+    let settings = DashboardSettings {
+        session_timeout: Duration::from_secs(100),
+        ..settings(1024)
+    };
+    let mut browser = Browser::new(SessionLayer::new(engine), settings);
+    browser.log_in("demo", "demo").await;
+    let before = counts.snapshot();
+    for _ in 0..5 {
+        let reply = browser.get("/").await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        assert!(reply.cookie(COOKIE_NAME).is_none(), "{reply:?}");
+    }
+    let after = counts.snapshot();
+    assert_eq!((after.touch, after.update), (before.touch, before.update));
+    assert_eq!(after.load, before.load + 5, "{before:?} -> {after:?}");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let reply = browser.get("/").await;
+    assert_eq!(
+        reply.cookie(COOKIE_NAME).and_then(|c| c.max_age()),
+        Some(100),
+        "{reply:?}"
+    );
+    let last = counts.snapshot();
+    assert_eq!((last.touch, last.update), (after.touch + 1, after.update));
+}
+
 /// The idle timeout ends a session that is left alone, and every page
 /// pushes it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -721,15 +755,19 @@ async fn idle_timeout_is_refreshed_by_each_page_and_ends_idle_sessions() {
         ..settings(1024)
     };
     let mut browser = Browser::new(engines::memory(), settings);
-    let overview = browser.log_in("demo", "demo").await;
-    assert_eq!(
-        overview.cookie(COOKIE_NAME).and_then(|c| c.max_age()),
-        Some(2)
-    );
-    // 3 s of activity, one page a second: past the first deadline.
+    browser.log_in("demo", "demo").await;
+    // 3 s of activity, one page a second: past the first deadline. Each
+    // moves the deadline by a second, past the touch threshold (1 % of the
+    // timeout), so each is written and the cookie says so.
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        assert_eq!(browser.get("/").await.status, StatusCode::OK);
+        let reply = browser.get("/").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.cookie(COOKIE_NAME).and_then(|c| c.max_age()),
+            Some(2),
+            "{reply:?}"
+        );
     }
     // Then 3 s idle: the session is over.
     tokio::time::sleep(Duration::from_millis(3000)).await;
@@ -857,7 +895,8 @@ async fn health_reports_a_dead_backend() {
     let body: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
     assert_eq!(body["status"], "unavailable");
     assert_eq!(body["engine"], "redis");
-    // And the login page, which needs the session, is a 503 too, not a 500.
-    let reply = browser.get("/auth/login").await;
+    // The login page needs no session, so it still answers; signing in
+    // needs one, and that is a 503, not a 500.
+    let reply = attempt(&mut browser, "demo", "demo").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
 }

@@ -37,6 +37,12 @@ pub struct SessionConfig {
     /// that reads the session extends its expiry (a touch, not a rewrite,
     /// when the data did not change).
     pub save_every_request: bool,
+    /// `SESSION_TOUCH_AFTER_SECONDS`: a renewal that would move a live,
+    /// unchanged session's deadline by less than this is skipped (no touch,
+    /// no cookie), so that pages renewing an idle timeout stay reads.
+    /// `None` (the default): 1 % of the session's age, at most a minute;
+    /// zero renews every time.
+    pub touch_after: Option<Duration>,
     /// `SESSION_EXPIRE_AT_BROWSER_CLOSE`, default false: when true, cookies
     /// get no `Max-Age`, unless the session sets its own expiry.
     pub expire_at_browser_close: bool,
@@ -62,9 +68,23 @@ impl Default for SessionConfig {
             cookie_http_only: true,
             cookie_same_site: Some(SameSite::Lax),
             save_every_request: false,
+            touch_after: None,
             expire_at_browser_close: false,
             backend_timeout: Duration::from_millis(1500),
             cookie_max_bytes: 7168,
         }
     }
 }
+
+impl SessionConfig {
+    /// How far a renewal must move the deadline of a session whose age is
+    /// `age` to be written (see [`SessionConfig::touch_after`]).
+    pub(crate) fn touch_threshold(&self, age: Duration) -> Duration {
+        self.touch_after
+            .unwrap_or_else(|| (age / 100).min(DEFAULT_TOUCH_AFTER_MAX))
+    }
+}
+
+/// The most the default touch threshold skips: a deadline renewed on every
+/// page is at most this much earlier than it would be if each were written.
+const DEFAULT_TOUCH_AFTER_MAX: Duration = Duration::from_secs(60);

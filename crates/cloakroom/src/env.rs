@@ -120,6 +120,19 @@ pub(crate) fn config(s: &dyn Settings) -> Result<SessionConfig, ConfigError> {
         cookie_http_only: bool_or(s, "SESSION_COOKIE_HTTPONLY", true)?,
         cookie_same_site,
         save_every_request: bool_or(s, "SESSION_SAVE_EVERY_REQUEST", false)?,
+        touch_after: match s.get("SESSION_TOUCH_AFTER_SECONDS") {
+            None => None,
+            Some(value) => match value.trim().parse::<u64>() {
+                Ok(secs) if secs <= MAX_AGE.as_secs() => Some(Duration::from_secs(secs)),
+                _ => {
+                    return Err(ConfigError::new(
+                        "SESSION_TOUCH_AFTER_SECONDS",
+                        value,
+                        "a whole number of seconds (0: renew on every request)",
+                    ));
+                }
+            },
+        },
         expire_at_browser_close: bool_or(s, "SESSION_EXPIRE_AT_BROWSER_CLOSE", false)?,
         backend_timeout: millis_or(s, "SESSION_BACKEND_TIMEOUT_MS", defaults.backend_timeout)?,
         cookie_max_bytes,
@@ -359,6 +372,20 @@ mod tests {
             let e = err(&[("SESSION_COOKIE_AGE", age)]);
             assert!(e.contains(&format!("SESSION_COOKIE_AGE=\"{age}\"")), "{e}");
             assert!(e.contains("at most 3153600000"), "{e}");
+        }
+        // The touch threshold: 1 % of the age, at most a minute, unless set.
+        let c = config(&from_pairs([])).unwrap();
+        assert_eq!(c.touch_after, None);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(c.touch_threshold(hour), Duration::from_secs(36));
+        assert_eq!(c.touch_threshold(hour * 24), Duration::from_secs(60));
+        for (value, set) in [("0", Duration::ZERO), (" 90 ", Duration::from_secs(90))] {
+            let c = config(&from_pairs([("SESSION_TOUCH_AFTER_SECONDS", value)])).unwrap();
+            assert_eq!((c.touch_after, c.touch_threshold(hour)), (Some(set), set));
+        }
+        for bad in ["-1", "soon", "3153600001"] {
+            let e = err(&[("SESSION_TOUCH_AFTER_SECONDS", bad)]);
+            assert!(e.contains("SESSION_TOUCH_AFTER_SECONDS"), "{e}");
         }
         let c = config(&from_pairs([("SESSION_COOKIE_AGE", "3153600000")])).unwrap();
         assert_eq!(c.cookie_age, MAX_AGE);

@@ -280,6 +280,23 @@ impl SessionLayer {
         self.edit(|c| c.save_every_request = every)
     }
 
+    /// Skips renewals (an idle timeout set again, `SESSION_SAVE_EVERY_REQUEST`)
+    /// that would move an unchanged session's deadline by less than `after`
+    /// (`SESSION_TOUCH_AFTER_SECONDS`; by default 1 % of the session's age,
+    /// at most a minute). Such a request writes nothing, and the cookie
+    /// keeps the deadline the store has. Zero renews every time.
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
+    /// # use std::time::Duration;
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10)))
+    ///     .with_touch_after(Duration::ZERO);
+    /// assert_eq!(layer.config().touch_after, Some(Duration::ZERO));
+    /// ```
+    pub fn with_touch_after(self, after: Duration) -> Self {
+        self.edit(|c| c.touch_after = Some(after.min(cloakroom_core::record::MAX_AGE)))
+    }
+
     /// Makes cookies last until the browser closes, unless a session sets its
     /// own expiry (`SESSION_EXPIRE_AT_BROWSER_CLOSE`).
     ///

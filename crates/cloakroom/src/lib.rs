@@ -59,6 +59,7 @@
 //! | `SESSION_COOKIE_HTTPONLY` | `true` | |
 //! | `SESSION_COOKIE_SAMESITE` | `Lax` | `Lax`, `Strict`, `None` (needs Secure), `False` |
 //! | `SESSION_SAVE_EVERY_REQUEST` | `false` | refresh every non-5xx response to a request with a live session cookie |
+//! | `SESSION_TOUCH_AFTER_SECONDS` | 1 % of the session's age, at most 60 | skip a renewal of an unchanged session that would move its deadline by less than this; `0` renews every time |
 //! | `SESSION_EXPIRE_AT_BROWSER_CLOSE` | `false` | |
 //! | `SESSION_BACKEND_TIMEOUT_MS` | `1500` | longest wait for one store call before 503 |
 //! | `SESSION_COOKIE_MAX_BYTES` | `7168` | cookie engines: bound on the session's cookies |

@@ -19,7 +19,11 @@
 //! * `SESSION_SAVE_EVERY_REQUEST` refreshes every non-5xx response to a
 //!   request that carries a live session cookie, read by the handler or not;
 //!   a session the handler never read is read first ([`Plan::Load`]), since
-//!   its own expiry policy sets the new deadline.
+//!   its own expiry policy sets the new deadline;
+//! * a renewal (a touch, or a reseal, of an unchanged session) that would
+//!   move the deadline by less than `SESSION_TOUCH_AFTER_SECONDS` is
+//!   skipped: pages that renew an idle timeout stay reads, and the cookie
+//!   keeps the deadline that was stored.
 
 use http::StatusCode;
 
@@ -64,6 +68,9 @@ pub(crate) struct Outcome {
     /// The handler looked at the session (the response then depends on the
     /// cookie: `Vary: Cookie`).
     pub(crate) accessed: bool,
+    /// A renewal now would move the deadline by at least the touch
+    /// threshold (always true when no renewal is in question).
+    pub(crate) renewal_due: bool,
 }
 
 /// What to do after the handler.
@@ -107,6 +114,7 @@ pub(crate) fn decide(
         end,
         had_cookie,
         accessed,
+        renewal_due,
     } = outcome;
     let failed = status.is_server_error();
     let remove = if had_cookie {
@@ -121,6 +129,7 @@ pub(crate) fn decide(
         _ if failed => Plan::Nothing,
         End::Untouched if config.save_every_request && had_cookie => Plan::Load,
         End::Untouched => Plan::Nothing,
+        End::Read | End::ExpiryMoved if !renewal_due => Plan::Nothing,
         End::Read if config.save_every_request => refresh(in_cookie),
         End::Read => Plan::Nothing,
         End::ExpiryMoved => refresh(in_cookie),
@@ -233,6 +242,7 @@ mod tests {
                 end,
                 had_cookie,
                 accessed,
+                renewal_due: true,
             };
             assert_eq!(
                 decide(outcome, &config, status, in_cookie),
@@ -270,6 +280,7 @@ mod tests {
                             end,
                             had_cookie,
                             accessed: true,
+                            renewal_due: true,
                         };
                         let plan = decide(outcome, &config, FAILED, in_cookie).plan;
                         let expected =
@@ -280,6 +291,56 @@ mod tests {
                             };
                         assert_eq!(plan, expected, "{outcome:?} every={every}");
                     }
+                }
+            }
+        }
+    }
+
+    /// A renewal too small to be worth writing is skipped, on either kind
+    /// of engine and also when every request saves; nothing else changes.
+    #[test]
+    fn renewals_below_the_threshold_write_nothing() {
+        for every in [false, true] {
+            let config = SessionConfig {
+                save_every_request: every,
+                ..SessionConfig::default()
+            };
+            for in_cookie in [false, true] {
+                for end in [End::Read, End::ExpiryMoved] {
+                    let outcome = Outcome {
+                        end,
+                        had_cookie: true,
+                        accessed: true,
+                        renewal_due: false,
+                    };
+                    let decision = decide(outcome, &config, OK, in_cookie);
+                    let expected = Decision {
+                        plan: Plan::Nothing,
+                        vary: true,
+                    };
+                    assert_eq!(
+                        decision, expected,
+                        "{end:?} every={every} cookie={in_cookie}"
+                    );
+                }
+                for end in [
+                    End::Modified { live: true },
+                    End::Modified { live: false },
+                    End::Cycled,
+                    End::Emptied { stored: true },
+                    End::Flushed,
+                ] {
+                    let due = |renewal_due| Outcome {
+                        end,
+                        had_cookie: true,
+                        accessed: true,
+                        renewal_due,
+                    };
+                    assert_eq!(
+                        decide(due(false), &config, OK, in_cookie),
+                        decide(due(true), &config, OK, in_cookie),
+                        "{end:?}"
+                    );
                 }
             }
         }

@@ -175,6 +175,9 @@ struct State {
     expiry: Option<Expiry>,
     /// The store's version of the record it loaded, handed back on save.
     version: Option<u64>,
+    /// The deadline the loaded record had: a renewal must move it by the
+    /// touch threshold to be written.
+    loaded_deadline: Option<OffsetDateTime>,
     /// Cookie engines: when the session was issued or last given a new id,
     /// as its cookie said; `None` for a session issued by this request.
     issued_at: Option<OffsetDateTime>,
@@ -306,6 +309,7 @@ impl Session {
         state.modified = false;
         state.touch = false;
         state.version = None;
+        state.loaded_deadline = None;
         state.cycled = false;
         state.issued_at = None;
         let mut doomed: Vec<Id> = state
@@ -479,6 +483,7 @@ impl Session {
         state.data = record.data;
         state.expiry = record.expiry;
         state.version = record.version;
+        state.loaded_deadline = Some(record.expires_at);
         Ok(())
     }
 
@@ -555,11 +560,34 @@ impl<'a> Locked<'a> {
         } else {
             End::Read
         };
+        let renewal_due = match end {
+            End::ExpiryMoved => self.renewal_due(),
+            End::Read if self.config().save_every_request => self.renewal_due(),
+            _ => true,
+        };
         Ok(Outcome {
             end,
             had_cookie: !matches!(self.session.shared.parsed().incoming, Incoming::Absent),
             accessed: state.accessed,
+            renewal_due,
         })
+    }
+
+    /// Whether renewing the session now would move its deadline by at least
+    /// the touch threshold (or earlier at all).
+    fn renewal_due(&self) -> bool {
+        let (state, config) = (&self.state, self.config());
+        let Some(stored) = state.loaded_deadline else {
+            return true;
+        };
+        let now = OffsetDateTime::now_utc();
+        // A deadline out of reach fails the save, which says why.
+        let Ok(next) = deadline(state.expiry, config, now) else {
+            return true;
+        };
+        let threshold = config.touch_threshold(expiry_age(state.expiry, config, now));
+        let moved = next - stored;
+        moved.is_negative() || moved >= threshold
     }
 
     /// Reads the session for the write-back (the handler never did).
