@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloakroom::SessionLayer;
 use cloakroom_tests::client::{Client, Reply, SetCookie};
 use cloakroom_tests::probe::Probe;
@@ -284,6 +286,15 @@ fn csrf(reply: &Reply) -> String {
     reply.body[start..start + len].to_owned()
 }
 
+/// The token a page's masked CSRF token stands for, base64url as the
+/// dashboard keeps it: the second half of the bytes XOR the first.
+fn unmasked(masked: &str) -> String {
+    let bytes = URL_SAFE_NO_PAD.decode(masked).expect("base64url");
+    let (pad, xored) = bytes.split_at(bytes.len() / 2);
+    let raw: Vec<u8> = pad.iter().zip(xored).map(|(p, x)| p ^ x).collect();
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
 /// The text of the element with this id (no nested tags).
 fn text_of(reply: &Reply, id: &str) -> String {
     let marker = format!("id=\"{id}\"");
@@ -335,15 +346,21 @@ async fn flow(layer: SessionLayer) {
         Some("no-store")
     );
     let login_token = csrf(&reply);
-    assert_eq!(login_token.len(), 43);
-    assert!(csrf_cookie.value.contains(&login_token), "{csrf_cookie:?}");
+    // Masked: a 32-byte pad and the token XOR the pad.
+    assert_eq!(login_token.len(), 86);
+    assert!(
+        csrf_cookie.value.contains(&unmasked(&login_token)),
+        "{csrf_cookie:?}"
+    );
     assert_eq!(
         browser.session_cookie(),
         None,
         "a session for the login form"
     );
-    // Reloading it keeps the token.
-    assert_eq!(browser.login_page().await, login_token);
+    // Reloading it keeps the token, masked differently.
+    let again = browser.login_page().await;
+    assert_ne!(again, login_token);
+    assert_eq!(unmasked(&again), unmasked(&login_token));
     // Someone holding the pre-login cookie (a planted id) gains nothing later.
     let mut planted = browser.clone();
 
@@ -380,7 +397,7 @@ async fn flow(layer: SessionLayer) {
     let mut stranger = browser.clone();
     stranger.client.jar.clear();
     let theirs = stranger.login_page().await;
-    assert_ne!(theirs, login_token);
+    assert_ne!(unmasked(&theirs), unmasked(&login_token));
     let reply = browser
         .post("/auth/login", &[good[0], good[1], ("csrf_token", &theirs)])
         .await;
@@ -401,7 +418,10 @@ async fn flow(layer: SessionLayer) {
     assert!(text_of(&reply, "login-error").starts_with("Invalid credentials"));
     assert!(reply.set_cookies.is_empty(), "{reply:?}");
     assert_eq!(browser.session_cookie(), None);
-    assert_eq!(browser.login_page().await, login_token);
+    assert_eq!(
+        unmasked(&browser.login_page().await),
+        unmasked(&login_token)
+    );
     let reply = browser
         .post(
             "/auth/login",
@@ -460,7 +480,7 @@ async fn flow(layer: SessionLayer) {
     assert!(overview.cookie(COOKIE_NAME).is_none(), "{overview:?}");
     // The CSRF token changed at login.
     let token = csrf(&overview);
-    assert_ne!(token, login_token);
+    assert_ne!(unmasked(&token), unmasked(&login_token));
     // The planted pre-login cookie is not logged in.
     assert_redirect(&planted.get("/").await, "/auth/login");
 
@@ -487,8 +507,8 @@ async fn flow(layer: SessionLayer) {
     assert_eq!(text_of(&overview, "project"), "demo");
     assert_eq!(text_of(&overview, "user"), "admin");
     assert_eq!(
-        csrf(&overview),
-        token,
+        unmasked(&csrf(&overview)),
+        unmasked(&token),
         "the token lives as long as the login"
     );
 
@@ -899,4 +919,145 @@ async fn health_reports_a_dead_backend() {
     // needs one, and that is a 503, not a 500.
     let reply = attempt(&mut browser, "demo", "demo").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+}
+
+/// The tower-http layers around the dashboard (examples/dashboard/src/layers.rs).
+mod layers {
+    use axum::routing::get;
+    use cloakroom_tests::client::Client;
+    use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING};
+
+    use super::*;
+
+    fn header<'a>(reply: &'a Reply, name: &str) -> &'a str {
+        reply
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("no {name} in {reply:?}"))
+    }
+
+    /// Pages, redirects, JSON and error pages all carry them.
+    #[tokio::test]
+    async fn every_answer_has_the_security_headers() {
+        let mut browser = Browser::new(engines::memory(), settings(1024));
+        let login = browser.get("/auth/login").await;
+        let redirect = browser.get("/").await;
+        let health = browser.get("/health").await;
+        let missing = browser.get("/nope").await;
+        let overview = browser.log_in("demo", "demo").await;
+        for reply in [&login, &redirect, &health, &missing, &overview] {
+            assert_eq!(header(reply, "x-frame-options"), "DENY");
+            assert_eq!(header(reply, "x-content-type-options"), "nosniff");
+            assert_eq!(header(reply, "referrer-policy"), "same-origin");
+            let csp = header(reply, "content-security-policy");
+            assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+            assert!(csp.contains("default-src 'none'"), "{csp}");
+        }
+        assert_eq!(header(&overview, "cache-control"), "no-store");
+    }
+
+    async fn boom() -> &'static str {
+        panic!("a handler that panics, on purpose")
+    }
+
+    /// A handler that panics is answered with the 500 page, not a dropped
+    /// connection, and the app goes on serving.
+    #[tokio::test]
+    async fn a_panicking_handler_gets_the_500_page() {
+        let extra = Router::new().route("/boom", get(boom));
+        let mut client = Client::of(dashboard::app_with_routes(
+            engines::memory(),
+            settings(1024),
+            extra,
+        ));
+        let reply = client.get("/boom").await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{reply:?}");
+        assert!(
+            header(&reply, "content-type").starts_with("text/html"),
+            "{reply:?}"
+        );
+        assert!(
+            text_of(&reply, "error-message").contains("Something went wrong"),
+            "{}",
+            reply.body
+        );
+        assert!(!reply.body.contains("on purpose"), "{}", reply.body);
+        assert_eq!(header(&reply, "x-frame-options"), "DENY");
+        assert_eq!(client.get("/auth/login").await.status, StatusCode::OK);
+    }
+
+    async fn slow() -> &'static str {
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        "too late"
+    }
+
+    /// A request slower than `DASHBOARD_REQUEST_TIMEOUT` is answered 503
+    /// with a page, at about the timeout; faster ones are not touched.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_handler_times_out_with_a_page() {
+        let settings = DashboardSettings {
+            request_timeout: Duration::from_millis(500),
+            ..settings(1024)
+        };
+        let extra = Router::new().route("/slow", get(slow));
+        let mut client = Client::of(dashboard::app_with_routes(
+            engines::memory(),
+            settings,
+            extra,
+        ));
+        let started = Instant::now();
+        let reply = client.get("/slow").await;
+        let took = started.elapsed();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        // Generous: the host is shared, but 120 s is far off.
+        assert!(
+            (Duration::from_millis(450)..Duration::from_secs(30)).contains(&took),
+            "{took:?}"
+        );
+        assert!(
+            text_of(&reply, "error-message").contains("took too long"),
+            "{}",
+            reply.body
+        );
+        assert_eq!(client.get("/auth/login").await.status, StatusCode::OK);
+    }
+
+    /// Pages are gzipped for a browser that asks, and only then.
+    #[tokio::test]
+    async fn pages_are_compressed_when_asked() {
+        let client = Client::of(dashboard::app(engines::memory(), settings(1024)));
+        let plain = client
+            .send(
+                Request::get("/auth/login")
+                    .body(Body::empty())
+                    .expect("a request"),
+            )
+            .await;
+        assert!(plain.headers.get(CONTENT_ENCODING).is_none(), "{plain:?}");
+        assert!(plain.body.starts_with("<!doctype html>"));
+        let gzipped = client
+            .send(
+                Request::get("/auth/login")
+                    .header(ACCEPT_ENCODING, "gzip")
+                    .body(Body::empty())
+                    .expect("a request"),
+            )
+            .await;
+        assert_eq!(gzipped.status, StatusCode::OK);
+        assert_eq!(header(&gzipped, "content-encoding"), "gzip");
+        // gzip's magic number, not the page's text.
+        assert!(gzipped.body.starts_with('\u{1f}'), "{gzipped:?}");
+        let vary: Vec<String> = gzipped
+            .headers
+            .get_all("vary")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        assert!(
+            vary.iter().any(|v| v.contains("accept-encoding")),
+            "{vary:?}"
+        );
+    }
 }

@@ -135,16 +135,21 @@ pub(crate) fn login_csrf_token(
     Ok((jar.add(cookie), token))
 }
 
-/// Checks a posted login form's CSRF token against its signed cookie: the
+/// Checks a posted login form's CSRF token against its signed cookie, and
+/// returns the cookie's (unmasked) token: the
 /// signature shows this server made the token, and a form from another
 /// site cannot read the cookie to copy the token into its fields.
 ///
 /// # Errors
 /// [`Failure::Csrf`] (403) when the form or the cookie had none, the
 /// cookie's signature does not hold, or the tokens differ.
-pub(crate) fn check_login_csrf(jar: &SignedCookieJar, posted: &str) -> Result<(), Failure> {
-    let expected = jar.get(LOGIN_CSRF_COOKIE);
-    same_token(expected.as_ref().map_or("", Cookie::value), posted)
+pub(crate) fn check_login_csrf(jar: &SignedCookieJar, posted: &str) -> Result<String, Failure> {
+    let expected = jar
+        .get(LOGIN_CSRF_COOKIE)
+        .map(|c| c.value().to_owned())
+        .unwrap_or_default();
+    same_token(&expected, posted)?;
+    Ok(expected)
 }
 
 /// `jar` without the login form's CSRF cookie: once logged in, the session
@@ -153,10 +158,41 @@ pub(crate) fn forget_login_csrf(jar: SignedCookieJar) -> SignedCookieJar {
     jar.remove(Cookie::build(LOGIN_CSRF_COOKIE).path(LOGIN_PATH))
 }
 
-/// `expected` and `posted` are one non-empty token; compared in constant
-/// time.
+/// `token` as a page shows it: a fresh random pad, then the token XOR the
+/// pad, base64url. Every page shows the same token differently, so a page
+/// that is compressed (and echoes what a user typed) does not let an
+/// eavesdropper guess the token from compressed sizes (BREACH); Django
+/// masks its CSRF token the same way.
+pub(crate) fn mask(token: &str) -> Result<String, Failure> {
+    let raw = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| Failure::Internal("a CSRF token that is not base64url".into()))?;
+    let mut pad = vec![0u8; raw.len()];
+    SystemRandom::new()
+        .fill(&mut pad)
+        .map_err(|_| Failure::Internal("the OS random number generator failed".into()))?;
+    let masked: Vec<u8> = raw.iter().zip(&pad).map(|(t, p)| t ^ p).collect();
+    pad.extend_from_slice(&masked);
+    Ok(URL_SAFE_NO_PAD.encode(pad))
+}
+
+/// The token a masked one stands for, as raw bytes; `None` for anything
+/// that is not a masked token.
+fn unmask(posted: &str) -> Option<Vec<u8>> {
+    let bytes = URL_SAFE_NO_PAD.decode(posted).ok()?;
+    if bytes.is_empty() || bytes.len() % 2 != 0 {
+        return None;
+    }
+    let (pad, masked) = bytes.split_at(bytes.len() / 2);
+    Some(pad.iter().zip(masked).map(|(p, m)| p ^ m).collect())
+}
+
+/// `posted` (masked) stands for `expected`, a non-empty token; compared in
+/// constant time.
 fn same_token(expected: &str, posted: &str) -> Result<(), Failure> {
-    let same: bool = expected.as_bytes().ct_eq(posted.as_bytes()).into();
+    let expected = URL_SAFE_NO_PAD.decode(expected).unwrap_or_default();
+    let posted = unmask(posted).unwrap_or_default();
+    let same: bool = expected.as_slice().ct_eq(posted.as_slice()).into();
     if expected.is_empty() || !same {
         return Err(Failure::Csrf);
     }
@@ -197,5 +233,22 @@ mod tests {
             a.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         );
+    }
+
+    #[test]
+    fn masked_tokens_differ_each_time_and_stand_for_the_token() {
+        let token = random_token(32).expect("random");
+        let (one, two) = (mask(&token).expect("mask"), mask(&token).expect("mask"));
+        assert_ne!(one, two);
+        assert_eq!(one.len(), 86);
+        assert!(same_token(&token, &one).is_ok());
+        assert!(same_token(&token, &two).is_ok());
+        // The token itself, unmasked, is not accepted; nor is another's.
+        assert!(same_token(&token, &token).is_err());
+        let other = mask(&random_token(32).expect("random")).expect("mask");
+        assert!(same_token(&token, &other).is_err());
+        assert!(same_token(&token, "").is_err());
+        assert!(same_token(&token, "!!").is_err());
+        assert!(same_token("", &one).is_err());
     }
 }

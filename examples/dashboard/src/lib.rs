@@ -29,6 +29,8 @@
 //! # What lives where
 //!
 //! * [`app`] (here): the router.
+//! * `layers` (private): the tower-http layers around it: tracing, security
+//!   headers, compression, error pages, panics and the request timeout.
 //! * [`settings`]: [`DashboardSettings`], the `DASHBOARD_*` variables.
 //! * [`catalog`]: the Keystone-shaped service catalog of a configurable size.
 //! * `auth` (private): the session keys, login, CSRF tokens, the idle timeout.
@@ -54,6 +56,7 @@ use cloakroom::{Engine, SessionLayer};
 mod auth;
 pub mod catalog;
 mod error;
+mod layers;
 mod pages;
 pub mod settings;
 mod templates;
@@ -76,8 +79,20 @@ struct AppState {
     secure_cookies: bool,
 }
 
-/// The dashboard's routes behind `layer`.
+/// The dashboard's routes behind `layer`, inside the tower-http layers
+/// (tracing, security headers, compression, error pages, panics caught,
+/// `DASHBOARD_REQUEST_TIMEOUT`).
 pub fn app(layer: SessionLayer, settings: DashboardSettings) -> Router {
+    app_with_routes(layer, settings, Router::new())
+}
+
+/// [`app`] with `extra` routes of an embedding application, served behind
+/// the same session layer and tower-http layers as the dashboard's own (the
+/// tests add a handler that panics, and one that is too slow). A route of
+/// `extra` that the dashboard also has is a panic at startup, as in
+/// [`Router::merge`].
+pub fn app_with_routes(layer: SessionLayer, settings: DashboardSettings, extra: Router) -> Router {
+    let request_timeout = settings.request_timeout;
     let state = Arc::new(AppState {
         engine: layer.engine().clone(),
         catalog: catalog::build(settings.catalog_bytes),
@@ -86,12 +101,14 @@ pub fn app(layer: SessionLayer, settings: DashboardSettings) -> Router {
         secure_cookies: layer.config().cookie_secure,
         settings,
     });
-    Router::new()
+    let routes = Router::new()
         .route("/", get(pages::overview))
         .route("/auth/login", get(pages::login_form).post(pages::login))
         .route("/auth/logout", post(pages::logout))
         .route("/project", post(pages::switch_project))
         .route("/health", get(pages::health))
-        .layer(layer)
         .with_state(state)
+        .merge(extra)
+        .layer(layer);
+    layers::wrap(routes, request_timeout)
 }

@@ -113,7 +113,7 @@ pub(crate) async fn login(
     Form(form): Form<LoginForm>,
 ) -> Page {
     let jar = signed_jar(&app, &headers);
-    auth::check_login_csrf(&jar, &form.csrf_token)?;
+    let csrf_token = auth::check_login_csrf(&jar, &form.csrf_token)?;
     let attempt = match app.throttle.begin(&form.username, client, Instant::now()) {
         Ok(attempt) => attempt,
         Err(wait) => {
@@ -134,7 +134,7 @@ pub(crate) async fn login(
             let mut page = login_page(
                 &app,
                 StatusCode::TOO_MANY_REQUESTS,
-                &form.csrf_token,
+                &csrf_token,
                 &form.username,
                 Some(&error),
             )?;
@@ -153,7 +153,7 @@ pub(crate) async fn login(
         return login_page(
             &app,
             StatusCode::OK,
-            &form.csrf_token,
+            &csrf_token,
             &form.username,
             Some("Invalid credentials. Check the user name and password."),
         );
@@ -175,6 +175,7 @@ pub(crate) async fn login(
     Ok((auth::forget_login_csrf(jar), Redirect::to("/")).into_response())
 }
 
+/// The login form; `csrf_token` is the cookie's, shown masked.
 fn login_page(
     app: &AppState,
     status: StatusCode,
@@ -186,7 +187,7 @@ fn login_page(
         status,
         "login.html",
         context! {
-            csrf_token,
+            csrf_token => auth::mask(csrf_token)?,
             username,
             error,
             engine => app.engine.name(),
@@ -208,7 +209,7 @@ pub(crate) async fn overview(State(app): State<Arc<AppState>>, session: Session)
         return Ok(Redirect::to("/auth/login").into_response());
     };
     auth::refresh_idle_timeout(&session, app.settings.session_timeout).await?;
-    let csrf_token = auth::csrf_token(&session).await?;
+    let csrf_token = auth::mask(&auth::csrf_token(&session).await?)?;
     let services: Vec<Service> = session.get(keys::CATALOG).await?.unwrap_or_default();
     let rows: Vec<ServiceRow<'_>> = catalog::public_in(&services, &user.region)
         .map(|(s, e)| ServiceRow {

@@ -32,6 +32,10 @@ pub const DEFAULT_LOGIN_FAILURES_PER_USER: u32 = 5;
 pub const DEFAULT_LOGIN_FAILURES_PER_ADDRESS: u32 = 20;
 /// `DASHBOARD_LOGIN_WINDOW` when unset: five minutes.
 pub const DEFAULT_LOGIN_WINDOW: Duration = Duration::from_secs(300);
+/// `DASHBOARD_REQUEST_TIMEOUT` when unset: long enough for a slow backend to
+/// answer within its own timeouts, short enough that a stuck request does
+/// not hold a connection for minutes.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the dashboard itself is configured with.
 ///
@@ -45,6 +49,7 @@ pub const DEFAULT_LOGIN_WINDOW: Duration = Duration::from_secs(300);
 /// | `DASHBOARD_LOGIN_FAILURES_PER_USER` | `5` | failed logins for one user name within the window after which its logins answer 429 |
 /// | `DASHBOARD_LOGIN_FAILURES_PER_ADDRESS` | `20` | the same for one client address (an IPv6 /64) |
 /// | `DASHBOARD_LOGIN_WINDOW` | `300` | the throttling window in seconds, counted from the first failure |
+/// | `DASHBOARD_REQUEST_TIMEOUT` | `30` | seconds a request may take before it is answered 503 with an error page |
 /// | `SESSION_SECRET_KEY` | unset | also the layer's; when set, the login form's CSRF cookie is signed with a key derived from it (see [`CsrfKey`]) |
 ///
 /// ```
@@ -78,6 +83,8 @@ pub struct DashboardSettings {
     pub login_failures_per_address: u32,
     /// `DASHBOARD_LOGIN_WINDOW`.
     pub login_window: Duration,
+    /// `DASHBOARD_REQUEST_TIMEOUT`.
+    pub request_timeout: Duration,
     /// Signs the login form's CSRF cookie.
     pub csrf_key: CsrfKey,
 }
@@ -129,6 +136,7 @@ impl Default for DashboardSettings {
             login_failures_per_user: DEFAULT_LOGIN_FAILURES_PER_USER,
             login_failures_per_address: DEFAULT_LOGIN_FAILURES_PER_ADDRESS,
             login_window: DEFAULT_LOGIN_WINDOW,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             csrf_key: CsrfKey::random(),
         }
     }
@@ -216,6 +224,15 @@ impl DashboardSettings {
         if window == 0 {
             return Err(ConfigError::new("DASHBOARD_LOGIN_WINDOW", "0", SECONDS));
         }
+        let request_timeout: u64 = parse_or(
+            s,
+            "DASHBOARD_REQUEST_TIMEOUT",
+            DEFAULT_REQUEST_TIMEOUT.as_secs(),
+            SECONDS,
+        )?;
+        if request_timeout == 0 {
+            return Err(ConfigError::new("DASHBOARD_REQUEST_TIMEOUT", "0", SECONDS));
+        }
         Ok(Self {
             addr,
             users,
@@ -225,6 +242,7 @@ impl DashboardSettings {
             login_failures_per_user: failures[0],
             login_failures_per_address: failures[1],
             login_window: Duration::from_secs(window),
+            request_timeout: Duration::from_secs(request_timeout),
             csrf_key: s
                 .get("SESSION_SECRET_KEY")
                 .map_or_else(CsrfKey::random, |secret| CsrfKey::from_secret(&secret)),
@@ -379,6 +397,7 @@ mod tests {
         assert_eq!(s.login_failures_per_user, 5);
         assert_eq!(s.login_failures_per_address, 20);
         assert_eq!(s.login_window, Duration::from_secs(300));
+        assert_eq!(s.request_timeout, Duration::from_secs(30));
         assert_eq!(
             format!("{:?}", s.users),
             format!("{:?}", DashboardSettings::default().users)
@@ -431,6 +450,8 @@ mod tests {
                 .contains("DASHBOARD_LOGIN_FAILURES_PER_ADDRESS")
         );
         assert!(err(&[("DASHBOARD_LOGIN_WINDOW", "0")]).contains("DASHBOARD_LOGIN_WINDOW"));
+        assert!(err(&[("DASHBOARD_REQUEST_TIMEOUT", "0")]).contains("DASHBOARD_REQUEST_TIMEOUT"));
+        assert!(err(&[("DASHBOARD_REQUEST_TIMEOUT", "1.5")]).contains("DASHBOARD_REQUEST_TIMEOUT"));
     }
 
     #[test]

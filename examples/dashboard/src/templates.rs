@@ -1,12 +1,12 @@
 //! The minijinja templates (compiled into the binary from `templates/`) and
-//! the headers every page gets.
+//! the headers every page gets beyond those of `layers.rs`.
 //!
 //! Template names end in `.html`, so minijinja escapes every value for HTML
 //! unless a template marks it safe, which none does.
 
 use std::sync::LazyLock;
 
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_FRAME_OPTIONS};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use minijinja::{Environment, Value, context};
@@ -61,15 +61,9 @@ fn with_headers(status: StatusCode, html: String) -> Response {
     );
     // Pages show session data: no cache may keep them, and the back button
     // after a logout asks the server again instead of showing a stored copy.
+    // The security headers (CSP, X-Frame-Options, ...) are added to every
+    // answer by the layers in `layers.rs`.
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }
 
