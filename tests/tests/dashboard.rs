@@ -1061,3 +1061,61 @@ mod layers {
         );
     }
 }
+
+/// A page that does not exist, and a route asked with the wrong method, are
+/// answered with the dashboard's own error page, not an empty body.
+#[tokio::test]
+async fn not_found_and_method_not_allowed_have_pages() {
+    let mut browser = Browser::new(engines::memory(), settings(1024));
+    for path in ["/nope", "/auth/nope?x=1"] {
+        let reply = browser.get(path).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
+        assert!(
+            reply.headers[CONTENT_TYPE]
+                .to_str()
+                .is_ok_and(|v| v.starts_with("text/html")),
+            "{reply:?}"
+        );
+        assert!(reply.body.contains("Cloakroom Dashboard"), "{}", reply.body);
+        assert!(reply.body.contains("404 Not Found"), "{}", reply.body);
+        assert_eq!(
+            text_of(&reply, "error-message"),
+            "There is no page at this address."
+        );
+    }
+    let reply = browser.post("/nope", &[("a", "b")]).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
+    assert!(
+        reply.body.contains("id=\"error-message\""),
+        "{}",
+        reply.body
+    );
+
+    // Signing out is a form's POST; a GET of it is a 405 page, with `Allow`.
+    let reply = browser.get("/auth/logout").await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{reply:?}");
+    assert_eq!(
+        reply.headers.get("allow").and_then(|v| v.to_str().ok()),
+        Some("POST"),
+        "{reply:?}"
+    );
+    assert!(
+        reply.body.contains("405 Method Not Allowed"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        text_of(&reply, "error-message").contains("does not take that kind of request"),
+        "{}",
+        reply.body
+    );
+    let reply = browser.get("/project").await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{reply:?}");
+    assert!(
+        reply.body.contains("id=\"error-message\""),
+        "{}",
+        reply.body
+    );
+    // Neither made a session.
+    assert_eq!(browser.session_cookie(), None);
+}
