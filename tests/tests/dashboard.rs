@@ -37,6 +37,8 @@ const COOKIE_NAME: &str = "sessionid";
 /// The dashboard's cookie for the login form's CSRF token.
 const LOGIN_CSRF_COOKIE: &str = "dashboard_login_csrf";
 const SECRET: &str = "dashboard test secret key, at least 32 bytes long";
+/// Where a request whose session expired is sent.
+const EXPIRED: &str = "/auth/login?reason=expired";
 
 /// A name no other test in this run uses (key prefix, table).
 fn unique(prefix: &str) -> String {
@@ -364,20 +366,22 @@ async fn flow(layer: SessionLayer) {
     // Someone holding the pre-login cookie (a planted id) gains nothing later.
     let mut planted = browser.clone();
 
-    // CSRF: a missing and a wrong token are refused, whatever the password.
+    // CSRF: a missing and a wrong token are refused, whatever the password:
+    // back to a fresh login form that says why (the form had expired),
+    // never logged in.
     let good = [("username", "admin"), ("password", "s3cret-admin")];
     let reply = browser.post("/auth/login", &good).await;
-    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
-    assert!(reply.body.contains("CSRF verification failed"));
-    let wrong = "A".repeat(43);
+    assert_redirect(&reply, EXPIRED);
+    let wrong = "A".repeat(86);
     let reply = browser
         .post("/auth/login", &[good[0], good[1], ("csrf_token", &wrong)])
         .await;
-    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    assert_redirect(&reply, EXPIRED);
     let reply = browser
         .post("/auth/login", &[good[0], good[1], ("csrf_token", "")])
         .await;
-    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    assert_redirect(&reply, EXPIRED);
+    assert!(reply.set_cookies.is_empty(), "{reply:?}");
     assert_redirect(&browser.get("/").await, "/auth/login");
     // The token must come with the cookie this server signed: a copy of the
     // token in a cookie of the attacker's making, or another browser's
@@ -393,7 +397,7 @@ async fn flow(layer: SessionLayer) {
             &[good[0], good[1], ("csrf_token", &login_token)],
         )
         .await;
-    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    assert_redirect(&reply, EXPIRED);
     let mut stranger = browser.clone();
     stranger.client.jar.clear();
     let theirs = stranger.login_page().await;
@@ -401,7 +405,8 @@ async fn flow(layer: SessionLayer) {
     let reply = browser
         .post("/auth/login", &[good[0], good[1], ("csrf_token", &theirs)])
         .await;
-    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    assert_redirect(&reply, EXPIRED);
+    assert_redirect(&browser.get("/").await, "/auth/login");
 
     // A wrong password: the form again with an error, still no session.
     let reply = browser
@@ -541,8 +546,10 @@ async fn flow(layer: SessionLayer) {
         )
         .await;
     if server_side {
-        assert_redirect(&replay, "/auth/login");
-        assert_eq!(posted.status, StatusCode::FORBIDDEN, "{posted:?}");
+        // The copy brings a session cookie: the session is said to have
+        // expired, and the form is not taken.
+        assert_redirect(&replay, EXPIRED);
+        assert_redirect(&posted, EXPIRED);
     } else {
         // The documented limit of cookie sessions: a copy stays valid until
         // its deadline.
@@ -607,7 +614,7 @@ async fn large_catalog(layer: SessionLayer) {
             .await,
         "/auth/login",
     );
-    assert_redirect(&thief.get("/").await, "/auth/login");
+    assert_redirect(&thief.get("/").await, EXPIRED);
 }
 
 mod large_catalog {
@@ -789,9 +796,9 @@ async fn idle_timeout_is_refreshed_by_each_page_and_ends_idle_sessions() {
             "{reply:?}"
         );
     }
-    // Then 3 s idle: the session is over.
+    // Then 3 s idle: the session is over, and the login page says so.
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    assert_redirect(&browser.get("/").await, "/auth/login");
+    assert_redirect(&browser.get("/").await, EXPIRED);
 }
 
 /// A login attempt from a fresh login page: the reply to the form.
@@ -1118,4 +1125,165 @@ async fn not_found_and_method_not_allowed_have_pages() {
     );
     // Neither made a session.
     assert_eq!(browser.session_cookie(), None);
+}
+
+/// Logs in from the login page at `path`, posting `next`, and returns the
+/// reply to the form.
+async fn log_in_from(browser: &mut Browser, path: &str, next: &str) -> Reply {
+    let page = browser.get(path).await;
+    assert_eq!(page.status, StatusCode::OK, "{page:?}");
+    let token = csrf(&page);
+    browser
+        .post(
+            "/auth/login",
+            &[
+                ("username", "demo"),
+                ("password", "demo"),
+                ("csrf_token", &token),
+                ("next", next),
+            ],
+        )
+        .await
+}
+
+/// An expired session, on a page or a form, leads to the login page with a
+/// message, and from there back to the page asked for; a form posted after
+/// the session is gone is not answered with a CSRF 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_leads_to_the_login_page_and_back() {
+    let settings = DashboardSettings {
+        session_timeout: Duration::from_secs(1),
+        ..settings(1024)
+    };
+    let app = dashboard::app(engines::memory(), settings);
+    let mut browser = Browser {
+        client: Client::of(app.clone()),
+    };
+    let overview = browser.log_in("demo", "demo").await;
+    let token = csrf(&overview);
+    // Generous: the deadline is 1 s after the last page.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // A page: to the login page, which says why and where it goes after.
+    let reply = browser.get("/?tab=services").await;
+    let to = "/auth/login?next=/%3Ftab%3Dservices&reason=expired";
+    assert_redirect(&reply, to);
+    let login = browser.get(to).await;
+    assert_eq!(login.status, StatusCode::OK, "{login:?}");
+    assert_eq!(
+        text_of(&login, "login-info"),
+        "Your session has expired, please sign in again"
+    );
+    // (minijinja escapes `/` as `&#x2f;`.)
+    assert!(
+        login
+            .body
+            .contains("name=\"next\" value=\"&#x2f;?tab=services\""),
+        "{}",
+        login.body
+    );
+    let reply = log_in_from(&mut browser, to, "/?tab=services").await;
+    assert_redirect(&reply, "/?tab=services");
+    assert_eq!(browser.get("/?tab=services").await.status, StatusCode::OK);
+
+    // Forms posted with the expired session's cookie and its token: the
+    // login page with the message, not "CSRF verification failed".
+    let mut stale = Browser {
+        client: Client::of(app.clone()),
+    };
+    stale.log_in("demo", "demo").await;
+    let token_before = csrf(&stale.get("/").await);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for (path, fields) in [
+        (
+            "/project",
+            vec![
+                ("project", "alt_demo"),
+                ("csrf_token", token_before.as_str()),
+            ],
+        ),
+        ("/auth/logout", vec![("csrf_token", token_before.as_str())]),
+    ] {
+        let reply = stale.post(path, &fields).await;
+        assert_redirect(&reply, EXPIRED);
+        assert!(!reply.body.contains("CSRF"), "{}", reply.body);
+    }
+    // And with no session at all (cookies cleared, or another browser).
+    let mut fresh = Browser {
+        client: Client::of(app.clone()),
+    };
+    let reply = fresh
+        .post("/project", &[("project", "demo"), ("csrf_token", &token)])
+        .await;
+    assert_redirect(&reply, EXPIRED);
+    assert_eq!(fresh.session_cookie(), None);
+
+    // A first visit is sent to the login page without the message.
+    let reply = fresh.get("/").await;
+    assert_redirect(&reply, "/auth/login");
+    let login = fresh.get("/auth/login").await;
+    assert!(!login.body.contains("login-info"), "{}", login.body);
+
+    // A login page left open until its CSRF cookie is gone (a restart with
+    // a random key, cookies cleared): a fresh form with the message.
+    let mut left_open = Browser {
+        client: Client::of(app.clone()),
+    };
+    let token = left_open.login_page().await;
+    left_open.client.jar.clear();
+    let reply = left_open
+        .post(
+            "/auth/login",
+            &[
+                ("username", "demo"),
+                ("password", "demo"),
+                ("csrf_token", &token),
+                ("next", "/?tab=x"),
+            ],
+        )
+        .await;
+    assert_redirect(&reply, "/auth/login?next=/%3Ftab%3Dx&reason=expired");
+    let reply = log_in_from(
+        &mut left_open,
+        "/auth/login?next=/%3Ftab%3Dx&reason=expired",
+        "/?tab=x",
+    )
+    .await;
+    assert_redirect(&reply, "/?tab=x");
+}
+
+/// `next` leads only to a path on this site: other hosts, schemes and
+/// tricks that browsers read as another host are ignored, and the login
+/// goes to the overview.
+#[tokio::test]
+async fn next_is_followed_only_to_this_site() {
+    let app = dashboard::app(engines::memory(), settings(1024));
+    for evil in [
+        "//evil.example/",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "/\t/evil.example",
+        "http://evil.example/",
+        "https:evil.example",
+        "javascript:alert(1)",
+        "evil.example",
+    ] {
+        let mut browser = Browser {
+            client: Client::of(app.clone()),
+        };
+        let page = browser
+            .get(&format!("/auth/login?next={}", form_encode(evil)))
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{evil:?}: {page:?}");
+        assert!(
+            !page.body.contains("name=\"next\""),
+            "{evil:?}: {}",
+            page.body
+        );
+        let path = format!("/auth/login?next={}", form_encode(evil));
+        let reply = log_in_from(&mut browser, &path, evil).await;
+        assert_redirect(&reply, "/");
+        // Logged in, the login page sends home, not to `next`.
+        assert_redirect(&browser.get(&path).await, "/");
+    }
 }

@@ -13,14 +13,16 @@
 //! | route | does |
 //! |---|---|
 //! | `GET /auth/login` | the login form (the overview if already logged in) |
-//! | `POST /auth/login` | fields `username`, `password`, `csrf_token`; 303 to `/` on success, the form again with an error otherwise; 429 with `Retry-After` after too many failures for the user name or the client address |
-//! | `GET /` | the overview: user, project, region, engine, session expiry, the region's services; 303 to `/auth/login` when not logged in |
+//! | `POST /auth/login` | fields `username`, `password`, `csrf_token`, `next`; 303 to `next` (a local path) or `/` on success, the form again with an error otherwise; 429 with `Retry-After` after too many failures for the user name or the client address |
+//! | `GET /` | the overview: user, project, region, engine, session expiry, the region's services; 303 to `/auth/login` (with `next`, and `reason=expired` when a session cookie came) when not logged in |
 //! | `POST /project` | fields `project`, `csrf_token`: switches the current project |
 //! | `POST /auth/logout` | field `csrf_token`: flushes the session, 303 to `/auth/login` |
 //! | `GET /health` | 200 `{"status":"ok",...}` when the session backend answers, 503 when not |
 //!
-//! A POST without the right CSRF token gets 403: the login form's must match
-//! its signed cookie, the others' the session's.
+//! A form posted without a logged-in session (it expired while the page was
+//! open), or a login form whose CSRF cookie is gone, is sent to the login
+//! page with "Your session has expired, please sign in again". A POST to a
+//! live session without its CSRF token gets 403.
 //!
 //! Serve it with `into_make_service_with_connect_info::<SocketAddr>()`, as
 //! the binary does, so failed logins are also counted per client address;
@@ -35,6 +37,8 @@
 //! * [`catalog`]: the Keystone-shaped service catalog of a configurable size.
 //! * `auth` (private): the session keys, login, CSRF tokens, the idle timeout.
 //! * `throttle` (private): failed logins counted per user name and address.
+//! * `redirect` (private): to the login page and back (`next`), refusing
+//!   any `next` that is not a path on this site.
 //! * `pages` (private): the handlers. `templates` (private): the minijinja
 //!   templates from `templates/`, compiled in, HTML-escaped.
 //!
@@ -58,6 +62,7 @@ pub mod catalog;
 mod error;
 mod layers;
 mod pages;
+mod redirect;
 pub mod settings;
 mod templates;
 mod throttle;
@@ -77,6 +82,9 @@ struct AppState {
     throttle: throttle::LoginThrottle,
     /// The login form's CSRF cookie is `Secure` when the session cookie is.
     secure_cookies: bool,
+    /// The session cookie's name: a request that brings one without a
+    /// logged-in session had a session that expired.
+    cookie_name: String,
 }
 
 /// The dashboard's routes behind `layer`, inside the tower-http layers
@@ -99,6 +107,7 @@ pub fn app_with_routes(layer: SessionLayer, settings: DashboardSettings, extra: 
         health_timeout: layer.config().backend_timeout,
         throttle: throttle::LoginThrottle::new(&settings),
         secure_cookies: layer.config().cookie_secure,
+        cookie_name: layer.config().cookie_name.clone(),
         settings,
     });
     let routes = Router::new()

@@ -5,10 +5,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::header::RETRY_AFTER;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use axum_extra::extract::cookie::SignedCookieJar;
@@ -23,7 +24,7 @@ use crate::AppState;
 use crate::auth::{self, keys};
 use crate::catalog::{self, Service};
 use crate::error::Failure;
-use crate::templates;
+use crate::{redirect, templates};
 
 type Page = Result<Response, Failure>;
 
@@ -35,6 +36,17 @@ pub(crate) struct LoginForm {
     username: String,
     password: String,
     csrf_token: String,
+    /// Where to go after the login (see `redirect`).
+    next: String,
+}
+
+/// `GET /auth/login`'s query: where to go after the login, and why the
+/// user was sent here (`reason=expired`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct LoginQuery {
+    next: String,
+    reason: String,
 }
 
 /// `POST /project`.
@@ -91,17 +103,23 @@ fn signed_jar(app: &AppState, headers: &HeaderMap) -> SignedCookieJar {
 pub(crate) async fn login_form(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
+    query: Result<Query<LoginQuery>, QueryRejection>,
     session: Session,
 ) -> Page {
+    // A query that does not parse is no reason to refuse the form.
+    let Query(query) = query.unwrap_or_default();
     if auth::logged_in(&session).await?.is_some() {
-        return Ok(Redirect::to("/").into_response());
+        return Ok(Redirect::to(redirect::after_login(&query.next)).into_response());
     }
+    let info = (query.reason == redirect::EXPIRED).then_some(redirect::EXPIRED_MESSAGE);
     let (jar, csrf_token) = auth::login_csrf_token(signed_jar(&app, &headers), app.secure_cookies)?;
-    Ok((
-        jar,
-        login_page(&app, StatusCode::OK, &csrf_token, "", None)?,
-    )
-        .into_response())
+    let form = LoginPage {
+        csrf_token: &csrf_token,
+        next: &query.next,
+        info,
+        ..LoginPage::default()
+    };
+    Ok((jar, login_page(&app, StatusCode::OK, form)?).into_response())
 }
 
 /// `POST /auth/login`.
@@ -113,7 +131,18 @@ pub(crate) async fn login(
     Form(form): Form<LoginForm>,
 ) -> Page {
     let jar = signed_jar(&app, &headers);
-    let csrf_token = auth::check_login_csrf(&jar, &form.csrf_token)?;
+    // A login page left open past a restart, or whose cookie is gone, gets
+    // a fresh form with a word of why, instead of a 403 that reloading
+    // (which re-sends the POST) cannot cure.
+    let Ok(csrf_token) = auth::check_login_csrf(&jar, &form.csrf_token) else {
+        return Ok(redirect::to_login(&form.next, true));
+    };
+    let page = LoginPage {
+        csrf_token: &csrf_token,
+        username: &form.username,
+        next: &form.next,
+        ..LoginPage::default()
+    };
     let attempt = match app.throttle.begin(&form.username, client, Instant::now()) {
         Ok(attempt) => attempt,
         Err(wait) => {
@@ -134,9 +163,10 @@ pub(crate) async fn login(
             let mut page = login_page(
                 &app,
                 StatusCode::TOO_MANY_REQUESTS,
-                &csrf_token,
-                &form.username,
-                Some(&error),
+                LoginPage {
+                    error: Some(&error),
+                    ..page
+                },
             )?;
             page.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));
@@ -153,9 +183,10 @@ pub(crate) async fn login(
         return login_page(
             &app,
             StatusCode::OK,
-            &csrf_token,
-            &form.username,
-            Some("Invalid credentials. Check the user name and password."),
+            LoginPage {
+                error: Some("Invalid credentials. Check the user name and password."),
+                ..page
+            },
         );
     };
     app.throttle.succeeded(attempt);
@@ -172,24 +203,35 @@ pub(crate) async fn login(
     // The layer saves the session after this; if that fails, it logs why
     // and the answer is an error, not this redirect.
     tracing::info!(username = user.name(), "credentials accepted");
-    Ok((auth::forget_login_csrf(jar), Redirect::to("/")).into_response())
+    let next = redirect::after_login(&form.next);
+    Ok((auth::forget_login_csrf(jar), Redirect::to(next)).into_response())
 }
 
-/// The login form; `csrf_token` is the cookie's, shown masked.
-fn login_page(
-    app: &AppState,
-    status: StatusCode,
-    csrf_token: &str,
-    username: &str,
-    error: Option<&str>,
-) -> Page {
+/// What the login form shows.
+#[derive(Debug, Default, Clone, Copy)]
+struct LoginPage<'a> {
+    /// The cookie's token; shown masked.
+    csrf_token: &'a str,
+    /// The user name typed, after a failure.
+    username: &'a str,
+    /// Where to go after the login; kept only if local.
+    next: &'a str,
+    /// Why the login failed.
+    error: Option<&'a str>,
+    /// Why the user is here (the session expired).
+    info: Option<&'a str>,
+}
+
+fn login_page(app: &AppState, status: StatusCode, form: LoginPage<'_>) -> Page {
     templates::page(
         status,
         "login.html",
         context! {
-            csrf_token => auth::mask(csrf_token)?,
-            username,
-            error,
+            csrf_token => auth::mask(form.csrf_token)?,
+            username => form.username,
+            next => redirect::local_path(form.next).unwrap_or(""),
+            error => form.error,
+            info => form.info,
             engine => app.engine.name(),
         },
     )
@@ -204,9 +246,18 @@ struct ServiceRow<'a> {
 }
 
 /// `GET /`: the overview; the login page for anyone not logged in.
-pub(crate) async fn overview(State(app): State<Arc<AppState>>, session: Session) -> Page {
+pub(crate) async fn overview(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    session: Session,
+) -> Page {
     let Some(user) = auth::logged_in(&session).await? else {
-        return Ok(Redirect::to("/auth/login").into_response());
+        // A browser that brought a session cookie had a session that has
+        // expired or ended: it is told so; a first visit is not.
+        let next = uri.path_and_query().map_or("/", |p| p.as_str());
+        let expired = redirect::carries_cookie(&headers, &app.cookie_name);
+        return Ok(redirect::to_login(next, expired));
     };
     auth::refresh_idle_timeout(&session, app.settings.session_timeout).await?;
     let csrf_token = auth::mask(&auth::csrf_token(&session).await?)?;
@@ -251,10 +302,13 @@ pub(crate) async fn switch_project(
     session: Session,
     Form(form): Form<ProjectForm>,
 ) -> Page {
-    auth::check_csrf(&session, &form.csrf_token).await?;
+    // No one logged in: the session expired (or ended) while the page was
+    // open. The login page says so, rather than a CSRF 403; a live session
+    // with a wrong token is still a 403.
     if auth::logged_in(&session).await?.is_none() {
-        return Ok(Redirect::to("/auth/login").into_response());
+        return Ok(redirect::to_login(redirect::HOME, true));
     }
+    auth::check_csrf(&session, &form.csrf_token).await?;
     if !app.settings.projects.contains(&form.project) {
         return Err(Failure::BadRequest("No such project."));
     }
@@ -266,6 +320,9 @@ pub(crate) async fn switch_project(
 /// `POST /auth/logout`: ends the session; on a server-side engine the old
 /// cookie opens nothing afterwards.
 pub(crate) async fn logout(session: Session, Form(form): Form<LogoutForm>) -> Page {
+    if auth::logged_in(&session).await?.is_none() {
+        return Ok(redirect::to_login(redirect::HOME, true));
+    }
     auth::check_csrf(&session, &form.csrf_token).await?;
     session.flush().await?;
     Ok(Redirect::to("/auth/login").into_response())

@@ -1,0 +1,161 @@
+//! Sending a request without a logged-in session to the login page, and
+//! back to the page it asked for afterwards (the `next` parameter), as
+//! Horizon does.
+//!
+//! `next` is taken only as a path on this site: one `/`, then anything but
+//! a second `/` or a `\` (browsers read `//host` and `/\host` as another
+//! host), visible ASCII only (a tab or a newline is dropped by browsers, so
+//! `/<tab>/host` would become `//host`). Anything else is ignored: the user
+//! lands on the overview, never on another site (an open redirect).
+
+use axum::http::HeaderMap;
+use axum::http::header::COOKIE;
+use axum::response::{IntoResponse, Redirect, Response};
+
+/// Where the login page sends a user when `next` is missing or refused.
+pub(crate) const HOME: &str = "/";
+
+/// The longest `next` taken: far above the dashboard's paths, small enough
+/// to keep a crafted one out of the headers.
+const MAX_NEXT: usize = 2048;
+
+/// The `reason` the login page is told of when the session was lost.
+pub(crate) const EXPIRED: &str = "expired";
+
+/// What the login page says for [`EXPIRED`].
+pub(crate) const EXPIRED_MESSAGE: &str = "Your session has expired, please sign in again";
+
+/// `next` if it is a path on this site, else `None`.
+pub(crate) fn local_path(next: &str) -> Option<&str> {
+    let mut bytes = next.bytes();
+    let local = next.len() <= MAX_NEXT
+        && bytes.next() == Some(b'/')
+        && !matches!(bytes.next(), Some(b'/' | b'\\'))
+        && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    local.then_some(next)
+}
+
+/// Where to go after a login: `next` if local, else the overview.
+pub(crate) fn after_login(next: &str) -> &str {
+    local_path(next).unwrap_or(HOME)
+}
+
+/// The login page, told to come back to `next` (when local, and not the
+/// overview, which is where it goes anyway) and, when `expired`, to say the
+/// session expired.
+pub(crate) fn to_login(next: &str, expired: bool) -> Response {
+    let mut query: Vec<String> = Vec::new();
+    if let Some(next) = local_path(next).filter(|n| *n != HOME) {
+        query.push(format!("next={}", encode(next)));
+    }
+    if expired {
+        query.push(format!("reason={EXPIRED}"));
+    }
+    if query.is_empty() {
+        Redirect::to("/auth/login").into_response()
+    } else {
+        Redirect::to(&format!("/auth/login?{}", query.join("&"))).into_response()
+    }
+}
+
+/// Whether the request came with a cookie called `name`: a browser that
+/// had a session, which has expired or ended, if no one is logged in.
+pub(crate) fn carries_cookie(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .any(|pair| pair.trim().split_once('=').is_some_and(|(n, _)| n == name))
+}
+
+/// Percent-encodes a query value: everything but unreserved characters
+/// and `/`.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+    use axum::http::header::LOCATION;
+
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_taken() {
+        for ok in [
+            "/",
+            "/?tab=services",
+            "/project/x",
+            "/a%2F%2Fb",
+            "/auth/login",
+        ] {
+            assert_eq!(local_path(ok), Some(ok), "{ok}");
+        }
+        for refused in [
+            "",
+            "//evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/a\\b",
+            "http://evil.example/",
+            "https:evil.example",
+            "javascript:alert(1)",
+            "evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /x",
+            "/é",
+        ] {
+            assert_eq!(local_path(refused), None, "{refused:?}");
+        }
+        assert_eq!(local_path(&format!("/{}", "a".repeat(MAX_NEXT))), None);
+        assert_eq!(after_login("//evil.example"), "/");
+        assert_eq!(after_login("/?x=1"), "/?x=1");
+    }
+
+    fn location(response: &Response) -> &str {
+        response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .expect("a Location")
+    }
+
+    #[test]
+    fn the_login_page_is_told_where_to_come_back_to() {
+        assert_eq!(location(&to_login("/", false)), "/auth/login");
+        assert_eq!(location(&to_login("/", true)), "/auth/login?reason=expired");
+        assert_eq!(
+            location(&to_login("/?tab=a b&c=d", true)),
+            "/auth/login?reason=expired"
+        );
+        assert_eq!(
+            location(&to_login("/?tab=x&c=d", false)),
+            "/auth/login?next=/%3Ftab%3Dx%26c%3Dd"
+        );
+        assert_eq!(
+            location(&to_login("//evil", true)),
+            "/auth/login?reason=expired"
+        );
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_by_its_whole_name() {
+        let mut headers = HeaderMap::new();
+        assert!(!carries_cookie(&headers, "sessionid"));
+        headers.append(COOKIE, HeaderValue::from_static("a=1; xsessionid=2"));
+        assert!(!carries_cookie(&headers, "sessionid"));
+        headers.append(COOKIE, HeaderValue::from_static("b=3;sessionid=abc"));
+        assert!(carries_cookie(&headers, "sessionid"));
+    }
+}
