@@ -39,6 +39,8 @@ const LOGIN_CSRF_COOKIE: &str = "dashboard_login_csrf";
 const SECRET: &str = "dashboard test secret key, at least 32 bytes long";
 /// Where a request whose session expired is sent.
 const EXPIRED: &str = "/auth/login?reason=expired";
+/// Where signing out leads.
+const SIGNED_OUT: &str = "/auth/login?reason=signed_out";
 
 /// A name no other test in this run uses (key prefix, table).
 fn unique(prefix: &str) -> String {
@@ -311,7 +313,7 @@ fn text_of(reply: &Reply, id: &str) -> String {
 }
 
 /// The whole journey on one engine.
-async fn flow(layer: SessionLayer) {
+async fn flow(layer: SessionLayer, label: &str) {
     let engine = layer.engine().name();
     let server_side = layer.engine().is_server_side();
     let mut browser = Browser::new(layer, settings(dashboard::settings::DEFAULT_CATALOG_BYTES));
@@ -468,10 +470,22 @@ async fn flow(layer: SessionLayer) {
     assert_eq!(text_of(&overview, "user"), "admin");
     assert_eq!(text_of(&overview, "project"), "admin");
     assert_eq!(text_of(&overview, "region"), "RegionOne");
-    assert_eq!(text_of(&overview, "engine"), engine);
+    // The engine with its database: `db (PostgreSQL)`, ...
+    assert_eq!(text_of(&overview, "engine"), label);
     assert_eq!(text_of(&overview, "user-id").len(), 32);
+    assert_eq!(text_of(&overview, "flash-1"), "Signed in as admin.");
+    // "in 60 minutes, at 14:05 UTC", with the instant in `datetime`.
     let expires = text_of(&overview, "expires");
-    assert!(expires.len() >= 20 && expires.ends_with('Z'), "{expires}");
+    assert!(
+        (expires.starts_with("in 60 minutes, at ") || expires.starts_with("in 59 minutes, at "))
+            && expires.ends_with(" UTC"),
+        "{expires}"
+    );
+    assert!(
+        overview.body.contains("datetime=\"20") && overview.body.contains("Z\">in "),
+        "{}",
+        overview.body
+    );
     let catalog: usize = text_of(&overview, "catalog-bytes").parse().expect("a size");
     assert!(
         (9_800..=10_240).contains(&catalog),
@@ -479,9 +493,12 @@ async fn flow(layer: SessionLayer) {
     );
     // (minijinja escapes `/` too, so only the host and port are looked for.)
     assert!(overview.body.contains("regionone.cloud.example.test:8774"));
-    // Each page restarts the idle timeout, but one right after the login
-    // would move the deadline by less than the touch threshold (1 % of the
-    // hour): nothing is written, and the cookie keeps the login's deadline.
+    // The message is shown once: the next page has none. Each page
+    // restarts the idle timeout, but one right after the login would move
+    // the deadline by less than the touch threshold (1 % of the hour):
+    // nothing is written, and the cookie keeps the login's deadline.
+    let overview = browser.get("/").await;
+    assert!(!overview.body.contains("flash-1"), "{}", overview.body);
     assert!(overview.cookie(COOKIE_NAME).is_none(), "{overview:?}");
     // The CSRF token changed at login.
     let token = csrf(&overview);
@@ -511,6 +528,7 @@ async fn flow(layer: SessionLayer) {
     let overview = browser.get("/").await;
     assert_eq!(text_of(&overview, "project"), "demo");
     assert_eq!(text_of(&overview, "user"), "admin");
+    assert_eq!(text_of(&overview, "flash-1"), "Switched to project demo.");
     assert_eq!(
         unmasked(&csrf(&overview)),
         unmasked(&token),
@@ -529,12 +547,16 @@ async fn flow(layer: SessionLayer) {
     let reply = browser
         .post("/auth/logout", &[("csrf_token", &token)])
         .await;
-    assert_redirect(&reply, "/auth/login");
+    assert_redirect(&reply, SIGNED_OUT);
     assert!(
         reply.cookie(COOKIE_NAME).is_some_and(|c| c.is_removal()),
         "{reply:?}"
     );
     assert_eq!(browser.session_cookie(), None);
+    assert_eq!(
+        text_of(&browser.get(SIGNED_OUT).await, "login-info"),
+        "You have signed out."
+    );
     assert_redirect(&browser.get("/").await, "/auth/login");
 
     // A copy of the logged-in cookie, replayed after the logout.
@@ -575,25 +597,27 @@ mod flow {
     use super::*;
 
     macro_rules! on {
-        ($($engine:ident),* $(,)?) => {$(
+        ($($engine:ident: $label:literal),* $(,)?) => {$(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $engine() {
-                flow(engines::$engine()).await;
+                flow(engines::$engine(), $label).await;
             }
         )*};
     }
 
+    // The labels the overview shows. The MariaDB server is reached with a
+    // `mysql://` URL, which MySQL would answer as well.
     on!(
-        memory,
-        redis,
-        redis_cluster,
-        memcached,
-        mariadb,
-        postgres,
-        sqlite,
-        cached_db,
-        signed_cookies,
-        encrypted_cookies,
+        memory: "memory",
+        redis: "redis",
+        redis_cluster: "redis",
+        memcached: "memcached",
+        mariadb: "db (MySQL or MariaDB)",
+        postgres: "db (PostgreSQL)",
+        sqlite: "db (SQLite)",
+        cached_db: "cached_db (MySQL or MariaDB)",
+        signed_cookies: "signed_cookies",
+        encrypted_cookies: "encrypted_cookies",
     );
 }
 
@@ -612,7 +636,7 @@ async fn large_catalog(layer: SessionLayer) {
         &browser
             .post("/auth/logout", &[("csrf_token", &token)])
             .await,
-        "/auth/login",
+        SIGNED_OUT,
     );
     assert_redirect(&thief.get("/").await, EXPIRED);
 }
@@ -1286,4 +1310,28 @@ async fn next_is_followed_only_to_this_site() {
         // Logged in, the login page sends home, not to `next`.
         assert_redirect(&browser.get(&path).await, "/");
     }
+}
+
+/// Each user starts in their own default project (`DASHBOARD_USER_PROJECTS`),
+/// others in the first one.
+#[tokio::test]
+async fn users_start_in_their_own_project() {
+    let settings = DashboardSettings {
+        users: vec![
+            DemoUser::new("admin", "s3cret-admin"),
+            DemoUser::new("demo", "demo").with_project("alt_demo"),
+        ],
+        ..settings(1024)
+    };
+    let app = dashboard::app(engines::memory(), settings);
+    let mut browser = Browser {
+        client: Client::of(app.clone()),
+    };
+    let overview = browser.log_in("demo", "demo").await;
+    assert_eq!(text_of(&overview, "project"), "alt_demo");
+    let mut other = Browser {
+        client: Client::of(app),
+    };
+    let overview = other.log_in("admin", "s3cret-admin").await;
+    assert_eq!(text_of(&overview, "project"), "admin");
 }

@@ -147,6 +147,15 @@ async fn journey(b: Client, base: String) {
     std::fs::create_dir_all(&out).expect("tests/output");
     std::fs::write(out.join("dashboard-overview.png"), png).expect("write the screenshot");
 
+    // At a phone's 360 px: nothing wider than the screen, and a picture.
+    b.set_window_size(360, 800).await.expect("a narrow window");
+    b.refresh().await.expect("reload");
+    wait_for_text(&b, "#project", "demo").await;
+    assert_fits_the_width(&b).await;
+    let png = b.screenshot().await.expect("a screenshot");
+    std::fs::write(out.join("dashboard-overview-narrow.png"), png).expect("write the screenshot");
+    b.set_window_size(1280, 900).await.expect("a wide window");
+
     // Log out, then back and reload: the login page, not the overview.
     find(&b, "#logout-button")
         .await
@@ -206,4 +215,24 @@ async fn wait_for_text(b: &Client, css: &str, want: &str) {
     }
     let source = b.source().await.unwrap_or_default();
     panic!("{css} reads {last:?}, not {want:?}, after {PAGE_WAIT:?}; page:\n{source}");
+}
+
+/// The page does not scroll sideways: its content is no wider than the
+/// viewport.
+async fn assert_fits_the_width(b: &Client) {
+    let widths = b
+        .execute(
+            "return [document.documentElement.scrollWidth, \
+             document.documentElement.clientWidth, window.innerWidth];",
+            vec![],
+        )
+        .await
+        .expect("the page's widths");
+    let widths: Vec<u64> = serde_json::from_value(widths).expect("three numbers");
+    let (scroll, client) = (widths[0], widths[1]);
+    assert!(client <= 400, "the window is not narrow: {widths:?}");
+    assert!(
+        scroll <= client,
+        "the page scrolls sideways at {client} px: {scroll} px of content ({widths:?})"
+    );
 }

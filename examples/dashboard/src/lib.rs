@@ -39,6 +39,8 @@
 //! * `throttle` (private): failed logins counted per user name and address.
 //! * `redirect` (private): to the login page and back (`next`), refusing
 //!   any `next` that is not a path on this site.
+//! * `flash` (private): messages kept in the session for the next page.
+//! * `when` (private): expiry times as people read them.
 //! * `pages` (private): the handlers. `templates` (private): the minijinja
 //!   templates from `templates/`, compiled in, HTML-escaped.
 //!
@@ -60,12 +62,14 @@ use cloakroom::{Engine, SessionLayer};
 mod auth;
 pub mod catalog;
 mod error;
+mod flash;
 mod layers;
 mod pages;
 mod redirect;
 pub mod settings;
 mod templates;
 mod throttle;
+mod when;
 
 pub use settings::{DashboardSettings, DemoUser};
 
@@ -74,6 +78,8 @@ pub use settings::{DashboardSettings, DemoUser};
 struct AppState {
     settings: DashboardSettings,
     engine: Engine,
+    /// The engine as pages show it: `db (PostgreSQL)`, `memory`, ...
+    engine_label: String,
     /// The same for every login, so built once.
     catalog: Vec<catalog::Service>,
     /// How long `/health` waits for the backend: the layer's own bound.
@@ -103,6 +109,7 @@ pub fn app_with_routes(layer: SessionLayer, settings: DashboardSettings, extra: 
     let request_timeout = settings.request_timeout;
     let state = Arc::new(AppState {
         engine: layer.engine().clone(),
+        engine_label: engine_label(layer.engine()),
         catalog: catalog::build(settings.catalog_bytes),
         health_timeout: layer.config().backend_timeout,
         throttle: throttle::LoginThrottle::new(&settings),
@@ -120,4 +127,62 @@ pub fn app_with_routes(layer: SessionLayer, settings: DashboardSettings, extra: 
         .merge(extra)
         .layer(layer);
     layers::wrap(routes, request_timeout)
+}
+
+/// The engine's name, and for the SQL engines the database behind it:
+/// `db (PostgreSQL)`, `cached_db (MySQL or MariaDB)`, `db (SQLite)`.
+///
+/// The SQL store names its backend only in its `Debug` output
+/// (`backend: Postgres`), as the engine trait has no call for it; the tests
+/// pin the labels down on every engine, so a change there shows.
+/// `mysql://` may be MySQL or MariaDB (the same driver); a `mariadb://` URL
+/// says which.
+pub fn engine_label(engine: &Engine) -> String {
+    let name = engine.name();
+    if !matches!(name, "db" | "cached_db") {
+        return name.to_owned();
+    }
+    let debug = format!("{engine:?}");
+    let backend = if debug.contains("backend: MySql") {
+        if debug.contains("url: \"mariadb:") {
+            Some("MariaDB")
+        } else {
+            Some("MySQL or MariaDB")
+        }
+    } else if debug.contains("backend: Postgres") {
+        Some("PostgreSQL")
+    } else if debug.contains("backend: Sqlite") {
+        Some("SQLite")
+    } else {
+        None
+    };
+    match backend {
+        Some(backend) => format!("{name} ({backend})"),
+        None => name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cloakroom::core::config::from_pairs;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn engines_are_shown_with_their_database() {
+        let layer = |pairs: &[(&str, &str)]| {
+            SessionLayer::from_settings(&from_pairs(pairs.iter().copied())).expect("settings")
+        };
+        assert_eq!(engine_label(layer(&[]).engine()), "memory");
+        let sqlite = [
+            ("SESSION_ENGINE", "db"),
+            ("SESSION_DATABASE_URL", "sqlite::memory:"),
+        ];
+        assert_eq!(engine_label(layer(&sqlite).engine()), "db (SQLite)");
+        let cached = [
+            ("SESSION_ENGINE", "cached_db"),
+            ("SESSION_DATABASE_URL", "sqlite::memory:"),
+        ];
+        assert_eq!(engine_label(layer(&cached).engine()), "cached_db (SQLite)");
+    }
 }

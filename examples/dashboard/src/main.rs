@@ -61,7 +61,7 @@ async fn main() {
     tracing::info!(
         %addr,
         %local,
-        engine = layer.engine().name(),
+        engine = %dashboard::engine_label(layer.engine()),
         users = settings.users.len(),
         catalog_bytes = settings.catalog_bytes,
         "dashboard listening"

@@ -24,7 +24,7 @@ use crate::AppState;
 use crate::auth::{self, keys};
 use crate::catalog::{self, Service};
 use crate::error::Failure;
-use crate::{redirect, templates};
+use crate::{flash, redirect, templates, when};
 
 type Page = Result<Response, Failure>;
 
@@ -111,7 +111,7 @@ pub(crate) async fn login_form(
     if auth::logged_in(&session).await?.is_some() {
         return Ok(Redirect::to(redirect::after_login(&query.next)).into_response());
     }
-    let info = (query.reason == redirect::EXPIRED).then_some(redirect::EXPIRED_MESSAGE);
+    let info = redirect::reason_message(&query.reason);
     let (jar, csrf_token) = auth::login_csrf_token(signed_jar(&app, &headers), app.secure_cookies)?;
     let form = LoginPage {
         csrf_token: &csrf_token,
@@ -190,7 +190,10 @@ pub(crate) async fn login(
         );
     };
     app.throttle.succeeded(attempt);
-    let project = app.settings.projects.first().map_or("", String::as_str);
+    let project = user
+        .project()
+        .or_else(|| app.settings.projects.first().map(String::as_str))
+        .unwrap_or("");
     auth::log_in(
         &session,
         user.name(),
@@ -199,6 +202,7 @@ pub(crate) async fn login(
         &app.catalog,
     )
     .await?;
+    flash::success(&session, format!("Signed in as {}.", user.name())).await?;
     auth::refresh_idle_timeout(&session, app.settings.session_timeout).await?;
     // The layer saves the session after this; if that fails, it logs why
     // and the answer is an error, not this redirect.
@@ -232,7 +236,7 @@ fn login_page(app: &AppState, status: StatusCode, form: LoginPage<'_>) -> Page {
             next => redirect::local_path(form.next).unwrap_or(""),
             error => form.error,
             info => form.info,
-            engine => app.engine.name(),
+            engine => &app.engine_label,
         },
     )
 }
@@ -269,10 +273,10 @@ pub(crate) async fn overview(
             url: &e.url,
         })
         .collect();
+    let messages = flash::take(&session).await?;
     // Whole seconds: the page is read by people.
     let expires = session.expiry_date().await?;
     let expires = expires.replace_nanosecond(0).unwrap_or(expires);
-    let expires_in = (expires - OffsetDateTime::now_utc()).whole_seconds().max(0);
     let timeout = app.settings.session_timeout.as_secs();
     templates::page(
         StatusCode::OK,
@@ -283,10 +287,11 @@ pub(crate) async fn overview(
             project => user.project,
             projects => app.settings.projects.clone(),
             region => &user.region,
-            engine => app.engine.name(),
+            engine => &app.engine_label,
             server_side => app.engine.is_server_side(),
             expires_at => expires.format(&Rfc3339).unwrap_or_default(),
-            expires_in_minutes => (expires_in + 30) / 60,
+            expires_human => when::human(expires, OffsetDateTime::now_utc()),
+            messages => Value::from(Serde(&messages)),
             timeout_minutes => timeout.div_ceil(60),
             catalog_bytes => catalog::json_len(&services),
             service_count => services.len(),
@@ -313,6 +318,7 @@ pub(crate) async fn switch_project(
         return Err(Failure::BadRequest("No such project."));
     }
     session.insert(keys::PROJECT, &form.project).await?;
+    flash::success(&session, format!("Switched to project {}.", form.project)).await?;
     auth::refresh_idle_timeout(&session, app.settings.session_timeout).await?;
     Ok(Redirect::to("/").into_response())
 }
@@ -325,7 +331,8 @@ pub(crate) async fn logout(session: Session, Form(form): Form<LogoutForm>) -> Pa
     }
     auth::check_csrf(&session, &form.csrf_token).await?;
     session.flush().await?;
-    Ok(Redirect::to("/auth/login").into_response())
+    // The message travels in the address: no session is left to keep it.
+    Ok(Redirect::to(redirect::SIGNED_OUT_PAGE).into_response())
 }
 
 /// What `GET /health` answers, as JSON.

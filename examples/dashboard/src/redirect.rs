@@ -25,6 +25,19 @@ pub(crate) const EXPIRED: &str = "expired";
 /// What the login page says for [`EXPIRED`].
 pub(crate) const EXPIRED_MESSAGE: &str = "Your session has expired, please sign in again";
 
+/// Where signing out leads: the login page, saying so.
+pub(crate) const SIGNED_OUT_PAGE: &str = "/auth/login?reason=signed_out";
+
+/// What the login page says for its `reason` parameter: a fixed sentence
+/// for each known reason, never the parameter's own text.
+pub(crate) fn reason_message(reason: &str) -> Option<&'static str> {
+    match reason {
+        EXPIRED => Some(EXPIRED_MESSAGE),
+        "signed_out" => Some("You have signed out."),
+        _ => None,
+    }
+}
+
 /// `next` if it is a path on this site, else `None`.
 pub(crate) fn local_path(next: &str) -> Option<&str> {
     let mut bytes = next.bytes();

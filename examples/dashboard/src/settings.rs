@@ -17,6 +17,10 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
 pub const DEFAULT_USERS: &str = "admin:admin,demo:demo";
 /// `DASHBOARD_PROJECTS` when unset: devstack's project names.
 pub const DEFAULT_PROJECTS: &str = "admin,demo,alt_demo";
+/// `DASHBOARD_USER_PROJECTS` when unset: devstack's users start in their
+/// own projects. Unlike a value that is set, entries for a user or a
+/// project that is not configured are skipped.
+pub const DEFAULT_USER_PROJECTS: &str = "admin=admin,demo=demo";
 /// `DASHBOARD_CATALOG_BYTES` when unset: a service catalog of about 10 KB of
 /// JSON, a middling Horizon deployment (real ones are 6-40 KB).
 pub const DEFAULT_CATALOG_BYTES: usize = 10 * 1024;
@@ -43,7 +47,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// |---|---|---|
 /// | `DASHBOARD_ADDR` | `127.0.0.1:8000` | address to listen on |
 /// | `DASHBOARD_USERS` | `admin:admin,demo:demo` | demo accounts, `name:password` separated by commas |
-/// | `DASHBOARD_PROJECTS` | `admin,demo,alt_demo` | projects every user can switch between; the first is current after login |
+/// | `DASHBOARD_PROJECTS` | `admin,demo,alt_demo` | projects every user can switch between; the first is current after login, unless the user has a default project |
+/// | `DASHBOARD_USER_PROJECTS` | `admin=admin,demo=demo` | each user's default project, `name=project` separated by commas; names from `DASHBOARD_USERS`, projects from `DASHBOARD_PROJECTS` |
 /// | `DASHBOARD_CATALOG_BYTES` | `10240` | size of the JSON service catalog stored in each session (0 to 8 MiB) |
 /// | `DASHBOARD_SESSION_TIMEOUT` | `3600` | idle timeout in seconds, refreshed on every request (Horizon's `SESSION_TIMEOUT`) |
 /// | `DASHBOARD_LOGIN_FAILURES_PER_USER` | `5` | failed logins for one user name within the window after which its logins answer 429 |
@@ -127,10 +132,13 @@ impl fmt::Debug for CsrfKey {
 
 impl Default for DashboardSettings {
     fn default() -> Self {
+        let users = parse_users(DEFAULT_USERS).unwrap_or_default();
+        let projects = parse_list(DEFAULT_PROJECTS).unwrap_or_default();
         Self {
             addr: DEFAULT_ADDR.to_owned(),
-            users: parse_users(DEFAULT_USERS).unwrap_or_default(),
-            projects: parse_list(DEFAULT_PROJECTS).unwrap_or_default(),
+            users: with_projects(users.clone(), &projects, DEFAULT_USER_PROJECTS, false)
+                .unwrap_or(users),
+            projects,
             catalog_bytes: DEFAULT_CATALOG_BYTES,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             login_failures_per_user: DEFAULT_LOGIN_FAILURES_PER_USER,
@@ -178,6 +186,19 @@ impl DashboardSettings {
                     "project names separated by commas, unique, none empty",
                 )
             })?;
+        let raw_defaults = s.get("DASHBOARD_USER_PROJECTS");
+        let users = match &raw_defaults {
+            Some(raw) => with_projects(users, &projects, raw, true).ok_or_else(|| {
+                ConfigError::new(
+                    "DASHBOARD_USER_PROJECTS",
+                    raw.clone(),
+                    "name=project pairs separated by commas, each name a user of \
+                     DASHBOARD_USERS (once), each project one of DASHBOARD_PROJECTS",
+                )
+            })?,
+            None => with_projects(users.clone(), &projects, DEFAULT_USER_PROJECTS, false)
+                .unwrap_or(users),
+        };
         const BYTES: &str = "a whole number of bytes from 0 to 8388608";
         let catalog_bytes: usize =
             parse_or(s, "DASHBOARD_CATALOG_BYTES", DEFAULT_CATALOG_BYTES, BYTES)?;
@@ -264,7 +285,10 @@ impl DashboardSettings {
         let exposed: Vec<String> = self
             .users
             .iter()
-            .filter(|u| demo.contains(u))
+            .filter(|u| {
+                demo.iter()
+                    .any(|d| d.name == u.name && d.password == u.password)
+            })
             .map(|u| u.name.clone())
             .collect();
         if exposed.is_empty() {
@@ -317,25 +341,49 @@ impl fmt::Display for ExposedDemoUsers {
 
 impl std::error::Error for ExposedDemoUsers {}
 
-/// A demo account from `DASHBOARD_USERS`. Its `Debug` hides the password.
+/// A demo account from `DASHBOARD_USERS`, with its default project from
+/// `DASHBOARD_USER_PROJECTS`. Its `Debug` hides the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DemoUser {
     name: String,
     password: String,
+    project: Option<String>,
 }
 
 impl DemoUser {
-    /// An account `name` with `password`.
+    /// An account `name` with `password`, starting in the first project.
     pub fn new(name: impl Into<String>, password: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             password: password.into(),
+            project: None,
+        }
+    }
+
+    /// The same account, starting in `project` after each login.
+    ///
+    /// ```
+    /// use dashboard::DemoUser;
+    ///
+    /// let ada = DemoUser::new("ada", "lovelace").with_project("alt_demo");
+    /// assert_eq!(ada.project(), Some("alt_demo"));
+    /// ```
+    pub fn with_project(self, project: impl Into<String>) -> Self {
+        Self {
+            project: Some(project.into()),
+            ..self
         }
     }
 
     /// The login name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The project current after login; `None`: the first of
+    /// `DASHBOARD_PROJECTS`.
+    pub fn project(&self) -> Option<&str> {
+        self.project.as_deref()
     }
 }
 
@@ -344,8 +392,44 @@ impl fmt::Debug for DemoUser {
         f.debug_struct("DemoUser")
             .field("name", &self.name)
             .field("password", &"REDACTED")
+            .field("project", &self.project)
             .finish()
     }
+}
+
+/// `users` with the default projects of `raw` (`name=project,...`). With
+/// `strict`, `None` when an entry is malformed, names no user, names one
+/// twice or names a project not in `projects`; without, such entries are
+/// skipped (for the default value, which names devstack's users).
+fn with_projects(
+    mut users: Vec<DemoUser>,
+    projects: &[String],
+    raw: &str,
+    strict: bool,
+) -> Option<Vec<DemoUser>> {
+    // Blank (only spaces): no one has a default project.
+    if raw.trim().is_empty() {
+        return Some(users);
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for entry in raw.split(',').map(str::trim) {
+        let found = entry.split_once('=').and_then(|(name, project)| {
+            let (name, project) = (name.trim(), project.trim());
+            let known = projects.iter().any(|p| p == project) && !seen.contains(&name);
+            let user = users
+                .iter_mut()
+                .find(|u| u.name == name)
+                .filter(|_| known)?;
+            user.project = Some(project.to_owned());
+            Some(name)
+        });
+        match found {
+            Some(name) => seen.push(name),
+            None if strict => return None,
+            None => {}
+        }
+    }
+    Some(users)
 }
 
 /// `name:password,name:password`; `None` on an empty part or a repeated name.
@@ -452,6 +536,55 @@ mod tests {
         assert!(err(&[("DASHBOARD_LOGIN_WINDOW", "0")]).contains("DASHBOARD_LOGIN_WINDOW"));
         assert!(err(&[("DASHBOARD_REQUEST_TIMEOUT", "0")]).contains("DASHBOARD_REQUEST_TIMEOUT"));
         assert!(err(&[("DASHBOARD_REQUEST_TIMEOUT", "1.5")]).contains("DASHBOARD_REQUEST_TIMEOUT"));
+    }
+
+    #[test]
+    fn users_have_default_projects() {
+        let project = |s: &DashboardSettings, name: &str| {
+            s.users
+                .iter()
+                .find(|u| u.name() == name)
+                .and_then(|u| u.project().map(str::to_owned))
+        };
+        // The demo accounts start in their own projects.
+        let s = DashboardSettings::from_settings(&from_pairs([])).expect("defaults");
+        assert_eq!(project(&s, "admin").as_deref(), Some("admin"));
+        assert_eq!(project(&s, "demo").as_deref(), Some("demo"));
+        assert_eq!(
+            project(&DashboardSettings::default(), "demo").as_deref(),
+            Some("demo")
+        );
+        // The default skips users and projects that are not configured.
+        let s = DashboardSettings::from_settings(&from_pairs([
+            ("DASHBOARD_USERS", "demo:pw,ops:pw"),
+            ("DASHBOARD_PROJECTS", "infra,web"),
+        ]))
+        .expect("users");
+        assert_eq!(project(&s, "demo"), None);
+        assert_eq!(project(&s, "ops"), None);
+        let s = DashboardSettings::from_settings(&from_pairs([
+            ("DASHBOARD_USERS", "ada:pw:with:colons,bob:x"),
+            ("DASHBOARD_PROJECTS", "infra,web"),
+            ("DASHBOARD_USER_PROJECTS", " ada = web "),
+        ]))
+        .expect("users");
+        assert_eq!(project(&s, "ada").as_deref(), Some("web"));
+        assert_eq!(project(&s, "bob"), None);
+        assert!(
+            s.authenticate("ada", "pw:with:colons").is_some(),
+            "the password keeps its colons"
+        );
+        // A value that is set is checked.
+        for bad in [
+            "admin=nope",
+            "nobody=admin",
+            "admin",
+            "admin=demo,admin=admin",
+            "admin=demo,,",
+        ] {
+            let e = err(&[("DASHBOARD_USER_PROJECTS", bad)]);
+            assert!(e.contains("DASHBOARD_USER_PROJECTS"), "{bad}: {e}");
+        }
     }
 
     #[test]
