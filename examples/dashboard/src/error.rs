@@ -42,7 +42,7 @@ impl IntoResponse for Failure {
             ),
             Self::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
             Self::Internal(detail) => {
-                tracing::error!(%detail, "dashboard request failed");
+                tracing::error!(detail = detail.as_str(), "dashboard request failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Something went wrong on our side.",

@@ -32,15 +32,13 @@ use axum::http::header::{
     CONTENT_LENGTH, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
     X_FRAME_OPTIONS,
 };
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::Response;
-use tower_http::LatencyUnit;
+use axum::http::{HeaderValue, Request, Response, StatusCode};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
 
 use crate::templates;
 
@@ -77,19 +75,39 @@ pub(crate) fn wrap(router: Router, request_timeout: Duration) -> Router {
         ))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .make_span_with(request_span)
                 .on_request(())
-                .on_response(
-                    DefaultOnResponse::new()
-                        .level(Level::INFO)
-                        .latency_unit(LatencyUnit::Micros),
-                ),
+                .on_response(log_answer)
+                // `log_answer` logs a 5xx as a warning already.
+                .on_failure(()),
         )
+}
+
+/// The span each request's events are logged in: its method and URI, as
+/// strings (see `logging`).
+fn request_span<B>(request: &Request<B>) -> Span {
+    tracing::info_span!(
+        "request",
+        method = request.method().as_str(),
+        uri = request.uri().to_string().as_str(),
+    )
+}
+
+/// One event per answer: its status and how long it took, in microseconds;
+/// a warning for a 5xx.
+fn log_answer<B>(response: &Response<B>, latency: Duration, _span: &Span) {
+    let status = response.status().as_u16();
+    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    if response.status().is_server_error() {
+        tracing::warn!(status, latency_us, "answered");
+    } else {
+        tracing::info!(status, latency_us, "answered");
+    }
 }
 
 /// The 500 page for a handler that panicked; the panic's message goes to
 /// the log, not to the user.
-fn panic_page(panic: Box<dyn Any + Send + 'static>) -> Response {
+fn panic_page(panic: Box<dyn Any + Send + 'static>) -> axum::response::Response {
     let message = panic
         .downcast_ref::<&str>()
         .copied()
@@ -119,7 +137,9 @@ fn bare_error_message(status: StatusCode) -> &'static str {
 }
 
 /// The error page in place of an empty 4xx or 5xx body; its headers kept.
-async fn error_page_for_bare_errors(response: Response) -> Response {
+async fn error_page_for_bare_errors(
+    response: axum::response::Response,
+) -> axum::response::Response {
     let status = response.status();
     let bare = (status.is_client_error() || status.is_server_error())
         && !response.headers().contains_key(CONTENT_TYPE);
@@ -130,7 +150,7 @@ async fn error_page_for_bare_errors(response: Response) -> Response {
     let (page, body) = templates::error_page(status, bare_error_message(status)).into_parts();
     parts.headers.remove(CONTENT_LENGTH);
     parts.headers.extend(page.headers);
-    Response::from_parts(parts, body)
+    axum::response::Response::from_parts(parts, body)
 }
 
 #[cfg(test)]
@@ -171,7 +191,7 @@ mod tests {
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
-            .with_max_level(Level::INFO)
+            .with_max_level(tracing::Level::INFO)
             .with_writer(move || writer.clone())
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
@@ -196,10 +216,15 @@ mod tests {
         let lines: Vec<&str> = log.lines().collect();
         assert_eq!(lines.len(), 2, "{log}");
         for (line, (path, status)) in lines.iter().zip([("/here", 200), ("/nope", 404)]) {
-            assert!(line.contains(&format!("uri={path}")), "{line}");
-            assert!(line.contains(&format!("status={status}")), "{line}");
-            assert!(line.contains("latency="), "{line}");
-            assert!(line.contains("finished processing request"), "{line}");
+            assert!(
+                line.contains(&format!("request{{method=\"GET\" uri=\"{path}\"}}")),
+                "{line}"
+            );
+            assert!(
+                line.contains(&format!("status={status} latency_us=")),
+                "{line}"
+            );
+            assert!(line.contains("answered"), "{line}");
         }
     }
 

@@ -34,6 +34,8 @@
 //! * `layers` (private): the tower-http layers around it: tracing, security
 //!   headers, compression, error pages, panics and the request timeout.
 //! * [`settings`]: [`DashboardSettings`], the `DASHBOARD_*` variables.
+//! * [`logging`]: the log's format (`DASHBOARD_LOG_FORMAT`), colour and
+//!   field style.
 //! * [`catalog`]: the Keystone-shaped service catalog of a configurable size.
 //! * `auth` (private): the session keys, login, CSRF tokens, the idle timeout.
 //! * `throttle` (private): failed logins counted per user name and address.
@@ -64,6 +66,7 @@ pub mod catalog;
 mod error;
 mod flash;
 mod layers;
+pub mod logging;
 mod pages;
 mod redirect;
 pub mod settings;

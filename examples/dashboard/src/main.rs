@@ -17,11 +17,18 @@ use dashboard::{DashboardSettings, app};
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    // First, so that what follows is logged in the format asked for.
+    let format = match dashboard::logging::LogFormat::from_env() {
+        Ok(format) => format,
+        Err(err) => {
+            eprintln!("dashboard: {err}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(err) = dashboard::logging::init(format) {
+        eprintln!("dashboard: cannot start the log: {err}");
+        std::process::exit(2);
+    }
     let (layer, settings) = match (SessionLayer::try_from_env(), DashboardSettings::from_env()) {
         (Ok(layer), Ok(settings)) => (layer, settings),
         (Err(err), _) | (_, Err(err)) => {
@@ -52,16 +59,16 @@ async fn main() {
     }
     if !is_loopback(local) && !layer.config().cookie_secure {
         tracing::warn!(
-            %local,
+            local = local.to_string().as_str(),
             "listening beyond loopback with SESSION_COOKIE_SECURE off: the session cookie \
              travels in clear text over any hop without TLS; set SESSION_COOKIE_SECURE=true \
              behind an HTTPS proxy"
         );
     }
     tracing::info!(
-        %addr,
-        %local,
-        engine = %dashboard::engine_label(layer.engine()),
+        addr = addr.as_str(),
+        local = local.to_string().as_str(),
+        engine = dashboard::engine_label(layer.engine()).as_str(),
         users = settings.users.len(),
         catalog_bytes = settings.catalog_bytes,
         "dashboard listening"

@@ -68,14 +68,19 @@ pub(crate) struct LogoutForm {
 const LOGGED_NAME_CHARS: usize = 64;
 
 /// A user name as typed, fit for a log line: at most [`LOGGED_NAME_CHARS`]
-/// characters, and logged with `?` so control characters are escaped (a
-/// newline or an escape code in it would otherwise forge log lines or
-/// repaint a terminal).
+/// characters. Logged as a string field, so control characters are escaped
+/// (a newline or an escape code in it would otherwise forge log lines or
+/// repaint a terminal), see `logging`.
 fn loggable(username: &str) -> &str {
     username
         .char_indices()
         .nth(LOGGED_NAME_CHARS)
         .map_or(username, |(end, _)| &username[..end])
+}
+
+/// The client's address for a log line; `unknown` without one.
+fn client_text(client: Option<IpAddr>) -> String {
+    client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
 }
 
 /// The client's address, when the server was started with
@@ -150,8 +155,8 @@ pub(crate) async fn login(
             // guesser it is right.
             let secs = crate::throttle::retry_after_secs(wait);
             tracing::warn!(
-                username = ?loggable(&form.username),
-                client = ?client,
+                username = loggable(&form.username),
+                client = client_text(client).as_str(),
                 retry_after = secs,
                 "login throttled"
             );
@@ -175,8 +180,8 @@ pub(crate) async fn login(
     };
     let Some(user) = app.settings.authenticate(&form.username, &form.password) else {
         tracing::info!(
-            username = ?loggable(&form.username),
-            client = ?client,
+            username = loggable(&form.username),
+            client = client_text(client).as_str(),
             "failed login"
         );
         // The session is left as it was: same id, same token.
@@ -206,7 +211,11 @@ pub(crate) async fn login(
     auth::refresh_idle_timeout(&session, app.settings.session_timeout).await?;
     // The layer saves the session after this; if that fails, it logs why
     // and the answer is an error, not this redirect.
-    tracing::info!(username = user.name(), "credentials accepted");
+    tracing::info!(
+        username = loggable(user.name()),
+        client = client_text(client).as_str(),
+        "credentials accepted"
+    );
     let next = redirect::after_login(&form.next);
     Ok((auth::forget_login_csrf(jar), Redirect::to(next)).into_response())
 }
@@ -355,7 +364,11 @@ pub(crate) async fn health(State(app): State<Arc<AppState>>) -> Response {
         })
         .into_response(),
         Err(err) => {
-            tracing::warn!(engine, error = %err, "health check failed");
+            tracing::warn!(
+                engine,
+                error = err.to_string().as_str(),
+                "health check failed"
+            );
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(Health {

@@ -46,7 +46,10 @@ pub(crate) fn error_page(status: StatusCode, message: &str) -> Response {
     {
         Ok(html) => with_headers(status, html),
         Err(err) => {
-            tracing::error!(error = %err, "error page does not render");
+            tracing::error!(
+                error = err.to_string().as_str(),
+                "error page does not render"
+            );
             (status, message.to_owned()).into_response()
         }
     }
