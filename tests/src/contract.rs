@@ -58,7 +58,7 @@ pub fn calls_stay_small(store: &dyn SessionStore) {
         ("load", size(&store.load(&key))),
         ("create", size(&store.create(&key, &record))),
         ("update", size(&store.update(&key, &record))),
-        ("touch", size(&store.touch(&key, record.expires_at))),
+        ("touch", size(&store.touch(&key, &record))),
         ("delete", size(&store.delete(&key))),
     ];
     for (call, size) in sizes {
@@ -105,7 +105,8 @@ where
             .expect("update")
     );
     let later = OffsetDateTime::now_utc() + MINUTE;
-    assert!(!store.touch(&key, later).await.expect("touch"));
+    let never = record("never", MINUTE);
+    assert!(!store.touch(&key, &never).await.expect("touch"));
     assert!(!held(key).await, "an update or touch created a session");
 
     assert!(
@@ -120,7 +121,13 @@ where
     let mut changed = loaded.clone();
     changed.data.insert("v".into(), json!("b"));
     assert!(!store.update(&key, &changed).await.expect("update"));
-    assert!(!store.touch(&key, later).await.expect("touch"));
+    // A touch of the session as loaded, with the version of the load if the
+    // store gave one, finds it gone too.
+    let touched = Record {
+        expires_at: later,
+        ..loaded
+    };
+    assert!(!store.touch(&key, &touched).await.expect("touch"));
     assert!(store.load(&key).await.expect("load").is_none());
     assert!(!held(key).await, "the deleted session came back");
 
@@ -248,9 +255,14 @@ impl Views<'_> {
         self.expect(key, Some(record), what).await;
     }
 
-    /// `touch` of the live session under `key` succeeds.
-    async fn touch(&self, key: &StoreKey, deadline: OffsetDateTime, what: &str) {
-        let touched = self.store.touch(key, deadline).await.expect("touch");
+    /// `touch` of the live session under `key`, as `loaded` (by this
+    /// store's `load`), to `deadline` succeeds.
+    async fn touch(&self, key: &StoreKey, loaded: &Record, deadline: OffsetDateTime, what: &str) {
+        let record = Record {
+            expires_at: deadline,
+            ..loaded.clone()
+        };
+        let touched = self.store.touch(key, &record).await.expect("touch");
         assert!(
             touched,
             "{}: {what}: touch found no session",
@@ -269,11 +281,7 @@ impl Views<'_> {
             "{engine}: {what}: an update found a session"
         );
         assert!(
-            !self
-                .store
-                .touch(key, at(time::Duration::minutes(5)))
-                .await
-                .expect("touch"),
+            !self.store.touch(key, &revived).await.expect("touch"),
             "{engine}: {what}: a touch found a session"
         );
         self.expect(key, None, what).await;
@@ -292,9 +300,10 @@ impl Views<'_> {
 ///   moved later; an update from the record as `load` gave it (with any
 ///   version the store set) succeeds, and so does a second one from the same,
 ///   now stale, record: the last writer wins;
-/// * `touch` moves the deadline later and earlier and leaves the data and
-///   expiry policy byte for byte; touched to now or to the past, the session
-///   is over;
+/// * `touch` of the session as loaded moves the deadline later and earlier
+///   and leaves the data and expiry policy byte for byte; a touch of a
+///   session that another write changed since the load keeps the newer
+///   data; touched to now or to the past, the session is over;
 /// * a record created past its deadline is never loaded, and does not hold
 ///   its key;
 /// * `delete` ends a live session for `load`, `update` and `touch`, and
@@ -392,7 +401,7 @@ async fn check_every_operation(views: Views<'_>) {
         (at(minutes(10)), "touched earlier"),
     ] {
         let before = store.load(&a).await.expect("load").expect("the session");
-        views.touch(&a, deadline, what).await;
+        views.touch(&a, &before, deadline, what).await;
         let touched = Record {
             expires_at: deadline,
             ..later.clone()
@@ -424,12 +433,39 @@ async fn check_every_operation(views: Views<'_>) {
         .update(&a, &second, "updated again from the same load")
         .await;
     let loaded = store.load(&a).await.expect("load").expect("the session");
-    views.touch(&a, at(hours(2)), "touched after a load").await;
+    views
+        .touch(&a, &loaded, at(hours(2)), "touched after a load")
+        .await;
     let mut third = loaded;
     third.data.insert("tag".into(), json!("third"));
     third.expires_at = at(minutes(60));
     views
         .update(&a, &third, "updated from a load before a touch")
+        .await;
+    // A touch of the session as loaded before another request updated it
+    // keeps the newer data: only the deadline moves.
+    let loaded = store.load(&a).await.expect("load").expect("the session");
+    let mut fourth = loaded.clone();
+    fourth.data.insert("tag".into(), json!("fourth"));
+    fourth.expires_at = at(minutes(50));
+    views
+        .update(&a, &fourth, "updated after another load")
+        .await;
+    let deadline = at(hours(4));
+    views
+        .touch(
+            &a,
+            &loaded,
+            deadline,
+            "touched from a load before an update",
+        )
+        .await;
+    let kept = Record {
+        expires_at: deadline,
+        ..fourth
+    };
+    views
+        .expect(&a, Some(&kept), "touched from a load before an update")
         .await;
     other_unchanged("after saves of another").await;
 
@@ -450,7 +486,8 @@ async fn check_every_operation(views: Views<'_>) {
     ] {
         let key = new_key();
         views.create(&key, &later, what).await;
-        views.touch(&key, deadline, what).await;
+        let loaded = store.load(&key).await.expect("load").expect("the session");
+        views.touch(&key, &loaded, deadline, what).await;
         views.expect_gone(&key, what).await;
     }
 
@@ -528,7 +565,7 @@ pub async fn each_call_reaches(store: &dyn SessionStore, counts: &Counts) {
     assert!(store.update(&key, &record).await.expect("update"));
     once(before, "update", |s| &mut s.update);
     let before = counts.snapshot();
-    assert!(store.touch(&key, record.expires_at).await.expect("touch"));
+    assert!(store.touch(&key, &record).await.expect("touch"));
     once(before, "touch", |s| &mut s.touch);
     let before = counts.snapshot();
     store.delete(&key).await.expect("delete");

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use cloakroom::{Engine, ErrorKind, Record, SessionStore, StoreKey};
 use cloakroom_core::{Call, Error};
-use time::OffsetDateTime;
 
 /// Call counters, shared between the probe and the test.
 #[derive(Debug, Default)]
@@ -152,8 +151,8 @@ impl SessionStore for Probe {
         self.forward(&self.counts.update, || self.inner.update(key, record))
     }
 
-    fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
-        self.forward(&self.counts.touch, || self.inner.touch(key, expires_at))
+    fn touch<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        self.forward(&self.counts.touch, || self.inner.touch(key, record))
     }
 
     fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {

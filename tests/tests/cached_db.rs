@@ -14,6 +14,7 @@
 //! * the database down with a warm cache: reads are served from the cache,
 //!   writes get 503, never a cached-only success; recovery after restart.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -277,8 +278,9 @@ const ANSWER: &str = "b> ";
 /// process_b`, with [`CHILD_TABLE`] set) it opens its own pool and its own
 /// `CachedStore` on the MariaDB table and serves one command a line on stdin
 /// until stdin closes: `load <key hex>` answers `b> some <value of "v">` or
-/// `b> none`; `touch <key hex> <deadline ms>` answers `b> true` or
-/// `b> false`; a failure answers `b> err <message>`.
+/// `b> none`; `touch <key hex> <deadline ms>` touches the record its last
+/// load of the key gave (as the layer touches the session as loaded) and
+/// answers `b> true` or `b> false`; a failure answers `b> err <message>`.
 #[test]
 fn process_b() {
     let Ok(table) = std::env::var(CHILD_TABLE) else {
@@ -299,19 +301,37 @@ fn process_b() {
             ttl,
         );
         let mut out = std::io::stdout();
+        // The record each key's last load gave, for the touch after it.
+        let mut loaded: HashMap<String, Record> = HashMap::new();
         for line in std::io::stdin().lines() {
             let line = line.expect("a command");
             let words: Vec<&str> = line.split_whitespace().collect();
             let key = |hex: &str| StoreKey::from_hex(hex).expect("a key in hex");
             let answer = match words.as_slice() {
                 ["load", key_hex] => match store.load(&key(key_hex)).await {
-                    Ok(Some(record)) => format!("some {}", record.data["v"]),
-                    Ok(None) => "none".to_owned(),
+                    Ok(Some(record)) => {
+                        let answer = format!("some {}", record.data["v"]);
+                        loaded.insert((*key_hex).to_owned(), record);
+                        answer
+                    }
+                    Ok(None) => {
+                        loaded.remove(*key_hex);
+                        "none".to_owned()
+                    }
                     Err(e) => format!("err {e}"),
                 },
                 ["touch", key_hex, ms] => {
                     let at = from_millis(ms.parse().expect("milliseconds")).expect("a deadline");
-                    match store.touch(&key(key_hex), at).await {
+                    // Nothing loaded: a record of no data, which the
+                    // database does not look at anyway.
+                    let record = Record {
+                        expires_at: at,
+                        ..loaded
+                            .get(*key_hex)
+                            .cloned()
+                            .unwrap_or_else(|| Record::new(Data::new(), at))
+                    };
+                    match store.touch(&key(key_hex), &record).await {
                         Ok(touched) => touched.to_string(),
                         Err(e) => format!("err {e}"),
                     }

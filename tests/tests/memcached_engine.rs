@@ -7,21 +7,25 @@
 //!   probe; a session over the item limit is an error, not a silent loss; a
 //!   40-day expiry is sent as an absolute time and honoured; a past deadline
 //!   never becomes "never expires"; updates and touches never bring back a
-//!   deleted session; touched deadlines are exact;
+//!   deleted session; touched deadlines are exact; a touch of a session
+//!   loaded in the request is one `cas` (counted by memcached's `stats
+//!   detail`), and one that meets a newer version keeps the newer data;
 //! * `sessions_land_on_both_servers` on two (`CLOAKROOM_MEMCACHED_PAIR_URL`);
 //! * `one_server_down_fails_only_its_sessions`: two servers of its own
 //!   (`CLOAKROOM_MEMCACHED_FAULT_*`), one of which it stops, hangs and
 //!   restarts while the other keeps serving.
 //!
 //! What the store wrote is checked with plain text-protocol requests
-//! (`get`, `lru_crawler metadump all`) on a connection of the test's own.
+//! (`get`, `lru_crawler metadump all`, `stats detail dump`) on a connection
+//! of the test's own.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cloakroom::{Engine, ErrorKind, Session};
-use cloakroom_core::record::Data;
+use cloakroom_core::record::{Data, from_millis, millis};
 use cloakroom_core::{Id, Record, SessionStore, StoreKey};
 use cloakroom_memcached::{MemcachedError, MemcachedStore, Options};
 use cloakroom_tests::client::Client;
@@ -75,6 +79,20 @@ fn record(value: &str, ttl: time::Duration) -> Record {
 
 fn value_of(record: &Record) -> &serde_json::Value {
     &record.data["v"]
+}
+
+/// `offset` from now, in whole milliseconds, as the store keeps deadlines.
+fn in_ms(offset: time::Duration) -> OffsetDateTime {
+    from_millis(millis(OffsetDateTime::now_utc() + offset)).expect("a deadline near now")
+}
+
+/// `loaded` as a touch gets it: the data and version of the load, the new
+/// deadline `at`.
+fn deadline_of(loaded: Record, at: OffsetDateTime) -> Record {
+    Record {
+        expires_at: at,
+        ..loaded
+    }
 }
 
 /// Sends one text-protocol command on a fresh connection and reads the reply
@@ -273,7 +291,12 @@ async fn a_forty_day_expiry_is_set_and_honoured() {
     );
 
     let later = OffsetDateTime::now_utc() + time::Duration::days(45);
-    assert!(store.touch(&key, later).await.expect("touch"));
+    assert!(
+        store
+            .touch(&key, &deadline_of(loaded, later))
+            .await
+            .expect("touch")
+    );
     let loaded = store.load(&key).await.expect("load").expect("the session");
     assert_eq!(
         loaded.expires_at_millis(),
@@ -339,8 +362,14 @@ async fn a_past_deadline_never_becomes_never_expiring() {
             .await
             .expect("create")
     );
+    let loaded = store.load(&key).await.expect("load").expect("the session");
     let then = OffsetDateTime::now_utc() - time::Duration::seconds(1);
-    assert!(store.touch(&key, then).await.expect("touch"));
+    assert!(
+        store
+            .touch(&key, &deadline_of(loaded, then))
+            .await
+            .expect("touch")
+    );
     assert!(store.load(&key).await.expect("load").is_none());
     assert!(
         exptimes(&server, &prefix).await.is_empty(),
@@ -403,8 +432,14 @@ async fn touched_deadlines_are_exact_and_enforced() {
             .expect("create")
     );
 
+    let loaded = store.load(&key).await.expect("load").expect("the session");
     let moved = OffsetDateTime::now_utc() + time::Duration::milliseconds(7_200_123);
-    assert!(store.touch(&key, moved).await.expect("touch"));
+    assert!(
+        store
+            .touch(&key, &deadline_of(loaded, moved))
+            .await
+            .expect("touch")
+    );
     let loaded = store.load(&key).await.expect("load").expect("the session");
     assert_eq!(
         loaded.expires_at_millis(),
@@ -418,12 +453,248 @@ async fn touched_deadlines_are_exact_and_enforced() {
     assert_eq!(loaded.expires_at_millis(), rewritten.expires_at_millis());
 
     let soon = OffsetDateTime::now_utc() + time::Duration::milliseconds(1200);
-    assert!(store.touch(&key, soon).await.expect("touch"));
+    assert!(
+        store
+            .touch(&key, &deadline_of(loaded, soon))
+            .await
+            .expect("touch")
+    );
     assert!(store.load(&key).await.expect("load").is_some());
     tokio::time::sleep(Duration::from_millis(1400)).await;
     assert!(
         store.load(&key).await.expect("load").is_none(),
         "alive past its touched deadline"
+    );
+}
+
+/// A key prefix that no other test uses and that is whole up to its first
+/// `:`, where memcached ends the prefix it counts commands by (`stats
+/// detail`), returned with that prefix's name.
+fn counted_prefix() -> (String, String) {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "counted{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    (format!("{name}:"), name)
+}
+
+/// The commands memcached has counted for the key prefix `name` since
+/// `stats detail on`: reads (`get` and `gets`) and writes (`set`, `add`,
+/// `cas`, whatever their answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Commands {
+    reads: u64,
+    writes: u64,
+}
+
+/// What `stats detail dump` on `server` reports for the prefix `name`
+/// (nothing yet if it has never been used).
+async fn commands(server: &str, name: &str) -> Commands {
+    let dump = raw(server, "stats detail dump\r\n", "END").await;
+    let mut counted = Commands::default();
+    for line in dump.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.get(..2) != Some(&["PREFIX", name][..]) {
+            continue;
+        }
+        let count = |label: &str| {
+            fields
+                .windows(2)
+                .find(|pair| pair[0] == label)
+                .and_then(|pair| pair[1].parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {label} count in {line:?}"))
+        };
+        counted = Commands {
+            reads: count("get"),
+            writes: count("set"),
+        };
+    }
+    counted
+}
+
+/// A store on the main server whose commands memcached counts, with the
+/// server and the prefix's name.
+async fn counted_store() -> (MemcachedStore, String, String) {
+    let url = required_env("CLOAKROOM_MEMCACHED_URL");
+    let server = first_server(&url);
+    // Per-prefix counters; turning them on again is harmless.
+    assert_eq!(raw(&server, "stats detail on\r\n", "OK").await, "OK\r\n");
+    let (prefix, name) = counted_prefix();
+    (store(&url, &prefix), server, name)
+}
+
+/// The commands `work` sent for the prefix `name` on `server`.
+async fn counted<T>(server: &str, name: &str, work: impl Future<Output = T>) -> (T, Commands) {
+    let before = commands(server, name).await;
+    let answer = work.await;
+    let after = commands(server, name).await;
+    let sent = Commands {
+        reads: after.reads - before.reads,
+        writes: after.writes - before.writes,
+    };
+    (answer, sent)
+}
+
+/// A touch of a session loaded in this request is one round trip: one
+/// `cas` over the version of the load, no `gets`, as memcached itself
+/// counts the commands. The deadline moves to the millisecond, data and
+/// expiry policy stay. A record without a version is touched by `gets` and
+/// `cas`, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_touch_of_a_loaded_session_is_one_cas() {
+    let (store, server, name) = counted_store().await;
+    let key = new_key();
+    let mut session = record("kept", time::Duration::minutes(5));
+    session.expiry = Some(cloakroom_core::Expiry::OnInactivity(
+        time::Duration::minutes(5),
+    ));
+    assert!(store.create(&key, &session).await.expect("create"));
+    let loaded = store.load(&key).await.expect("load").expect("the session");
+    assert!(loaded.version.is_some(), "load gave no version");
+
+    let later = in_ms(time::Duration::milliseconds(3_600_321));
+    let touch = deadline_of(loaded, later);
+    let (touched, sent) = counted(&server, &name, store.touch(&key, &touch)).await;
+    assert!(touched.expect("touch"));
+    assert_eq!(
+        sent,
+        Commands {
+            reads: 0,
+            writes: 1
+        },
+        "a touch of a loaded session"
+    );
+    let after = store.load(&key).await.expect("load").expect("the session");
+    assert_eq!(after, deadline_of(session.clone(), later));
+    assert_eq!(after.expires_at_millis(), touch.expires_at_millis());
+
+    // Without a version: `gets`, then `cas`.
+    let unversioned = Record {
+        version: None,
+        ..deadline_of(after, later + time::Duration::minutes(1))
+    };
+    let (touched, sent) = counted(&server, &name, store.touch(&key, &unversioned)).await;
+    assert!(touched.expect("touch"));
+    assert_eq!(
+        sent,
+        Commands {
+            reads: 1,
+            writes: 1
+        },
+        "a touch without a version"
+    );
+    let after = store.load(&key).await.expect("load").expect("the session");
+    assert_eq!(after, unversioned);
+    store.delete(&key).await.expect("delete");
+}
+
+/// Through the layer: a request that only renews a session (saved on
+/// every request, no touch threshold) costs memcached one `gets` to load it
+/// and one `cas` to touch it, the version of the load carried to the touch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewing_request_is_one_gets_and_one_cas() {
+    let (store, server, name) = counted_store().await;
+    let (mut browser, counts, _) = cloakroom_tests::cases::setup(Engine::store(store), |l| {
+        l.with_save_every_request(true)
+            .with_touch_after(Duration::ZERO)
+    });
+    assert_eq!(browser.get("/set/a/1").await.status, StatusCode::OK);
+    let before = counts.snapshot();
+    let (reply, sent) = counted(&server, &name, browser.get("/get/a")).await;
+    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "1"));
+    let after = counts.snapshot();
+    assert_eq!(
+        (after.load, after.touch, after.update),
+        (before.load + 1, before.touch + 1, before.update),
+        "not a load and a touch"
+    );
+    assert_eq!(
+        sent,
+        Commands {
+            reads: 1,
+            writes: 1
+        },
+        "a renewing request"
+    );
+    assert_eq!(browser.get("/get/a").await.body, "1");
+}
+
+/// A touch of a session that another request updated after this one
+/// loaded it keeps the newer data: the `cas` over the old version meets
+/// `EXISTS`, and the newer version is read and written back with only its
+/// deadline moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_touch_after_a_concurrent_update_keeps_the_newer_data() {
+    let (store, server, name) = counted_store().await;
+    let key = new_key();
+    let hour = time::Duration::hours(1);
+    assert!(
+        store
+            .create(&key, &record("old", hour))
+            .await
+            .expect("create")
+    );
+    let mine = store.load(&key).await.expect("load").expect("the session");
+
+    // Another request loads the session and changes it.
+    let mut theirs = store.load(&key).await.expect("load").expect("the session");
+    theirs.data.insert("v".into(), json!("newer"));
+    theirs.expiry = Some(cloakroom_core::Expiry::OnBrowserClose);
+    assert!(store.update(&key, &theirs).await.expect("update"));
+
+    let touch = deadline_of(mine, in_ms(time::Duration::hours(2)));
+    let (touched, sent) = counted(&server, &name, store.touch(&key, &touch)).await;
+    assert!(touched.expect("touch"));
+    // The `cas` over the loaded version, then `gets` and `cas` of the newer.
+    assert_eq!(
+        sent,
+        Commands {
+            reads: 1,
+            writes: 2
+        },
+        "a touch that met a newer version"
+    );
+    let after = store.load(&key).await.expect("load").expect("the session");
+    assert_eq!(value_of(&after), "newer", "the touch brought back old data");
+    assert_eq!(after, deadline_of(theirs, touch.expires_at));
+    assert_eq!(after.expires_at_millis(), touch.expires_at_millis());
+    store.delete(&key).await.expect("delete");
+}
+
+/// A touch of a session that another request deleted (a logout) after this
+/// one loaded it finds nothing and brings nothing back: the `cas` over the
+/// loaded version meets `NOT_FOUND`, and nothing more is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_touch_after_a_concurrent_delete_brings_nothing_back() {
+    let (store, server, name) = counted_store().await;
+    let key = new_key();
+    let hour = time::Duration::hours(1);
+    assert!(
+        store
+            .create(&key, &record("a", hour))
+            .await
+            .expect("create")
+    );
+    let loaded = store.load(&key).await.expect("load").expect("the session");
+    store.delete(&key).await.expect("delete");
+
+    let touch = deadline_of(loaded, in_ms(hour));
+    let (touched, sent) = counted(&server, &name, store.touch(&key, &touch)).await;
+    assert!(!touched.expect("touch"), "a touch found a deleted session");
+    assert_eq!(
+        sent,
+        Commands {
+            reads: 0,
+            writes: 1
+        },
+        "a touch of a deleted session"
+    );
+    assert!(store.load(&key).await.expect("load").is_none());
+    assert!(
+        !holds(&server, &store.memcached_key(&key)).await,
+        "the deleted session came back"
     );
 }
 

@@ -243,7 +243,7 @@ mod cases {
         assert!(!raw.exists(&store.redis_key(&key)).await);
         assert!(
             !store
-                .touch(&key, OffsetDateTime::now_utc() + Duration::from_secs(60))
+                .touch(&key, &record("a", Duration::from_secs(60)))
                 .await
                 .expect("touch")
         );
@@ -331,7 +331,11 @@ mod cases {
         assert!(has_deadline_field(&before));
 
         let later = OffsetDateTime::now_utc() + Duration::from_secs(500);
-        assert!(store.touch(&key, later).await.expect("touch"));
+        let touched = Record {
+            expires_at: later,
+            ..store.load(&key).await.expect("load").expect("record")
+        };
+        assert!(store.touch(&key, &touched).await.expect("touch"));
         let after = raw.get(&redis_key).await.expect("stored bytes");
         let (data, field) = after.split_at(after.len() - DEADLINE_FIELD_LEN);
         assert_eq!(data, &before[..before.len() - DEADLINE_FIELD_LEN]);
@@ -344,7 +348,7 @@ mod cases {
 
         // Touching a session that is not there creates nothing.
         let missing = new_key();
-        assert!(!store.touch(&missing, later).await.expect("touch"));
+        assert!(!store.touch(&missing, &touched).await.expect("touch"));
         assert!(!raw.exists(&store.redis_key(&missing)).await);
     }
 
@@ -383,7 +387,11 @@ mod cases {
         );
 
         let later = OffsetDateTime::now_utc() + Duration::from_secs(500);
-        assert!(store.touch(&key, later).await.expect("touch"));
+        let touched = Record {
+            expires_at: later,
+            ..loaded
+        };
+        assert!(store.touch(&key, &touched).await.expect("touch"));
         assert_eq!(raw.get(&redis_key).await.expect("stored bytes"), old);
         let loaded = store.load(&key).await.expect("load").expect("record");
         assert!((loaded.expires_at - later).abs() < time::Duration::seconds(1));

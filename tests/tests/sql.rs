@@ -336,9 +336,13 @@ mod cases {
 
         // touch moves the column only; load reports the new deadline.
         let later = OffsetDateTime::now_utc() + Duration::from_secs(900);
-        assert!(store.touch(&key, later).await.expect("touch"));
+        let touched = Record {
+            expires_at: later,
+            ..store.load(&key).await.expect("load").expect("record")
+        };
+        assert!(store.touch(&key, &touched).await.expect("touch"));
         // Touching to the same millisecond still finds the row.
-        assert!(store.touch(&key, later).await.expect("touch again"));
+        assert!(store.touch(&key, &touched).await.expect("touch again"));
         let (_, after, deadline) = raw.row(store.table(), &key).await.expect("row");
         assert_eq!(after, stored, "touch rewrote the data");
         assert_eq!(deadline, cloakroom_core::record::millis(later));
@@ -352,7 +356,7 @@ mod cases {
         store.delete(&key).await.expect("delete");
         store.delete(&key).await.expect("deleting twice is fine");
         assert!(store.load(&key).await.expect("load").is_none());
-        assert!(!store.touch(&key, later).await.expect("touch"));
+        assert!(!store.touch(&key, &touched).await.expect("touch"));
         assert!(raw.row(store.table(), &key).await.is_none());
     }
 
@@ -377,8 +381,8 @@ mod cases {
                 .await
                 .expect("update")
         );
-        let later = OffsetDateTime::now_utc() + Duration::from_secs(60);
-        assert!(!store.touch(&key, later).await.expect("touch"));
+        let later = record("b", Duration::from_secs(60));
+        assert!(!store.touch(&key, &later).await.expect("touch"));
         let (_, data, _) = raw
             .row(store.table(), &key)
             .await

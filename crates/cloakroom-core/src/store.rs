@@ -38,8 +38,18 @@ use crate::{Error, Record, StoreKey};
 ///   version, and must then still let the last writer win over a session
 ///   changed meanwhile (retry against the newer version), never over one
 ///   deleted meanwhile.
-/// * **`touch`** moves the deadline of a live session to `expires_at` without
-///   rewriting its data; `Ok(false)` if there is no live session.
+/// * **`touch`** moves the deadline of a live session to
+///   [`record.expires_at`](Record::expires_at) and must not change the
+///   stored data; `Ok(false)` if there is no live session. The record is the
+///   session as this request loaded it: its [`data`](Record::data) and
+///   [`expiry`](Record::expiry) unchanged, its deadline the new one, its
+///   [`version`](Record::version) the one `load` gave (`None` if none). A
+///   store may ignore the data and move the deadline alone. A store that
+///   versions its records may instead write the record over the version it
+///   was loaded at, in one conditional step; if the session changed
+///   meanwhile it must keep the newer data (retry against the newer
+///   version, moving only its deadline), and it must never bring back a
+///   session deleted meanwhile. A deadline that has passed ends the session.
 /// * **`delete`** removes the record; deleting a missing key is not an error.
 /// * A backend that is down or slow is an [`Error`] of kind
 ///   [`Backend`](crate::ErrorKind::Backend) or
@@ -82,8 +92,10 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// Replaces a live record; `Ok(false)` if there is none.
     fn update<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool>;
 
-    /// Moves the deadline of a live record; `Ok(false)` if there is none.
-    fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool>;
+    /// Moves the deadline of a live record to `record.expires_at`, keeping
+    /// its data; `record` is the session as this request loaded it.
+    /// `Ok(false)` if there is none.
+    fn touch<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool>;
 
     /// Removes the record, if any.
     fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()>;

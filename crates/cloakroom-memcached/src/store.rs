@@ -36,10 +36,16 @@ const CAS_RETRIES: u32 = 3;
 ///   changed meanwhile (`EXISTS`), it reads the new version with `gets` and
 ///   writes over that, so the last writer wins. A record without a version
 ///   is written the same way, `gets` then `cas`;
-/// * `touch` rewrites the session with its new deadline, by `gets` and
-///   `cas` (memcache-async has no `touch`, and memcached's could not keep a
-///   deadline finer than its one-second clock anyway); only the deadline
-///   field at the end of the record changes, the data stays byte for byte;
+/// * `touch` rewrites the session with its new deadline (memcache-async has
+///   no `touch`, and memcached's could not keep a deadline finer than its
+///   one-second clock anyway). A session loaded in this request is written
+///   back, with the new deadline, by one `cas` over the version `load` gave:
+///   one round trip, and the data is the data stored at that version. If
+///   the session was deleted meanwhile it stays deleted (`NOT_FOUND`); if it
+///   was changed meanwhile (`EXISTS`), or the record has no version, `gets`
+///   reads the current version and `cas` writes it back with only the
+///   deadline field at the end of the record changed, so the newer data
+///   stays byte for byte;
 /// * `delete` is `delete`, followed by `version` on the same connection so
 ///   that it returns only once memcached processed it.
 ///
@@ -92,6 +98,9 @@ enum Op<'a> {
         version: Option<u64>,
     },
     Touch {
+        /// The session as loaded, serialized with its new deadline, and the
+        /// version it was loaded at: written over that version in one `cas`.
+        loaded: Option<(&'a [u8], u64)>,
         deadline: OffsetDateTime,
         exptime: u32,
     },
@@ -106,6 +115,10 @@ impl Op<'_> {
     fn value_len(&self) -> usize {
         match self {
             Op::Create { value, .. } | Op::Update { value, .. } => value.len(),
+            Op::Touch {
+                loaded: Some((value, _)),
+                ..
+            } => value.len(),
             Op::Load | Op::Touch { .. } | Op::End | Op::Delete => 0,
         }
     }
@@ -311,7 +324,11 @@ async fn run(conn: &mut Connection, name: &str, op: &Op<'_>) -> io::Result<Outco
             exptime,
             version,
         } => update(conn, name, value, exptime, version).await?,
-        Op::Touch { deadline, exptime } => touch(conn, name, deadline, exptime).await?,
+        Op::Touch {
+            loaded,
+            deadline,
+            exptime,
+        } => touch(conn, name, loaded, deadline, exptime).await?,
         Op::End => {
             let live = match conn.gets(name).await? {
                 Some((bytes, _)) => is_live(&bytes),
@@ -369,12 +386,28 @@ async fn live_version(conn: &mut Connection, name: &str) -> io::Result<Option<u6
 }
 
 /// Rewrites the live session `name` with the deadline `deadline`.
+///
+/// With `loaded` (the session as this request loaded it, already carrying
+/// the new deadline, and the CAS unique of that load), one `cas` writes it
+/// over that version: one round trip, and the stored data does not change,
+/// since it is still the version loaded. `NOT_FOUND` means the session was
+/// deleted meanwhile, and it stays so. `EXISTS` means it was changed
+/// meanwhile: then, as without `loaded`, `gets` reads the newer version and
+/// `cas` writes it back with only its deadline moved, keeping its data.
 async fn touch(
     conn: &mut Connection,
     name: &str,
+    loaded: Option<(&[u8], u64)>,
     deadline: OffsetDateTime,
     exptime: u32,
 ) -> io::Result<Outcome> {
+    if let Some((value, version)) = loaded {
+        match conn.cas(name, value, version, exptime).await? {
+            Cas::Stored => return Ok(Outcome::Answer(true)),
+            Cas::NotFound => return Ok(Outcome::Answer(false)),
+            Cas::Exists => {}
+        }
+    }
     for _ in 0..=CAS_RETRIES {
         let Some((mut bytes, version)) = conn.gets(name).await? else {
             return Ok(Outcome::Answer(false));
@@ -541,13 +574,26 @@ impl SessionStore for MemcachedStore {
         })
     }
 
-    fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
+    fn touch<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
         Call::pending(async move {
+            let expires_at = record.expires_at;
             let Some(exptime) = exptime(expires_at) else {
-                // Touched to a deadline that has passed: the session ends now.
+                // Touched to a deadline that has passed: the session ends now
+                // (the layer retires an old id this way).
                 return Ok(self.answer(key, Op::End).await?);
             };
+            // The record as loaded, in the bytes `update` writes: its deadline
+            // field is the new deadline. A record that does not encode (it
+            // did when it was stored) is touched by `gets` and `cas` alone,
+            // which need none of its data.
+            let value = match record.version {
+                Some(version) => record.to_bytes().ok().map(|value| (value, version)),
+                None => None,
+            };
             let op = Op::Touch {
+                loaded: value
+                    .as_ref()
+                    .map(|(value, version)| (&value[..], *version)),
                 deadline: expires_at,
                 exptime,
             };
@@ -691,7 +737,12 @@ mod tests {
         assert!(store.create(&key, &session).await.unwrap());
         let (before, _) = stored(&store, &key).await.unwrap();
         let later = OffsetDateTime::now_utc() + time::Duration::milliseconds(3_600_321);
-        assert!(store.touch(&key, later).await.unwrap());
+        // No version: `gets`, then `cas` of the deadline field alone.
+        let touched = Record {
+            expires_at: later,
+            ..session
+        };
+        assert!(store.touch(&key, &touched).await.unwrap());
         let (after, _) = stored(&store, &key).await.unwrap();
         let at = before.len() - DEADLINE_FIELD_LEN;
         assert_eq!(after[..at], before[..at]);
@@ -699,7 +750,7 @@ mod tests {
         let loaded = store.load(&key).await.unwrap().unwrap();
         assert_eq!(loaded.expires_at_millis(), millis_of(later));
         store.delete(&key).await.unwrap();
-        assert!(!store.touch(&key, later).await.unwrap());
+        assert!(!store.touch(&key, &touched).await.unwrap());
         assert!(stored(&store, &key).await.is_none());
     }
 
@@ -721,8 +772,7 @@ mod tests {
         let mut stale = session.clone();
         stale.expires_at = OffsetDateTime::now_utc() + time::Duration::minutes(5);
         assert!(!store.update(&key, &stale).await.unwrap());
-        let later = OffsetDateTime::now_utc() + time::Duration::minutes(5);
-        assert!(!store.touch(&key, later).await.unwrap());
+        assert!(!store.touch(&key, &stale).await.unwrap());
         assert!(store.load(&key).await.unwrap().is_none());
     }
 

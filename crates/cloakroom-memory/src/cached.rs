@@ -324,10 +324,12 @@ impl SessionStore for CachedStore {
         })
     }
 
-    fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
+    fn touch<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
         Call::pending(async move {
             let seen = self.cache.get(key);
-            let result = self.inner.touch(key, expires_at).await;
+            let result = self.inner.touch(key, record).await;
+            // As in the database, only the deadline of the copy moves.
+            let expires_at = record.expires_at;
             self.write_through(key, result, || self.touched(key, seen, expires_at))
         })
     }
@@ -398,10 +400,10 @@ mod tests {
                 self.inner.update(key, record).await
             })
         }
-        fn touch<'a>(&'a self, key: &'a StoreKey, at: OffsetDateTime) -> Call<'a, bool> {
+        fn touch<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
             Call::pending(async move {
                 self.check()?;
-                self.inner.touch(key, at).await
+                self.inner.touch(key, record).await
             })
         }
         fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {
@@ -416,6 +418,14 @@ mod tests {
         let mut data = Data::new();
         data.insert("v".into(), serde_json::json!(v));
         Record::new(data, OffsetDateTime::now_utc() + time::Duration::hours(1))
+    }
+
+    /// `loaded`, to be touched to `at`.
+    fn touched(loaded: Record, at: OffsetDateTime) -> Record {
+        Record {
+            expires_at: at,
+            ..loaded
+        }
     }
 
     fn setup(ttl: Duration) -> (Arc<Db>, CachedStore, StoreKey) {
@@ -472,7 +482,12 @@ mod tests {
         let (db, cached, key) = setup(Duration::from_secs(60));
         assert!(cached.create(&key, &record("a")).await.unwrap());
         let later = OffsetDateTime::now_utc() + time::Duration::hours(9);
-        assert!(cached.touch(&key, later).await.unwrap());
+        assert!(
+            cached
+                .touch(&key, &touched(record("a"), later))
+                .await
+                .unwrap()
+        );
         assert_eq!(cached.load(&key).await.unwrap().unwrap().expires_at, later);
         assert_eq!(db.loads.load(Ordering::SeqCst), 0);
     }
@@ -484,11 +499,12 @@ mod tests {
         // Another process changes the session; this one keeps touching it.
         assert!(db.inner.update(&key, &record("b")).await.unwrap());
         let later = OffsetDateTime::now_utc() + time::Duration::hours(9);
+        let loaded = touched(record("a"), later);
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(cached.touch(&key, later).await.unwrap());
+        assert!(cached.touch(&key, &loaded).await.unwrap());
         assert_eq!(cached.load(&key).await.unwrap().unwrap().data["v"], "a");
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(cached.touch(&key, later).await.unwrap());
+        assert!(cached.touch(&key, &loaded).await.unwrap());
         // 500 ms after the create, past the TTL: the database answers.
         let seen = cached.load(&key).await.unwrap().unwrap();
         assert_eq!(seen.data["v"], "b");
@@ -519,7 +535,12 @@ mod tests {
         let later = (OffsetDateTime::now_utc() + time::Duration::hours(9))
             .replace_nanosecond(0)
             .unwrap();
-        assert!(db.inner.touch(&key, later).await.unwrap());
+        assert!(
+            db.inner
+                .touch(&key, &touched(record("a"), later))
+                .await
+                .unwrap()
+        );
         cached.touched(&key, seen, later);
         let found = cached.load(&key).await.unwrap().unwrap();
         assert_eq!(

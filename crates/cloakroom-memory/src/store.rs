@@ -7,7 +7,6 @@ use cloakroom_core::config::{ConfigError, Settings, parse_or};
 use cloakroom_core::record::{from_millis, millis, now_millis};
 use cloakroom_core::{Call, Error, Record, SessionStore, StoreKey};
 use moka::sync::Cache;
-use time::OffsetDateTime;
 
 /// The caches' hasher. Their keys are SHA-256 digests of ids this process
 /// issued, so a fast hasher (seeded per process) is enough; the standard
@@ -403,8 +402,9 @@ impl SessionStore for MemoryStore {
         }))
     }
 
-    fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
-        let deadline_ms = millis(expires_at);
+    /// Moves the deadline only: the data in `record` is not looked at.
+    fn touch<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        let deadline_ms = millis(record.expires_at);
         Call::ready(Ok(self.change_live(key, deadline_ms, |stored| {
             stored.deadline_ms = deadline_ms;
         })))
@@ -427,7 +427,7 @@ mod tests {
     use cloakroom_core::record::Data;
     use cloakroom_core::{Expiry, Id};
     use serde_json::json;
-    use time::Duration as TimeDuration;
+    use time::{Duration as TimeDuration, OffsetDateTime};
 
     /// `secs` from now, in whole milliseconds as the store keeps deadlines.
     fn in_secs(secs: i64) -> OffsetDateTime {
@@ -441,6 +441,14 @@ mod tests {
         let mut data = Data::new();
         data.insert("k".into(), json!("v"));
         Record::new(data, in_secs(secs))
+    }
+
+    /// `loaded`, to be touched to `at`.
+    fn touched(loaded: Record, at: OffsetDateTime) -> Record {
+        Record {
+            expires_at: at,
+            ..loaded
+        }
     }
 
     fn key() -> StoreKey {
@@ -467,7 +475,8 @@ mod tests {
         store.delete(&k).await.unwrap();
         assert!(!store.update(&k, &record(60)).await.unwrap());
         assert!(store.load(&k).await.unwrap().is_none());
-        assert!(!store.touch(&k, OffsetDateTime::now_utc()).await.unwrap());
+        let now = touched(record(60), OffsetDateTime::now_utc());
+        assert!(!store.touch(&k, &now).await.unwrap());
     }
 
     #[tokio::test]
@@ -477,7 +486,10 @@ mod tests {
         let r = record(60);
         store.create(&k, &r).await.unwrap();
         let later = in_secs(5 * 3600);
-        assert!(store.touch(&k, later).await.unwrap());
+        // The store moves the deadline alone, whatever data the record holds.
+        let mut stale = touched(r.clone(), later);
+        stale.data.insert("k".into(), json!("not stored"));
+        assert!(store.touch(&k, &stale).await.unwrap());
         let back = store.load(&k).await.unwrap().unwrap();
         assert_eq!(back.expires_at, later);
         assert_eq!(back.data, r.data);
@@ -506,7 +518,7 @@ mod tests {
         store.create(&b, &short).await.unwrap();
         assert!(store.update(&a, &record(60)).await.unwrap());
         let later = OffsetDateTime::now_utc() + TimeDuration::minutes(1);
-        assert!(store.touch(&b, later).await.unwrap());
+        assert!(store.touch(&b, &touched(short, later)).await.unwrap());
         tokio::time::sleep(Duration::from_millis(500)).await;
         store.run_pending_tasks().await;
         // Still there after the first deadline: moka took the new one.
@@ -583,12 +595,12 @@ mod tests {
             (90, false),
         ] {
             let mut loaded = store.load(&k).await.unwrap().unwrap();
-            loaded.data.insert("at".into(), json!(secs));
             let deadline = in_secs(secs);
+            loaded.expires_at = deadline;
             if touch {
-                assert!(store.touch(&k, deadline).await.unwrap());
+                assert!(store.touch(&k, &loaded).await.unwrap());
             } else {
-                loaded.expires_at = deadline;
+                loaded.data.insert("at".into(), json!(secs));
                 assert!(store.update(&k, &loaded).await.unwrap());
                 assert_eq!(store.load(&k).await.unwrap().unwrap(), loaded);
             }
@@ -717,7 +729,8 @@ mod tests {
         changed.data.insert("k".into(), json!("changed"));
         assert!(store.update(&k, &changed).await.unwrap());
         let later = in_secs(600);
-        assert!(store.touch(&k, later).await.unwrap());
+        let changed = touched(changed, later);
+        assert!(store.touch(&k, &changed).await.unwrap());
         let loaded = store.load(&k).await.unwrap().unwrap();
         assert_eq!(
             (loaded.data["k"].clone(), loaded.expires_at),
@@ -725,7 +738,7 @@ mod tests {
         );
         store.delete(&k).await.unwrap();
         assert!(store.load(&k).await.unwrap().is_none());
-        assert!(!store.touch(&k, later).await.unwrap());
+        assert!(!store.touch(&k, &changed).await.unwrap());
 
         let anonymous = key();
         assert!(store.create(&anonymous, &record(60)).await.unwrap());
@@ -737,7 +750,8 @@ mod tests {
         let store = MemoryStore::new(10);
         let k = key();
         assert!(store.create(&k, &cycled(60)).await.unwrap());
-        assert!(store.touch(&k, in_secs(-1)).await.is_ok());
+        let ended = touched(cycled(60), in_secs(-1));
+        assert!(store.touch(&k, &ended).await.is_ok());
         assert!(store.load(&k).await.unwrap().is_none());
         assert!(store.create(&k, &record(60)).await.unwrap());
         assert_eq!(store.load(&k).await.unwrap().unwrap(), record(60));

@@ -711,7 +711,10 @@ impl SessionStore for RedisStore {
         })
     }
 
-    fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
+    /// Moves the deadline only (TTL and deadline field); Redis keeps no
+    /// versions, so the data in `record` is not looked at.
+    fn touch<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        let expires_at = record.expires_at;
         Call::pending(async move {
             self.forget(key);
             let _forget = Forget(self, key);
@@ -963,7 +966,7 @@ mod tests {
                 let del = vec!["DEL".to_owned(), store.redis_key(&key)];
                 assert_eq!(store.update(&key, &over).await.unwrap(), was_there);
                 assert_eq!(taken(), std::slice::from_ref(&del));
-                assert_eq!(store.touch(&key, deadline).await.unwrap(), was_there);
+                assert_eq!(store.touch(&key, &over).await.unwrap(), was_there);
                 assert_eq!(taken(), [del]);
             }
         }
@@ -973,7 +976,7 @@ mod tests {
         let record = Record::new(data(), deadline);
         assert!(live.create(&key, &record).await.unwrap());
         assert!(live.update(&key, &record).await.unwrap());
-        assert!(live.touch(&key, deadline).await.unwrap());
+        assert!(live.touch(&key, &record).await.unwrap());
         let sent = taken();
         let shape: Vec<Vec<&str>> = sent
             .iter()

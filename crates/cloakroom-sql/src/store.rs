@@ -636,8 +636,9 @@ impl SessionStore for SqlStore {
         })
     }
 
-    fn touch<'a>(&'a self, key: &'a StoreKey, expires_at: OffsetDateTime) -> Call<'a, bool> {
-        Call::pending(async move { Ok(self.touch_row(key, millis(expires_at)).await?) })
+    /// Moves the deadline column only; the data in `record` is not looked at.
+    fn touch<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
+        Call::pending(async move { Ok(self.touch_row(key, record.expires_at_millis()).await?) })
     }
 
     fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {

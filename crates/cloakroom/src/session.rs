@@ -595,7 +595,8 @@ impl<'a> Locked<'a> {
         self.session.load_into(&mut self.state).await
     }
 
-    /// The record to store for a save at `now`. It takes the data out of
+    /// The record to store (or to touch: the data as loaded, with the new
+    /// deadline and the version loaded) for a save at `now`. It takes the data out of
     /// the state (a save is the end of the request, and copying a 40 KB
     /// service catalog on every save would be waste); [`Locked::restore`]
     /// puts it back.
@@ -618,11 +619,6 @@ impl<'a> Locked<'a> {
     /// Puts back the data that [`Locked::take_record`] took out.
     pub(crate) fn restore(&mut self, record: Record) {
         self.state.data = record.data;
-    }
-
-    /// The new deadline of a session saved or touched at `now`.
-    pub(crate) fn deadline(&self, now: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
-        deadline(self.state.expiry, &self.session.shared.config, now)
     }
 
     /// The cookie's lifetime for a save at `now`.

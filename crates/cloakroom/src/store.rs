@@ -142,9 +142,13 @@ pub(crate) async fn save(
         }
         Plan::Touch => {
             let id = session.live_id().cloned().ok_or_else(interrupted)?;
-            let deadline = session.deadline(now)?;
+            // The session as loaded, with its new deadline: a versioned store
+            // may write it over the version loaded, in one step.
+            let record = session.take_record(now)?;
             let key = id.store_key();
-            if step(store, config, "touch", store.touch(&key, deadline), wait).await? {
+            let touched = step(store, config, "touch", store.touch(&key, &record), wait).await;
+            session.restore(record);
+            if touched? {
                 Ok(Some(id))
             } else {
                 Err(interrupted().into())
@@ -160,12 +164,27 @@ pub(crate) async fn save(
             Ok(None)
         }
         Plan::Create => {
-            let record = session.take_record(now)?;
+            let mut record = session.take_record(now)?;
             let created = create(store, config, &record).await;
+            // The old id is retired only once the new one is stored. Its
+            // touch gets this record ending now, with the version loaded
+            // under the old id; a deadline that has come ends the session,
+            // so no store writes the data. The data goes back to the
+            // session either way.
+            let retired = match &created {
+                Ok(_) => match session.take_retired() {
+                    Some(old) => {
+                        record.expires_at = now;
+                        Some(retire(store, config, &old, &record).await)
+                    }
+                    None => None,
+                },
+                Err(_) => None,
+            };
             session.restore(record);
             let id = created?;
-            if let Some(old) = session.take_retired()
-                && !retire(store, config, &old, now).await?
+            if let Some(live) = retired
+                && !live?
             {
                 // The session was logged out after this request loaded it:
                 // the copy under the new id must not outlive it.
@@ -205,16 +224,22 @@ async fn create(
 }
 
 /// Ends the session `old` that `cycle_id` replaced; false when it was gone
-/// already (logged out by another request). The check is a touch to `now`,
-/// which every store does atomically and which ends the session at once;
-/// the delete that follows only tidies up.
+/// already (logged out by another request). The check is a touch of
+/// `record` (whose deadline is now), which every store does atomically and
+/// which ends the session at once; the delete that follows only tidies up.
 async fn retire(
     store: &dyn SessionStore,
     config: &SessionConfig,
     old: &Id,
-    now: OffsetDateTime,
+    record: &Record,
 ) -> Result<bool, Error> {
-    let live = call(store, config, "touch", store.touch(&old.store_key(), now)).await?;
+    let live = call(
+        store,
+        config,
+        "touch",
+        store.touch(&old.store_key(), record),
+    )
+    .await?;
     delete(store, config, old).await?;
     Ok(live)
 }
