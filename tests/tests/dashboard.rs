@@ -1335,3 +1335,108 @@ async fn users_start_in_their_own_project() {
     let overview = other.log_in("admin", "s3cret-admin").await;
     assert_eq!(text_of(&overview, "project"), "admin");
 }
+
+/// With `SESSION_EXPIRE_AT_BROWSER_CLOSE=true`, as Horizon runs: the session
+/// cookie is a browser-session cookie (no `Max-Age`, no `Expires`), and the
+/// idle timeout is still enforced on the server from the last activity,
+/// also against a copy of the cookie.
+async fn browser_session_with_idle_timeout(layer: SessionLayer) {
+    let engine = layer.engine().name();
+    let settings = DashboardSettings {
+        session_timeout: Duration::from_secs(3),
+        ..settings(1024)
+    };
+    let mut browser = Browser::new(layer, settings);
+    let token = browser.login_page().await;
+    let reply = browser
+        .post(
+            "/auth/login",
+            &[
+                ("username", "demo"),
+                ("password", "demo"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert_redirect(&reply, "/");
+    let browser_session_cookie = |reply: &Reply| {
+        for cookie in reply.set_cookies.iter().filter(|c| c.name == COOKIE_NAME) {
+            assert!(
+                !cookie.attributes.contains_key("max-age")
+                    && !cookie.attributes.contains_key("expires"),
+                "{engine}: {cookie:?}"
+            );
+        }
+    };
+    assert!(reply.cookie(COOKIE_NAME).is_some(), "{engine}: {reply:?}");
+    browser_session_cookie(&reply);
+    let overview = browser.get("/").await;
+    assert_eq!(overview.status, StatusCode::OK, "{engine}: {overview:?}");
+    assert!(
+        text_of(&overview, "expiry-note").contains("the cookie ends when the browser closes"),
+        "{engine}: {}",
+        overview.body
+    );
+    // 4 s of activity, a page a second: past the first 3 s deadline, with
+    // 2 s to spare for a slow host at each step. Each page moves the last
+    // activity on (its slack is 30 ms).
+    let mut copy = browser.clone();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let reply = browser.get("/").await;
+        assert_eq!(reply.status, StatusCode::OK, "{engine}: {reply:?}");
+        browser_session_cookie(&reply);
+        copy = browser.clone();
+    }
+    // Then 4.5 s idle: the next page ends the session and says why.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let reply = browser.get("/").await;
+    assert_redirect(&reply, EXPIRED);
+    assert!(
+        reply.cookie(COOKIE_NAME).is_some_and(SetCookie::is_removal),
+        "{engine}: {reply:?}"
+    );
+    // A copy of the last cookie is as idle: refused too, on every engine
+    // (the time of the last activity is inside the session).
+    assert_redirect(&copy.get("/").await, EXPIRED);
+    let reply = copy
+        .post("/project", &[("project", "admin"), ("csrf_token", "x")])
+        .await;
+    assert_redirect(&reply, EXPIRED);
+}
+
+mod expire_at_browser_close {
+    use super::*;
+
+    fn with_browser_close(mut pairs: Vec<(&'static str, String)>) -> SessionLayer {
+        pairs.push(("SESSION_EXPIRE_AT_BROWSER_CLOSE", "true".into()));
+        layer(&pairs)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory() {
+        browser_session_with_idle_timeout(with_browser_close(vec![])).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis() {
+        browser_session_with_idle_timeout(with_browser_close(vec![
+            ("SESSION_ENGINE", "cache".into()),
+            ("SESSION_CACHE_URL", required_env("CLOAKROOM_REDIS_URL")),
+            (
+                "SESSION_REDIS_KEY_PREFIX",
+                format!("{}:", unique("dashboard")),
+            ),
+        ]))
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn signed_cookies() {
+        browser_session_with_idle_timeout(with_browser_close(vec![
+            ("SESSION_ENGINE", "signed_cookies".into()),
+            ("SESSION_SECRET_KEY", SECRET.into()),
+        ]))
+        .await;
+    }
+}

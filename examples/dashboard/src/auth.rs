@@ -15,6 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloakroom::{Expiry, Session};
 use ring::rand::{SecureRandom, SystemRandom};
 use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
 
 use crate::catalog::Service;
 use crate::error::Failure;
@@ -35,6 +36,9 @@ pub(crate) mod keys {
     pub(crate) const CATALOG: &str = "catalog";
     /// The CSRF token every form posts back.
     pub(crate) const CSRF: &str = "csrf_token";
+    /// With `SESSION_EXPIRE_AT_BROWSER_CLOSE`: when the user was last
+    /// active, in Unix milliseconds (Horizon's `last_activity`).
+    pub(crate) const LAST_ACTIVITY: &str = "last_activity";
 }
 
 /// The logged-in user, as the session has it.
@@ -199,15 +203,97 @@ fn same_token(expected: &str, posted: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Restarts the idle timeout (Horizon's `SESSION_TIMEOUT`). Setting the same
-/// period again costs the store a touch, not a rewrite of the session.
-pub(crate) async fn refresh_idle_timeout(
-    session: &Session,
-    timeout: Duration,
-) -> Result<(), Failure> {
-    let idle = time::Duration::try_from(timeout).unwrap_or(time::Duration::MAX);
-    session.set_expiry(Some(Expiry::OnInactivity(idle))).await?;
-    Ok(())
+/// The idle timeout (Horizon's `SESSION_TIMEOUT`), applied one of two ways.
+///
+/// * By default, as the session's expiry: `Expiry::OnInactivity`, which
+///   the store enforces and the cookie's `Max-Age` mirrors. Setting the
+///   same period again on each page costs the store a touch, not a
+///   rewrite.
+/// * With `SESSION_EXPIRE_AT_BROWSER_CLOSE=true`, as Horizon does: the
+///   session gets `Expiry::OnBrowserClose` (a cookie without `Max-Age`,
+///   gone when the browser closes; the store keeps its record for
+///   `SESSION_COOKIE_AGE` from the last save), and the time of the last
+///   activity is kept in the session. A page that finds it older than the
+///   timeout ends the session (`flush`) and sends to the login page. So as
+///   not to rewrite the session on every page, the time is updated only
+///   once it is older than [`IdleTimeout::slack`] (1 % of the timeout, at
+///   most a minute): a session may end that much before the timeout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdleTimeout {
+    pub(crate) period: Duration,
+    pub(crate) browser_session: bool,
+}
+
+impl IdleTimeout {
+    /// How old the recorded last activity may get before a page updates it.
+    pub(crate) fn slack(&self) -> Duration {
+        (self.period / 100).min(Duration::from_secs(60))
+    }
+
+    /// The logged-in user, if any and (in browser-session mode) not idle
+    /// for longer than the period; an idle session is ended here.
+    pub(crate) async fn user(&self, session: &Session) -> Result<Option<LoggedIn>, Failure> {
+        let Some(user) = logged_in(session).await? else {
+            return Ok(None);
+        };
+        if self.browser_session {
+            let last: Option<i64> = session.get(keys::LAST_ACTIVITY).await?;
+            let idle_for = last.map(|last| now_ms().saturating_sub(last));
+            let period = i64::try_from(self.period.as_millis()).unwrap_or(i64::MAX);
+            if idle_for.is_none_or(|idle| idle > period) {
+                session.flush().await?;
+                return Ok(None);
+            }
+        }
+        Ok(Some(user))
+    }
+
+    /// Starts the timeout for a session that just logged in.
+    pub(crate) async fn start(&self, session: &Session) -> Result<(), Failure> {
+        if self.browser_session {
+            session.set_expiry(Some(Expiry::OnBrowserClose)).await?;
+            session.insert(keys::LAST_ACTIVITY, now_ms()).await?;
+            Ok(())
+        } else {
+            self.refresh(session).await
+        }
+    }
+
+    /// Restarts the timeout: the user was active.
+    pub(crate) async fn refresh(&self, session: &Session) -> Result<(), Failure> {
+        if !self.browser_session {
+            let idle = time::Duration::try_from(self.period).unwrap_or(time::Duration::MAX);
+            session.set_expiry(Some(Expiry::OnInactivity(idle))).await?;
+            return Ok(());
+        }
+        let now = now_ms();
+        let last: i64 = session.get(keys::LAST_ACTIVITY).await?.unwrap_or(0);
+        let slack = i64::try_from(self.slack().as_millis()).unwrap_or(i64::MAX);
+        if now.saturating_sub(last) > slack {
+            session.insert(keys::LAST_ACTIVITY, now).await?;
+        }
+        Ok(())
+    }
+
+    /// When the session ends if the user does nothing more.
+    pub(crate) async fn expires_at(&self, session: &Session) -> Result<OffsetDateTime, Failure> {
+        if !self.browser_session {
+            return Ok(session.expiry_date().await?);
+        }
+        let last: i64 = session
+            .get(keys::LAST_ACTIVITY)
+            .await?
+            .unwrap_or_else(now_ms);
+        let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(last) * 1_000_000)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        Ok(at + self.period)
+    }
+}
+
+/// Now, in Unix milliseconds.
+fn now_ms() -> i64 {
+    let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(now).unwrap_or(i64::MAX)
 }
 
 /// `bytes` bytes from the OS CSPRNG, base64url.
@@ -222,6 +308,20 @@ fn random_token(bytes: usize) -> Result<String, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slack_is_a_hundredth_of_the_timeout_up_to_a_minute() {
+        let slack = |secs| {
+            IdleTimeout {
+                period: Duration::from_secs(secs),
+                browser_session: true,
+            }
+            .slack()
+        };
+        assert_eq!(slack(2), Duration::from_millis(20));
+        assert_eq!(slack(3600), Duration::from_secs(36));
+        assert_eq!(slack(86_400), Duration::from_secs(60));
+    }
 
     #[test]
     fn tokens_are_random_and_url_safe() {

@@ -91,6 +91,8 @@ struct AppState {
     throttle: throttle::LoginThrottle,
     /// The login form's CSRF cookie is `Secure` when the session cookie is.
     secure_cookies: bool,
+    /// The idle timeout, and how it is applied.
+    idle: auth::IdleTimeout,
     /// The session cookie's name: a request that brings one without a
     /// logged-in session had a session that expired.
     cookie_name: String,
@@ -118,6 +120,10 @@ pub fn app_with_routes(layer: SessionLayer, settings: DashboardSettings, extra: 
         throttle: throttle::LoginThrottle::new(&settings),
         secure_cookies: layer.config().cookie_secure,
         cookie_name: layer.config().cookie_name.clone(),
+        idle: auth::IdleTimeout {
+            period: settings.session_timeout,
+            browser_session: layer.config().expire_at_browser_close,
+        },
         settings,
     });
     let routes = Router::new()

@@ -113,7 +113,7 @@ pub(crate) async fn login_form(
 ) -> Page {
     // A query that does not parse is no reason to refuse the form.
     let Query(query) = query.unwrap_or_default();
-    if auth::logged_in(&session).await?.is_some() {
+    if app.idle.user(&session).await?.is_some() {
         return Ok(Redirect::to(redirect::after_login(&query.next)).into_response());
     }
     let info = redirect::reason_message(&query.reason);
@@ -208,7 +208,7 @@ pub(crate) async fn login(
     )
     .await?;
     flash::success(&session, format!("Signed in as {}.", user.name())).await?;
-    auth::refresh_idle_timeout(&session, app.settings.session_timeout).await?;
+    app.idle.start(&session).await?;
     // The layer saves the session after this; if that fails, it logs why
     // and the answer is an error, not this redirect.
     tracing::info!(
@@ -265,14 +265,14 @@ pub(crate) async fn overview(
     headers: HeaderMap,
     session: Session,
 ) -> Page {
-    let Some(user) = auth::logged_in(&session).await? else {
+    let Some(user) = app.idle.user(&session).await? else {
         // A browser that brought a session cookie had a session that has
         // expired or ended: it is told so; a first visit is not.
         let next = uri.path_and_query().map_or("/", |p| p.as_str());
         let expired = redirect::carries_cookie(&headers, &app.cookie_name);
         return Ok(redirect::to_login(next, expired));
     };
-    auth::refresh_idle_timeout(&session, app.settings.session_timeout).await?;
+    app.idle.refresh(&session).await?;
     let csrf_token = auth::mask(&auth::csrf_token(&session).await?)?;
     let services: Vec<Service> = session.get(keys::CATALOG).await?.unwrap_or_default();
     let rows: Vec<ServiceRow<'_>> = catalog::public_in(&services, &user.region)
@@ -284,7 +284,7 @@ pub(crate) async fn overview(
         .collect();
     let messages = flash::take(&session).await?;
     // Whole seconds: the page is read by people.
-    let expires = session.expiry_date().await?;
+    let expires = app.idle.expires_at(&session).await?;
     let expires = expires.replace_nanosecond(0).unwrap_or(expires);
     let timeout = app.settings.session_timeout.as_secs();
     templates::page(
@@ -302,6 +302,7 @@ pub(crate) async fn overview(
             expires_human => when::human(expires, OffsetDateTime::now_utc()),
             messages => Value::from(Serde(&messages)),
             timeout_minutes => timeout.div_ceil(60),
+            browser_session => app.idle.browser_session,
             catalog_bytes => catalog::json_len(&services),
             service_count => services.len(),
             services => Value::from(Serde(&rows)),
@@ -319,7 +320,7 @@ pub(crate) async fn switch_project(
     // No one logged in: the session expired (or ended) while the page was
     // open. The login page says so, rather than a CSRF 403; a live session
     // with a wrong token is still a 403.
-    if auth::logged_in(&session).await?.is_none() {
+    if app.idle.user(&session).await?.is_none() {
         return Ok(redirect::to_login(redirect::HOME, true));
     }
     auth::check_csrf(&session, &form.csrf_token).await?;
@@ -328,14 +329,18 @@ pub(crate) async fn switch_project(
     }
     session.insert(keys::PROJECT, &form.project).await?;
     flash::success(&session, format!("Switched to project {}.", form.project)).await?;
-    auth::refresh_idle_timeout(&session, app.settings.session_timeout).await?;
+    app.idle.refresh(&session).await?;
     Ok(Redirect::to("/").into_response())
 }
 
 /// `POST /auth/logout`: ends the session; on a server-side engine the old
 /// cookie opens nothing afterwards.
-pub(crate) async fn logout(session: Session, Form(form): Form<LogoutForm>) -> Page {
-    if auth::logged_in(&session).await?.is_none() {
+pub(crate) async fn logout(
+    State(app): State<Arc<AppState>>,
+    session: Session,
+    Form(form): Form<LogoutForm>,
+) -> Page {
+    if app.idle.user(&session).await?.is_none() {
         return Ok(redirect::to_login(redirect::HOME, true));
     }
     auth::check_csrf(&session, &form.csrf_token).await?;
