@@ -2,12 +2,14 @@
 //!
 //! * `/login` starts a session holding a [`TOKEN_BYTES`] token and a counter
 //!   `n = 0` (the benchmark calls it once per simulated user, before timing);
-//!   the session libraries also give it an idle timeout of [`AGE_SECONDS`];
+//!   the session libraries also give it a new id (`cycle_id`), as a login
+//!   does;
 //! * `/nosession`: the session layer is present, the handler ignores it;
 //! * `/read`: reads the counter;
-//! * `/read-sliding`: renews the idle timeout (sets it again, as a page of
-//!   an application with one does), then reads the counter; the
-//!   hand-written variants have no idle timeout and serve it as `/read`;
+//! * `/read-sliding`: sets an idle timeout of [`AGE_SECONDS`] (the first
+//!   time a change, then a renewal, as each page of an application with an
+//!   idle timeout does), then reads the counter; the hand-written variants
+//!   have no idle timeout and serve it as `/read`;
 //! * `/write`: increments the counter, so the session is saved.
 //!
 //! `/read`, `/read-sliding` and `/write` answer with the counter, `/login`
@@ -118,14 +120,15 @@ pub fn cloakroom(layer: cloakroom::SessionLayer) -> Router {
     let login = move |s: Session| async move {
         s.insert("token", token()).await?;
         s.insert("n", 0u64).await?;
-        s.set_expiry(idle).await?;
+        s.cycle_id().await?;
         Ok::<_, Error>("ok")
     };
     async fn read(s: Session) -> Result<String, Error> {
         Ok(counter(s.get("n").await?.unwrap_or(0)))
     }
-    // The same idle timeout again: a renewal, which the layer writes only
-    // once it would move the deadline by the touch threshold.
+    // After the first request, the same idle timeout again: a renewal,
+    // which the layer writes only once it would move the deadline by the
+    // touch threshold.
     let sliding = move |s: Session| async move {
         s.set_expiry(idle).await?;
         Ok::<_, Error>(counter(s.get("n").await?.unwrap_or(0)))
@@ -159,7 +162,7 @@ where
     let login = move |s: Session| async move {
         s.insert("token", token()).await.map_err(unavailable)?;
         s.insert("n", 0u64).await.map_err(unavailable)?;
-        s.set_expiry(idle);
+        s.cycle_id().await.map_err(unavailable)?;
         Ok::<_, Failure>("ok")
     };
     async fn read(s: Session) -> Result<String, Failure> {

@@ -59,26 +59,42 @@ fn readme_lists_every_setting_the_code_reads() {
         read.extend(names(&text, '"', '"'));
     }
     // A sanity check that the scan sees the settings at all.
-    for known in ["SESSION_ENGINE", "SESSION_COOKIE_AGE", "SESSION_REDIS_NEAR_CACHE_MS"] {
+    for known in [
+        "SESSION_ENGINE",
+        "SESSION_COOKIE_AGE",
+        "SESSION_REDIS_NEAR_CACHE_MS",
+    ] {
         assert!(read.contains(known), "{known} not found in the code");
     }
     let readme = fs::read_to_string(root.join("README.md")).expect("README.md");
     let listed = names(&readme, '`', '`');
     let missing: Vec<_> = read.difference(&listed).collect();
     let unknown: Vec<_> = listed.difference(&read).collect();
-    assert!(missing.is_empty(), "read by the code, not in README.md: {missing:?}");
-    assert!(unknown.is_empty(), "in README.md, not read by the code: {unknown:?}");
+    assert!(
+        missing.is_empty(),
+        "read by the code, not in README.md: {missing:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "in README.md, not read by the code: {unknown:?}"
+    );
 }
 
 #[test]
 fn readme_is_a_page_a_newcomer_reads() {
-    let size = fs::metadata(root().join("README.md")).expect("README.md").len();
-    assert!(size <= 12_000, "README.md is {size} bytes; the limit is 12 KB");
+    let size = fs::metadata(root().join("README.md"))
+        .expect("README.md")
+        .len();
+    assert!(
+        size <= 12_000,
+        "README.md is {size} bytes; the limit is 12 KB"
+    );
 }
 
 #[test]
 fn names_are_found_only_whole() {
-    let text = r#"let a = "SESSION_COOKIE_AGE"; "SESSION_"; "SESSION_X_"; "XSESSION_Y" `SESSION_Z`"#;
+    let text =
+        r#"let a = "SESSION_COOKIE_AGE"; "SESSION_"; "SESSION_X_"; "XSESSION_Y" `SESSION_Z`"#;
     let found = names(text, '"', '"');
     assert_eq!(
         found.into_iter().collect::<Vec<_>>(),
