@@ -4,8 +4,14 @@
 //! dashboard served in-process on a free loopback port.
 //!
 //! The journey: log in, see the overview, switch project, reload and still
-//! see it, log out, go back and reload and land on the login page. A
-//! screenshot of the overview goes to `tests/output/dashboard-overview.png`.
+//! see it, see it fit a 360 px window, log out, go back and reload and land
+//! on the login page. Then, on a dashboard whose sessions expire after 2 s
+//! idle: a form sent from a page left open lands on the login page with
+//! "Your session has expired, please sign in again" (not a CSRF error),
+//! and a page asked for with an expired session comes back after signing
+//! in; the login page fits 360 px too. Screenshots go to `tests/output/`:
+//! `dashboard-overview.png`, `dashboard-overview-narrow.png` (360 px),
+//! `dashboard-session-expired.png`, `dashboard-login-narrow.png` (360 px).
 //!
 //! Without `CLOAKROOM_CHROMEDRIVER_URL` the test fails: run it through
 //! `bash tests/run`.
@@ -45,6 +51,25 @@ async fn log_in_switch_project_reload_log_out_in_chromium() {
     let server =
         tokio::spawn(async move { axum::serve(listener, dashboard::app(layer, settings)).await });
 
+    // A second one whose sessions expire after 2 s idle, for the expired
+    // path (its own port: its own cookies).
+    let short_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let short_base = format!(
+        "http://{}",
+        short_listener.local_addr().expect("an address")
+    );
+    let short_settings = DashboardSettings {
+        users: vec![DemoUser::new("admin", "s3cret-admin")],
+        session_timeout: Duration::from_secs(2),
+        ..DashboardSettings::default()
+    };
+    let short_layer = SessionLayer::new(Engine::store(MemoryStore::new(1000)));
+    let short_server = tokio::spawn(async move {
+        axum::serve(short_listener, dashboard::app(short_layer, short_settings)).await
+    });
+
     // A fresh profile for this browser, under the run's directory.
     let profile = std::env::var_os("CLOAKROOM_TEST_DIR")
         .map(PathBuf::from)
@@ -78,11 +103,17 @@ async fn log_in_switch_project_reload_log_out_in_chromium() {
 
     // The journey runs in a task of its own so that a failed assertion still
     // lets the browser be closed here, then fails the test.
-    let outcome = tokio::spawn(journey(browser.clone(), base)).await;
+    let b = browser.clone();
+    let outcome = tokio::spawn(async move {
+        journey(b.clone(), base).await;
+        expired_session(b, short_base).await;
+    })
+    .await;
     if let Err(err) = browser.close().await {
         eprintln!("closing the browser: {err}");
     }
     server.abort();
+    short_server.abort();
     if let Err(err) = outcome {
         std::panic::resume_unwind(err.into_panic());
     }
@@ -172,6 +203,105 @@ async fn journey(b: Client, base: String) {
         b.find(Locator::Css("#user")).await.is_err(),
         "the overview is shown after logout"
     );
+}
+
+/// Signs in on the page shown (the login form).
+async fn sign_in(b: &Client) {
+    wait_for(b, "#login-form").await;
+    find(b, "#username")
+        .await
+        .send_keys("admin")
+        .await
+        .expect("type");
+    find(b, "#password")
+        .await
+        .send_keys("s3cret-admin")
+        .await
+        .expect("type");
+    find(b, "#login-button").await.click().await.expect("click");
+}
+
+/// On the dashboard whose sessions expire after 2 s idle: a form sent after
+/// that lands on the login page with the message, not a CSRF error; a page
+/// asked for after that comes back after signing in again.
+async fn expired_session(b: Client, base: String) {
+    b.goto(&format!("{base}/"))
+        .await
+        .expect("open the dashboard");
+    sign_in(&b).await;
+    wait_for_text(&b, "#user", "admin").await;
+    assert_eq!(text(&b, "#flash-1").await, "Signed in as admin.");
+
+    // The page stays open while the session expires; then its form is sent.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    find(&b, "#project-select")
+        .await
+        .select_by_value("demo")
+        .await
+        .expect("pick a project");
+    find(&b, "#project-button")
+        .await
+        .click()
+        .await
+        .expect("click");
+    wait_for_text(
+        &b,
+        "#login-info",
+        "Your session has expired, please sign in again",
+    )
+    .await;
+    assert_eq!(path(&b).await, "/auth/login");
+    let source = b.source().await.expect("the page");
+    assert!(!source.contains("CSRF"), "{source}");
+    let png = b.screenshot().await.expect("a screenshot");
+    std::fs::write(output_dir().join("dashboard-session-expired.png"), png)
+        .expect("write the screenshot");
+
+    // Signing in again leads to the overview.
+    sign_in(&b).await;
+    wait_for_text(&b, "#user", "admin").await;
+    assert_eq!(path(&b).await, "/");
+
+    // Idle again, then a page with a query: the login page with the
+    // message, and after signing in, that very page.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    b.goto(&format!("{base}/?tab=services"))
+        .await
+        .expect("open a page");
+    wait_for_text(
+        &b,
+        "#login-info",
+        "Your session has expired, please sign in again",
+    )
+    .await;
+    sign_in(&b).await;
+    wait_for_text(&b, "#user", "admin").await;
+    let url = b.current_url().await.expect("the URL");
+    assert_eq!(
+        (url.path(), url.query()),
+        ("/", Some("tab=services")),
+        "{url}"
+    );
+
+    // The login page at 360 px too.
+    b.set_window_size(360, 800).await.expect("a narrow window");
+    find(&b, "#logout-button")
+        .await
+        .click()
+        .await
+        .expect("click");
+    wait_for_text(&b, "#login-info", "You have signed out.").await;
+    assert_fits_the_width(&b).await;
+    let png = b.screenshot().await.expect("a screenshot");
+    std::fs::write(output_dir().join("dashboard-login-narrow.png"), png)
+        .expect("write the screenshot");
+}
+
+/// `tests/output`, made if missing.
+fn output_dir() -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("output");
+    std::fs::create_dir_all(&out).expect("tests/output");
+    out
 }
 
 async fn find(b: &Client, css: &str) -> fantoccini::elements::Element {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
-use axum::http::header::RETRY_AFTER;
+use axum::http::header::{RETRY_AFTER, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -140,7 +140,7 @@ pub(crate) async fn login(
     // a fresh form with a word of why, instead of a 403 that reloading
     // (which re-sends the POST) cannot cure.
     let Ok(csrf_token) = auth::check_login_csrf(&jar, &form.csrf_token) else {
-        return Ok(redirect::to_login(&form.next, true));
+        return Ok(redirect::to_login(&form.next, true, app.secure_cookies));
     };
     let page = LoginPage {
         csrf_token: &csrf_token,
@@ -217,7 +217,12 @@ pub(crate) async fn login(
         "credentials accepted"
     );
     let next = redirect::after_login(&form.next);
-    Ok((auth::forget_login_csrf(jar), Redirect::to(next)).into_response())
+    let mut response = (auth::forget_login_csrf(jar), Redirect::to(next)).into_response();
+    response.headers_mut().append(
+        SET_COOKIE,
+        redirect::signed_in_cookie(true, app.secure_cookies),
+    );
+    Ok(response)
 }
 
 /// What the login form shows.
@@ -269,8 +274,9 @@ pub(crate) async fn overview(
         // A browser that brought a session cookie had a session that has
         // expired or ended: it is told so; a first visit is not.
         let next = uri.path_and_query().map_or("/", |p| p.as_str());
-        let expired = redirect::carries_cookie(&headers, &app.cookie_name);
-        return Ok(redirect::to_login(next, expired));
+        let expired = redirect::carries_cookie(&headers, &app.cookie_name)
+            || redirect::carries_cookie(&headers, redirect::SIGNED_IN_COOKIE);
+        return Ok(redirect::to_login(next, expired, app.secure_cookies));
     };
     app.idle.refresh(&session).await?;
     let csrf_token = auth::mask(&auth::csrf_token(&session).await?)?;
@@ -321,7 +327,7 @@ pub(crate) async fn switch_project(
     // open. The login page says so, rather than a CSRF 403; a live session
     // with a wrong token is still a 403.
     if app.idle.user(&session).await?.is_none() {
-        return Ok(redirect::to_login(redirect::HOME, true));
+        return Ok(redirect::to_login(redirect::HOME, true, app.secure_cookies));
     }
     auth::check_csrf(&session, &form.csrf_token).await?;
     if !app.settings.projects.contains(&form.project) {
@@ -341,12 +347,17 @@ pub(crate) async fn logout(
     Form(form): Form<LogoutForm>,
 ) -> Page {
     if app.idle.user(&session).await?.is_none() {
-        return Ok(redirect::to_login(redirect::HOME, true));
+        return Ok(redirect::to_login(redirect::HOME, true, app.secure_cookies));
     }
     auth::check_csrf(&session, &form.csrf_token).await?;
     session.flush().await?;
     // The message travels in the address: no session is left to keep it.
-    Ok(Redirect::to(redirect::SIGNED_OUT_PAGE).into_response())
+    let mut response = Redirect::to(redirect::SIGNED_OUT_PAGE).into_response();
+    response.headers_mut().append(
+        SET_COOKIE,
+        redirect::signed_in_cookie(false, app.secure_cookies),
+    );
+    Ok(response)
 }
 
 /// What `GET /health` answers, as JSON.

@@ -8,9 +8,10 @@
 //! `/<tab>/host` would become `//host`). Anything else is ignored: the user
 //! lands on the overview, never on another site (an open redirect).
 
-use axum::http::HeaderMap;
-use axum::http::header::COOKIE;
+use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::{Cookie, SameSite};
 
 /// Where the login page sends a user when `next` is missing or refused.
 pub(crate) const HOME: &str = "/";
@@ -53,10 +54,44 @@ pub(crate) fn after_login(next: &str) -> &str {
     local_path(next).unwrap_or(HOME)
 }
 
+/// A cookie that says "this browser signed in", set at login, without
+/// `Max-Age` (it ends with the browser) and removed at sign-out. It holds
+/// nothing secret and opens nothing: it only tells a session that expired
+/// (whose cookie the browser may have dropped already, at its `Max-Age`)
+/// from a first visit, so that only the former is told "Your session has
+/// expired".
+pub(crate) const SIGNED_IN_COOKIE: &str = "dashboard_signed_in";
+
+/// The `Set-Cookie` value that sets (`on`) or removes [`SIGNED_IN_COOKIE`].
+pub(crate) fn signed_in_cookie(on: bool, secure: bool) -> HeaderValue {
+    let cookie = Cookie::build((SIGNED_IN_COOKIE, if on { "1" } else { "" }))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure);
+    let cookie = if on {
+        cookie.build()
+    } else {
+        cookie.removal().build()
+    };
+    // A fixed name and value: always a valid header.
+    HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// The login page, told to come back to `next` (when local, and not the
 /// overview, which is where it goes anyway) and, when `expired`, to say the
-/// session expired.
-pub(crate) fn to_login(next: &str, expired: bool) -> Response {
+/// session expired (once: the [`SIGNED_IN_COOKIE`] goes).
+pub(crate) fn to_login(next: &str, expired: bool, secure: bool) -> Response {
+    let mut response = login_redirect(next, expired);
+    if expired {
+        response
+            .headers_mut()
+            .append(SET_COOKIE, signed_in_cookie(false, secure));
+    }
+    response
+}
+
+fn login_redirect(next: &str, expired: bool) -> Response {
     let mut query: Vec<String> = Vec::new();
     if let Some(next) = local_path(next).filter(|n| *n != HOME) {
         query.push(format!("next={}", encode(next)));
@@ -146,18 +181,21 @@ mod tests {
 
     #[test]
     fn the_login_page_is_told_where_to_come_back_to() {
-        assert_eq!(location(&to_login("/", false)), "/auth/login");
-        assert_eq!(location(&to_login("/", true)), "/auth/login?reason=expired");
+        assert_eq!(location(&to_login("/", false, false)), "/auth/login");
         assert_eq!(
-            location(&to_login("/?tab=a b&c=d", true)),
+            location(&to_login("/", true, false)),
             "/auth/login?reason=expired"
         );
         assert_eq!(
-            location(&to_login("/?tab=x&c=d", false)),
+            location(&to_login("/?tab=a b&c=d", true, false)),
+            "/auth/login?reason=expired"
+        );
+        assert_eq!(
+            location(&to_login("/?tab=x&c=d", false, false)),
             "/auth/login?next=/%3Ftab%3Dx%26c%3Dd"
         );
         assert_eq!(
-            location(&to_login("//evil", true)),
+            location(&to_login("//evil", true, false)),
             "/auth/login?reason=expired"
         );
     }
@@ -170,5 +208,46 @@ mod tests {
         assert!(!carries_cookie(&headers, "sessionid"));
         headers.append(COOKIE, HeaderValue::from_static("b=3;sessionid=abc"));
         assert!(carries_cookie(&headers, "sessionid"));
+    }
+}
+
+#[cfg(test)]
+mod signed_in_tests {
+    use axum::http::header::LOCATION;
+
+    use super::*;
+
+    #[test]
+    fn the_signed_in_cookie_ends_with_the_browser_and_goes_on_expiry() {
+        let on = signed_in_cookie(true, true);
+        let on = on.to_str().expect("ASCII");
+        assert!(on.starts_with("dashboard_signed_in=1"), "{on}");
+        assert!(
+            on.contains("HttpOnly") && on.contains("Secure") && on.contains("Path=/"),
+            "{on}"
+        );
+        assert!(!on.contains("Max-Age") && !on.contains("Expires"), "{on}");
+        let expired = to_login("/", true, false);
+        let removal: Vec<&str> = expired
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert_eq!(removal.len(), 1, "{removal:?}");
+        assert!(removal[0].contains("Max-Age=0"), "{removal:?}");
+        assert!(
+            to_login("/", false, false)
+                .headers()
+                .get(SET_COOKIE)
+                .is_none()
+        );
+        assert_eq!(
+            expired
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok()),
+            Some("/auth/login?reason=expired")
+        );
     }
 }
