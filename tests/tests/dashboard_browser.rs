@@ -148,6 +148,20 @@ async fn journey(b: Client, base: String) {
     assert_eq!(text(&b, "#project").await, "admin");
     assert_eq!(text(&b, "#region").await, "RegionOne");
     assert_eq!(text(&b, "#engine").await, "memory");
+    // The expiry in the browser's own clock: the page's script (allowed by
+    // its hash in the CSP) replaced the server's UTC time.
+    let expires = find(&b, "#expires").await;
+    let shown = expires.text().await.expect("element text");
+    assert!(
+        (shown.starts_with("in 60 minutes, at ") || shown.starts_with("in 59 minutes, at "))
+            && !shown.contains("UTC"),
+        "{shown}"
+    );
+    let title = expires.attr("title").await.expect("an attribute");
+    assert!(
+        title.as_deref().is_some_and(|t| t.ends_with('Z')),
+        "{title:?}"
+    );
     let cookies = b.get_all_cookies().await.expect("cookies");
     let session = cookies
         .iter()

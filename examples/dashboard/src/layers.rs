@@ -43,9 +43,23 @@ use tracing::Span;
 use crate::templates;
 
 /// Every answer's Content-Security-Policy: nothing but the page's own
-/// inline styles, forms that post only here, and no framing.
-const CONTENT_SECURITY: &str = "default-src 'none'; style-src 'unsafe-inline'; \
-     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// inline styles and its one script (by its hash), forms that post only
+/// here, and no framing.
+fn content_security() -> HeaderValue {
+    let policy = format!(
+        "default-src 'none'; script-src {}; style-src 'unsafe-inline'; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        templates::script_source()
+    );
+    HeaderValue::from_str(&policy).unwrap_or_else(|_| {
+        // Base64 and ASCII only: cannot happen. Without the script's hash,
+        // pages keep their times in UTC.
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        )
+    })
+}
 
 /// `router` inside the layers above, outermost last.
 pub(crate) fn wrap(router: Router, request_timeout: Duration) -> Router {
@@ -59,7 +73,7 @@ pub(crate) fn wrap(router: Router, request_timeout: Duration) -> Router {
         .layer(CompressionLayer::new())
         .layer(SetResponseHeaderLayer::overriding(
             CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY),
+            content_security(),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             X_FRAME_OPTIONS,

@@ -291,6 +291,7 @@ pub(crate) async fn overview(
     let messages = flash::take(&session).await?;
     // Whole seconds: the page is read by people.
     let expires = app.idle.expires_at(&session).await?;
+    let now = OffsetDateTime::now_utc();
     let expires = expires.replace_nanosecond(0).unwrap_or(expires);
     let timeout = app.settings.session_timeout.as_secs();
     templates::page(
@@ -305,7 +306,8 @@ pub(crate) async fn overview(
             engine => &app.engine_label,
             server_side => app.engine.is_server_side(),
             expires_at => expires.format(&Rfc3339).unwrap_or_default(),
-            expires_human => when::human(expires, OffsetDateTime::now_utc()),
+            expires_human => when::human(expires, now),
+            expires_until => when::until(expires, now),
             messages => Value::from(Serde(&messages)),
             timeout_minutes => timeout.div_ceil(60),
             browser_session => app.idle.browser_session,

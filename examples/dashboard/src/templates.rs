@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use minijinja::{Environment, Value, context};
 
 use crate::error::Failure;
@@ -30,6 +31,21 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     }
     env
 });
+
+/// The one inline script the pages carry (in `base.html`), as the CSP's
+/// `script-src` names it: `'sha256-...'` of its exact text.
+pub(crate) fn script_source() -> String {
+    let base = include_str!("../templates/base.html");
+    let script = base
+        .split_once("<script>")
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .map_or("", |(script, _)| script);
+    let hash = ring::digest::digest(&ring::digest::SHA256, script.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(hash.as_ref())
+    )
+}
 
 /// Renders `name` with `ctx` into a page with `status`.
 pub(crate) fn page(status: StatusCode, name: &str, ctx: Value) -> Result<Response, Failure> {
@@ -86,6 +102,21 @@ mod tests {
             })
             .expect("renders");
         assert!(html.contains("&lt;script&gt;&amp;"), "{html}");
-        assert!(!html.contains("<script>"));
+        // The page's own script only, whose hash the CSP carries.
+        assert_eq!(html.matches("<script>").count(), 1, "{html}");
+        let rendered = html
+            .split_once("<script>")
+            .and_then(|(_, rest)| rest.split_once("</script>"))
+            .map(|(script, _)| script)
+            .expect("the script");
+        let hash = ring::digest::digest(&ring::digest::SHA256, rendered.as_bytes());
+        assert_eq!(
+            script_source(),
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(hash.as_ref())
+            ),
+            "the script renders as written"
+        );
     }
 }

@@ -1,23 +1,15 @@
-//! Times as people read them: "in 59 minutes, at 14:05 UTC".
+//! Times as people read them: "in 59 minutes, at 14:05 UTC" (the page's
+//! script then shows the clock time in the reader's time zone).
 
 use time::OffsetDateTime;
 
 /// `at`, seen from `now`: how far off, and the clock time in UTC (with the
-/// date when it is not today's).
+/// date when it is not today's). The page's script puts the clock time in
+/// the reader's own time zone.
 pub(crate) fn human(at: OffsetDateTime, now: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
     let now = now.to_offset(time::UtcOffset::UTC);
-    let secs = (at - now).whole_seconds();
-    let minutes = (secs + 30) / 60;
-    let hours = (secs + 1800) / 3600;
-    let days = (secs + 43_200) / 86_400;
-    let until = match secs {
-        s if s <= 0 => "now".to_owned(),
-        s if s < 60 => "in less than a minute".to_owned(),
-        _ if minutes < 120 => plural("in", minutes, "minute"),
-        _ if hours < 48 => plural("in", hours, "hour"),
-        _ => plural("in", days, "day"),
-    };
+    let until = until(at, now);
     let clock = format!("{:02}:{:02} UTC", at.hour(), at.minute());
     if at.date() == now.date() {
         format!("{until}, at {clock}")
@@ -28,6 +20,21 @@ pub(crate) fn human(at: OffsetDateTime, now: OffsetDateTime) -> String {
             at.month(),
             at.year()
         )
+    }
+}
+
+/// How far off `at` is from `now`: "in 29 minutes", "now".
+pub(crate) fn until(at: OffsetDateTime, now: OffsetDateTime) -> String {
+    let secs = (at - now).whole_seconds();
+    let minutes = (secs + 30) / 60;
+    let hours = (secs + 1800) / 3600;
+    let days = (secs + 43_200) / 86_400;
+    match secs {
+        s if s <= 0 => "now".to_owned(),
+        s if s < 60 => "in less than a minute".to_owned(),
+        _ if minutes < 120 => plural("in", minutes, "minute"),
+        _ if hours < 48 => plural("in", hours, "hour"),
+        _ => plural("in", days, "day"),
     }
 }
 
