@@ -11,7 +11,8 @@ pub(crate) enum Failure {
     /// The session backend failed: the layer's answer (503 when it is
     /// unavailable).
     Session(cloakroom::Error),
-    /// A POST without the session's CSRF token.
+    /// A POST to a live session without its CSRF token. (A POST without
+    /// a live session is sent to the login page instead, see `redirect`.)
     Csrf,
     /// A form value that is not allowed (a project the user does not have).
     BadRequest(&'static str),
@@ -37,8 +38,9 @@ impl IntoResponse for Failure {
             Self::Session(err) => return err.into_response(),
             Self::Csrf => (
                 StatusCode::FORBIDDEN,
-                "CSRF verification failed: the form was not sent by this dashboard's page, \
-                 or the session it belonged to has ended. Reload the page and try again.",
+                "CSRF verification failed: the form was not sent by this dashboard's page \
+                 for your current sign-in (it may come from an older tab). Go back to the \
+                 dashboard and try again.",
             ),
             Self::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
             Self::Internal(detail) => {

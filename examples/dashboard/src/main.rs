@@ -8,6 +8,9 @@
 //!
 //! It refuses to start on an address beyond loopback while a built-in demo
 //! account (`admin:admin`, `demo:demo`) can log in.
+//!
+//! It logs to standard error, as text (coloured on a terminal only) or as
+//! JSON lines (`DASHBOARD_LOG_FORMAT=json`), see [`dashboard::logging`].
 
 use std::net::SocketAddr;
 
