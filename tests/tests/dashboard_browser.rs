@@ -9,9 +9,12 @@
 //! idle: a form sent from a page left open lands on the login page with
 //! "Your session has expired, please sign in again" (not a CSRF error),
 //! and a page asked for with an expired session comes back after signing
-//! in; the login page fits 360 px too. Screenshots go to `tests/output/`:
+//! in; the login page fits 360 px too. Screenshots:
 //! `dashboard-overview.png`, `dashboard-overview-narrow.png` (360 px),
 //! `dashboard-session-expired.png`, `dashboard-login-narrow.png` (360 px).
+//! They are written under `CLOAKROOM_SCREENSHOT_DIR`, by default the run's
+//! directory, so a run leaves the clone clean; the checked-in copies are
+//! refreshed with `CLOAKROOM_SCREENSHOT_DIR=$PWD/tests/output`.
 //!
 //! Without `CLOAKROOM_CHROMEDRIVER_URL` the test fails: run it through
 //! `bash tests/run`.
@@ -188,8 +191,7 @@ async fn journey(b: Client, base: String) {
     // A picture of the overview, for people to look at.
     let png = b.screenshot().await.expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("output");
-    std::fs::create_dir_all(&out).expect("tests/output");
+    let out = output_dir();
     std::fs::write(out.join("dashboard-overview.png"), png).expect("write the screenshot");
 
     // At a phone's 360 px: nothing wider than the screen, and a picture.
@@ -311,10 +313,22 @@ async fn expired_session(b: Client, base: String) {
         .expect("write the screenshot");
 }
 
-/// `tests/output`, made if missing.
+/// Where screenshots go, made if missing: `CLOAKROOM_SCREENSHOT_DIR`, else
+/// `screenshots` in the run's directory. The checked-in ones in
+/// `tests/output/` are refreshed by pointing the variable there; a plain
+/// run leaves the clone as it was (they show the time, so they differ on
+/// every run).
 fn output_dir() -> PathBuf {
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("output");
-    std::fs::create_dir_all(&out).expect("tests/output");
+    let out = std::env::var_os("CLOAKROOM_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CLOAKROOM_TEST_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir)
+                .join("screenshots")
+        });
+    std::fs::create_dir_all(&out)
+        .unwrap_or_else(|e| panic!("screenshot directory {}: {e}", out.display()));
     out
 }
 
