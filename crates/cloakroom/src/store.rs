@@ -163,39 +163,50 @@ pub(crate) async fn save(
             }
             Ok(None)
         }
-        Plan::Create => {
-            let mut record = session.take_record(now)?;
-            let created = create(store, config, &record).await;
-            // The old id is retired only once the new one is stored. Its
-            // touch gets this record ending now, with the version loaded
-            // under the old id; a deadline that has come ends the session,
-            // so no store writes the data. The data goes back to the
-            // session either way.
-            let retired = match &created {
-                Ok(_) => match session.take_retired() {
-                    Some(old) => {
-                        record.expires_at = now;
-                        Some(retire(store, config, &old, &record).await)
-                    }
-                    None => None,
-                },
-                Err(_) => None,
-            };
-            session.restore(record);
-            let id = created?;
-            if let Some(live) = retired
-                && !live?
-            {
-                // The session was logged out after this request loaded it:
-                // the copy under the new id must not outlive it.
-                delete(store, config, &id).await?;
-                return Err(interrupted().into());
-            }
-            session.set_id(id.clone());
-            Ok(Some(id))
-        }
+        // Boxed: its several calls would make every save's future larger,
+        // and an update, the common save, is answered inline.
+        Plan::Create => Box::pin(create_and_retire(store, config, session, now)).await,
         Plan::Nothing | Plan::RemoveCookie | Plan::Seal | Plan::Load => Ok(None),
     }
+}
+
+/// A new session stored under a fresh id, and the id that `cycle_id`
+/// replaced, if any, retired.
+async fn create_and_retire(
+    store: &dyn SessionStore,
+    config: &SessionConfig,
+    session: &mut Locked<'_>,
+    now: OffsetDateTime,
+) -> Result<Option<Id>, Stop> {
+    let mut record = session.take_record(now)?;
+    let created = create(store, config, &record).await;
+    // The old id is retired only once the new one is stored. Its
+    // touch gets this record ending now, with the version loaded
+    // under the old id; a deadline that has come ends the session,
+    // so no store writes the data. The data goes back to the
+    // session either way.
+    let retired = match &created {
+        Ok(_) => match session.take_retired() {
+            Some(old) => {
+                record.expires_at = now;
+                Some(retire(store, config, &old, &record).await)
+            }
+            None => None,
+        },
+        Err(_) => None,
+    };
+    session.restore(record);
+    let id = created?;
+    if let Some(live) = retired
+        && !live?
+    {
+        // The session was logged out after this request loaded it:
+        // the copy under the new id must not outlive it.
+        delete(store, config, &id).await?;
+        return Err(interrupted().into());
+    }
+    session.set_id(id.clone());
+    Ok(Some(id))
 }
 
 /// Stores a new session under a fresh id and returns the id.
