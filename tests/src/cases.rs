@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloakroom::{Engine, SameSite, SessionLayer};
+use cloakroom::{Engine, Expiry, SameSite, SessionLayer};
 use http::StatusCode;
 
 use crate::app::Gate;
@@ -235,6 +235,45 @@ pub async fn small_renewals_write_nothing(engine: Engine) {
         assert_eq!(after.update, before.update, "{before:?} -> {after:?}");
     }
     assert_eq!(client.get("/get/a").await.body, "2");
+}
+
+/// `SessionLayer::with_expiry(Expiry::OnInactivity(..))`: every session
+/// gets the idle timeout as its cookie's `Max-Age` and its server-side
+/// deadline, and a request that only reads the session renews it (a touch,
+/// never a rewrite) once that moves the deadline by the touch threshold;
+/// below the threshold it writes nothing. A session left idle for longer
+/// than the period is over.
+pub async fn layer_idle_expiry_slides_on_reads(engine: Engine) {
+    let server_side = engine.is_server_side();
+    let (mut client, counts, _) = setup(engine, |l| {
+        l.with_expiry(Expiry::OnInactivity(cloakroom::time::Duration::seconds(2)))
+            .with_touch_after(Duration::from_millis(500))
+    });
+    let reply = client.get("/set/a/1").await;
+    ok(&reply);
+    assert_eq!(session_cookie(&reply).max_age(), Some(2), "{reply:?}");
+    let before = counts.snapshot();
+    let reply = client.get("/get/a").await;
+    assert_eq!(reply.body, "1");
+    assert!(
+        reply.cookie(NAME).is_none(),
+        "below the threshold: {reply:?}"
+    );
+    assert_eq!(counts.snapshot().writes(), before.writes());
+    // Reads alone keep it alive past its first deadline (2.4 s > 2 s).
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let reply = client.get("/get/a").await;
+        assert_eq!(reply.body, "1", "{reply:?}");
+        assert_eq!(session_cookie(&reply).max_age(), Some(2), "{reply:?}");
+    }
+    if server_side {
+        let after = counts.snapshot();
+        assert_eq!(after.touch, before.touch + 3, "{before:?} -> {after:?}");
+        assert_eq!(after.update, before.update, "{before:?} -> {after:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert_eq!(client.get("/get/a").await.body, "none", "idle for too long");
 }
 
 /// `cycle_id` keeps the data under a new id; the old cookie opens nothing.

@@ -73,6 +73,7 @@ macro_rules! conformance_suite {
             large_ages_are_errors_not_panics,
             save_every_request_refreshes_pages_that_do_not_read,
             small_renewals_write_nothing,
+            layer_idle_expiry_slides_on_reads,
             flush_then_5xx_removes_the_cookie,
             a_session_the_application_refuses_is_absent,
         );
@@ -95,6 +96,7 @@ macro_rules! conformance_suite {
             large_ages_are_errors_not_panics,
             save_every_request_refreshes_pages_that_do_not_read,
             small_renewals_write_nothing,
+            layer_idle_expiry_slides_on_reads,
             flush_then_5xx_removes_the_cookie,
             cookie_sessions_end_at_their_absolute_age,
             a_session_the_application_refuses_is_absent,

@@ -18,6 +18,10 @@ use crate::{Error, ErrorKind};
 pub enum Expiry {
     /// Expires after this much inactivity; the deadline moves on each save or
     /// touch. The cookie gets a matching `Max-Age`.
+    ///
+    /// The period is a [`time::Duration`] (`cloakroom::time::Duration`, as
+    /// `cloakroom` re-exports `time`: `Duration::minutes(30)`); from a
+    /// `std::time::Duration`, use [`Expiry::on_inactivity`].
     OnInactivity(#[serde(with = "seconds")] Duration),
     /// Expires at a fixed point in time.
     AtDateTime(#[serde(with = "time::serde::timestamp")] OffsetDateTime),
@@ -34,6 +38,22 @@ pub enum Expiry {
 pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
 
 impl Expiry {
+    /// [`Expiry::OnInactivity`] from a `std::time::Duration`, the type the
+    /// rest of the API takes (the variant holds a `time::Duration`, which
+    /// `cloakroom` re-exports as `cloakroom::time`). A period too long for
+    /// a `time::Duration` becomes the longest one, which is out of bounds.
+    ///
+    /// ```
+    /// use cloakroom_core::Expiry;
+    ///
+    /// let idle = Expiry::on_inactivity(std::time::Duration::from_secs(1800));
+    /// assert_eq!(idle, Expiry::OnInactivity(time::Duration::minutes(30)));
+    /// assert!(!Expiry::on_inactivity(std::time::Duration::MAX).is_within_bounds());
+    /// ```
+    pub fn on_inactivity(period: std::time::Duration) -> Self {
+        Self::OnInactivity(Duration::try_from(period).unwrap_or(Duration::MAX))
+    }
+
     /// True when the policy's age is within `(0, MAX_AGE]` (a fixed moment
     /// or the browser's close always is).
     pub fn is_within_bounds(&self) -> bool {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use cloakroom_core::Expiry;
 pub use cookie::SameSite;
 
 /// How the session cookie looks and when sessions are saved. Defaults are
@@ -13,8 +14,14 @@ pub struct SessionConfig {
     /// `SESSION_COOKIE_NAME`, default `sessionid`.
     pub cookie_name: String,
     /// `SESSION_COOKIE_AGE`, default two weeks: the cookie's `Max-Age` and the
-    /// server-side deadline of a session with no explicit expiry.
+    /// server-side deadline of a session with no expiry of its own, when
+    /// [`expiry`](Self::expiry) is not set either.
     pub cookie_age: Duration,
+    /// The expiry of every session that has none of its own (set with
+    /// [`SessionLayer::with_expiry`](crate::SessionLayer::with_expiry); no
+    /// setting reads it). `None` (the default) is Django's rule:
+    /// `cookie_age`, and `expire_at_browser_close`.
+    pub expiry: Option<Expiry>,
     /// `SESSION_COOKIE_DOMAIN`, default unset (a host-only cookie).
     pub cookie_domain: Option<String>,
     /// `SESSION_COOKIE_PATH`, default `/`.
@@ -44,7 +51,10 @@ pub struct SessionConfig {
     /// zero renews every time.
     pub touch_after: Option<Duration>,
     /// `SESSION_EXPIRE_AT_BROWSER_CLOSE`, default false: when true, cookies
-    /// get no `Max-Age`, unless the session sets its own expiry.
+    /// get no `Max-Age`, unless the session sets its own expiry. The
+    /// server-side deadline is still `cookie_age`, or the idle timeout of an
+    /// [`Expiry::OnInactivity`] in [`expiry`](Self::expiry) (Horizon's
+    /// setup: a browser-session cookie, an idle timeout on the server).
     pub expire_at_browser_close: bool,
     /// `SESSION_BACKEND_TIMEOUT_MS`, default 1500: the longest the layer waits
     /// for one store operation before answering 503.
@@ -61,6 +71,7 @@ impl Default for SessionConfig {
         Self {
             cookie_name: "sessionid".to_owned(),
             cookie_age: Duration::from_secs(1_209_600),
+            expiry: None,
             cookie_absolute_age: None,
             cookie_domain: None,
             cookie_path: "/".to_owned(),

@@ -113,6 +113,7 @@ pub(crate) fn config(s: &dyn Settings) -> Result<SessionConfig, ConfigError> {
     Ok(SessionConfig {
         cookie_name,
         cookie_age: Duration::from_secs(age),
+        expiry: None,
         cookie_absolute_age,
         cookie_domain,
         cookie_path,

@@ -8,7 +8,7 @@ use tower::Layer;
 
 use crate::config::SessionConfig;
 use crate::service::SessionService;
-use crate::{Engine, Record, env};
+use crate::{Engine, Expiry, Record, env};
 
 /// Loads the session before the handler runs and writes it back afterwards.
 ///
@@ -176,7 +176,11 @@ impl SessionLayer {
         self.edit(|c| c.cookie_name = name)
     }
 
-    /// Sets the session lifetime (`SESSION_COOKIE_AGE`). An age past
+    /// Sets the session lifetime (`SESSION_COOKIE_AGE`): the cookie's
+    /// `Max-Age` and the server-side deadline of every session with no
+    /// expiry of its own, unless [`with_expiry`](Self::with_expiry) sets
+    /// another default. It is renewed only when the session is saved (see
+    /// [`with_save_every_request`](Self::with_save_every_request)). An age past
     /// [`MAX_AGE`](crate::core::record::MAX_AGE) (100 years) is taken as
     /// that.
     ///
@@ -189,6 +193,69 @@ impl SessionLayer {
     /// ```
     pub fn with_cookie_age(self, age: Duration) -> Self {
         self.edit(|c| c.cookie_age = age.min(cloakroom_core::record::MAX_AGE))
+    }
+
+    /// Sets the expiry of every session that has none of its own (one set
+    /// with [`Session::set_expiry`](crate::Session::set_expiry) wins), as
+    /// tower-sessions' `with_expiry` does. By default there is none, and
+    /// Django's settings apply: [`with_cookie_age`](Self::with_cookie_age)
+    /// (`SESSION_COOKIE_AGE`) as both the cookie's `Max-Age` and the
+    /// server-side deadline, and
+    /// [`with_expire_at_browser_close`](Self::with_expire_at_browser_close).
+    ///
+    /// * [`Expiry::OnInactivity`]: an idle timeout. The deadline and the
+    ///   cookie's `Max-Age` are the period, and they slide on every request
+    ///   that reads the session, not only on the ones that change it: such
+    ///   a read renews the session (a touch, or a reseal on the cookie
+    ///   engines, never a rewrite of the data) once that moves its deadline
+    ///   by at least [`with_touch_after`](Self::with_touch_after)
+    ///   (`SESSION_TOUCH_AFTER_SECONDS`); below that the request stays a
+    ///   read and writes nothing. This also holds for sessions whose own
+    ///   expiry is an inactivity period (a "remember me" of 30 days, say).
+    ///   A request that never reads its session does not renew it; with
+    ///   [`with_save_every_request`](Self::with_save_every_request)
+    ///   (`SESSION_SAVE_EVERY_REQUEST`) every request with a live session
+    ///   cookie does, read or not. `cookie_age` then only bounds
+    ///   [`Expiry::OnBrowserClose`] sessions. With
+    ///   `with_expire_at_browser_close(true)` the cookie has no `Max-Age`
+    ///   while the server still ends the session after the idle period
+    ///   (what Horizon does).
+    /// * [`Expiry::OnBrowserClose`]: as `with_expire_at_browser_close(true)`.
+    /// * [`Expiry::AtDateTime`]: every session ends at that moment.
+    ///
+    /// Periods are [`time::Duration`](crate::time::Duration) (re-exported as
+    /// `cloakroom::time`), or use [`Expiry::on_inactivity`] with a
+    /// `std::time::Duration`. A period past
+    /// [`MAX_AGE`](crate::core::record::MAX_AGE) is taken as that.
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, Expiry, SessionLayer, memory::MemoryStore};
+    /// # use std::time::Duration;
+    /// // Logged out after 30 minutes without a request that reads the session.
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10)))
+    ///     .with_expiry(Expiry::on_inactivity(Duration::from_secs(30 * 60)));
+    /// assert_eq!(
+    ///     layer.config().expiry,
+    ///     Some(Expiry::OnInactivity(cloakroom::time::Duration::minutes(30)))
+    /// );
+    /// ```
+    ///
+    /// # Panics
+    /// When an inactivity period is zero or negative.
+    pub fn with_expiry(self, expiry: Expiry) -> Self {
+        let expiry = match expiry {
+            Expiry::OnInactivity(age) => {
+                assert!(
+                    age.is_positive(),
+                    "cloakroom: with_expiry(Expiry::OnInactivity({age})): the period must be above zero"
+                );
+                let max = time::Duration::try_from(cloakroom_core::record::MAX_AGE)
+                    .unwrap_or(time::Duration::MAX);
+                Expiry::OnInactivity(age.min(max))
+            }
+            other => other,
+        };
+        self.edit(|c| c.expiry = Some(expiry))
     }
 
     /// Sets the longest a cookie-engine session lives from its issue or last
@@ -267,8 +334,11 @@ impl SessionLayer {
         self.edit(|c| c.cookie_same_site = same_site)
     }
 
-    /// Saves (or touches) the session on every request that reads it
-    /// (`SESSION_SAVE_EVERY_REQUEST`).
+    /// Saves (or touches) the session on every non-5xx response to a
+    /// request with a live session cookie, whether the handler read the
+    /// session or not (`SESSION_SAVE_EVERY_REQUEST`, Django's rule). For an
+    /// idle timeout that slides on reads only, use
+    /// [`with_expiry`](Self::with_expiry) with [`Expiry::OnInactivity`].
     ///
     /// ```
     /// # use cloakroom::{Engine, SessionLayer, memory::MemoryStore};

@@ -116,6 +116,14 @@ pub use cloakroom_sql as sql;
 #[cfg(feature = "cookie")]
 pub use cloakroom_cookie as cookies;
 
+/// The [`time`](https://docs.rs/time) crate, whose `Duration` and
+/// `OffsetDateTime` [`Expiry`] holds (`Expiry::OnInactivity(time::Duration)`,
+/// `Expiry::AtDateTime(time::OffsetDateTime)`), and which
+/// [`Session::expiry_date`] returns: no need to depend on it yourself.
+/// Everything else takes `std::time::Duration`; [`Expiry::on_inactivity`]
+/// takes one too.
+pub use time;
+
 /// The crate every engine is written against, for engine authors.
 pub use cloakroom_core as core;
 

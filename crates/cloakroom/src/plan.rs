@@ -20,6 +20,10 @@
 //!   request that carries a live session cookie, read by the handler or not;
 //!   a session the handler never read is read first ([`Plan::Load`]), since
 //!   its own expiry policy sets the new deadline;
+//! * with an idle timeout as the layer's default expiry
+//!   (`SessionLayer::with_expiry(Expiry::OnInactivity(..))`), a read of a
+//!   session whose expiry is an inactivity period is a renewal too
+//!   ([`End::ExpiryMoved`]), as in tower-sessions;
 //! * a renewal (a touch, or a reseal, of an unchanged session) that would
 //!   move the deadline by less than `SESSION_TOUCH_AFTER_SECONDS` is
 //!   skipped: pages that renew an idle timeout stay reads, and the cookie
@@ -37,7 +41,8 @@ pub(crate) enum End {
     /// A live session, read and left as it was.
     Read,
     /// A live session whose deadline must move, nothing else changed (an
-    /// idle timeout set again).
+    /// idle timeout set again, or a session read under the layer's default
+    /// idle timeout, `SessionLayer::with_expiry`).
     ExpiryMoved,
     /// Data or expiry policy changed. `live`: the session the cookie opened
     /// is still there to update (false for a new session).

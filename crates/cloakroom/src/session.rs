@@ -353,8 +353,9 @@ impl Session {
         Ok(())
     }
 
-    /// Sets how this session expires; `None` goes back to the settings
-    /// (`SESSION_COOKIE_AGE`, `SESSION_EXPIRE_AT_BROWSER_CLOSE`).
+    /// Sets how this session expires; `None` goes back to the layer's
+    /// default ([`SessionLayer::with_expiry`](crate::SessionLayer::with_expiry),
+    /// else `SESSION_COOKIE_AGE` and `SESSION_EXPIRE_AT_BROWSER_CLOSE`).
     ///
     /// Setting the same inactivity period again (an idle timeout refreshed on
     /// each request) only extends the deadline: the store gets a touch, not a
@@ -387,7 +388,9 @@ impl Session {
         Ok(())
     }
 
-    /// The expiry set on this session, if any.
+    /// The expiry set on this session, if any; not the layer's default
+    /// (which [`expiry_age`](Self::expiry_age) and
+    /// [`expiry_date`](Self::expiry_date) do take into account).
     ///
     /// # Errors
     /// When the backend is unavailable.
@@ -555,7 +558,7 @@ impl<'a> Locked<'a> {
             End::Cycled
         } else if state.modified || !state.live {
             End::Modified { live: state.live }
-        } else if state.touch {
+        } else if state.touch || slides(state.expiry, self.config()) {
             End::ExpiryMoved
         } else {
             End::Read
@@ -669,9 +672,10 @@ impl<'a> Locked<'a> {
     }
 }
 
-/// The time to live of a session saved at `now` with this expiry policy.
+/// The time to live of a session saved at `now` with this expiry policy (or,
+/// without one, the layer's default).
 fn expiry_age(expiry: Option<Expiry>, config: &SessionConfig, now: OffsetDateTime) -> Duration {
-    match expiry {
+    match expiry.or(config.expiry) {
         Some(Expiry::OnInactivity(age)) => age.try_into().unwrap_or(Duration::ZERO),
         Some(Expiry::AtDateTime(at)) => (at - now).try_into().unwrap_or(Duration::ZERO),
         Some(Expiry::OnBrowserClose) | None => config.cookie_age,
@@ -686,7 +690,7 @@ fn deadline(
     config: &SessionConfig,
     now: OffsetDateTime,
 ) -> Result<OffsetDateTime, StoreError> {
-    if let Some(Expiry::AtDateTime(at)) = expiry {
+    if let Some(Expiry::AtDateTime(at)) = expiry.or(config.expiry) {
         return Ok(at.max(now));
     }
     time::Duration::try_from(expiry_age(expiry, config, now))
@@ -714,12 +718,22 @@ pub(crate) fn absolute_end(issued_at: OffsetDateTime, config: &SessionConfig) ->
         .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
 }
 
+/// Whether an unchanged session read by the request renews its deadline:
+/// its expiry (its own, or the layer's default) is an inactivity period, and
+/// the layer's default is one, so idle timeouts slide on reads as
+/// tower-sessions' do. Without such a default, Django's rule: only a save
+/// (or the same period set again) moves the deadline.
+fn slides(expiry: Option<Expiry>, config: &SessionConfig) -> bool {
+    matches!(config.expiry, Some(Expiry::OnInactivity(_)))
+        && matches!(expiry.or(config.expiry), Some(Expiry::OnInactivity(_)))
+}
+
 /// Whether the cookie should outlive the browser.
 fn browser_close(expiry: Option<Expiry>, config: &SessionConfig) -> bool {
     match expiry {
         Some(Expiry::OnBrowserClose) => true,
         Some(_) => false,
-        None => config.expire_at_browser_close,
+        None => config.expire_at_browser_close || config.expiry == Some(Expiry::OnBrowserClose),
     }
 }
 
@@ -747,6 +761,87 @@ mod tests {
         assert!(deadline(Some(corrupt), &max, now).is_err());
         let far = Expiry::AtDateTime(now + time::Duration::days(365 * 500));
         assert!(deadline(Some(far), &huge, now).is_ok());
+    }
+
+    #[test]
+    fn the_layers_default_expiry_applies_to_sessions_without_their_own() {
+        let now = OffsetDateTime::now_utc();
+        let idle = Expiry::OnInactivity(time::Duration::minutes(30));
+        let own = Expiry::OnInactivity(time::Duration::days(30));
+        let config = SessionConfig {
+            expiry: Some(idle),
+            ..SessionConfig::default()
+        };
+        assert_eq!(expiry_age(None, &config, now), Duration::from_secs(1800));
+        assert_eq!(
+            deadline(None, &config, now).unwrap(),
+            now + time::Duration::minutes(30)
+        );
+        assert_eq!(
+            expiry_age(Some(own), &config, now),
+            Duration::from_secs(30 * 86_400),
+            "the session's own expiry wins"
+        );
+        assert!(!browser_close(None, &config));
+        // Idle timeouts slide on reads, the session's own ones too; fixed
+        // moments and browser-close sessions do not.
+        assert!(slides(None, &config));
+        assert!(slides(Some(own), &config));
+        assert!(!slides(Some(Expiry::AtDateTime(now)), &config));
+        assert!(!slides(Some(Expiry::OnBrowserClose), &config));
+        // Without the default: Django's rule, only a save moves it.
+        let django = SessionConfig::default();
+        assert!(!slides(None, &django));
+        assert!(!slides(Some(own), &django));
+        assert_eq!(expiry_age(None, &django, now), django.cookie_age);
+
+        // Horizon's setup: a browser-session cookie, an idle deadline.
+        let horizon = SessionConfig {
+            expire_at_browser_close: true,
+            ..config.clone()
+        };
+        assert!(browser_close(None, &horizon));
+        assert_eq!(expiry_age(None, &horizon, now), Duration::from_secs(1800));
+        let closing = SessionConfig {
+            expiry: Some(Expiry::OnBrowserClose),
+            ..SessionConfig::default()
+        };
+        assert!(browser_close(None, &closing));
+        assert_eq!(expiry_age(None, &closing, now), closing.cookie_age);
+        let until = now + time::Duration::hours(1);
+        let fixed = SessionConfig {
+            expiry: Some(Expiry::AtDateTime(until)),
+            ..SessionConfig::default()
+        };
+        assert_eq!(deadline(None, &fixed, now).unwrap(), until);
+        assert!(!browser_close(None, &fixed));
+    }
+
+    #[test]
+    fn a_read_under_a_default_idle_timeout_moves_the_deadline() {
+        let read = |config: SessionConfig, expiry: Option<Expiry>| {
+            let session = Session::new(
+                Engine::store(crate::memory::MemoryStore::new(1)),
+                Arc::new(config),
+                None,
+                CookieHeaders::default(),
+            );
+            let mut locked = session.try_lock().expect("free");
+            let state = &mut locked.state;
+            state.loaded = true;
+            state.live = true;
+            state.data.insert("k".into(), serde_json::json!(1));
+            state.expiry = expiry;
+            locked.outcome().expect("no failure").end
+        };
+        let idle = SessionConfig {
+            expiry: Some(Expiry::OnInactivity(time::Duration::minutes(5))),
+            ..SessionConfig::default()
+        };
+        assert_eq!(read(idle.clone(), None), End::ExpiryMoved);
+        let at = Expiry::AtDateTime(OffsetDateTime::now_utc() + time::Duration::hours(1));
+        assert_eq!(read(idle, Some(at)), End::Read);
+        assert_eq!(read(SessionConfig::default(), None), End::Read);
     }
 
     /// A request's session loaded by hand: `State` fields set as a handler
