@@ -312,6 +312,6 @@ pub async fn drill(
         recovery,
     };
     // Printed for the README's figures (`cargo test -- --nocapture`).
-    println!("outage drill: {report:?}");
+    println!("outage drill on {}: {report:?}", server.name);
     report
 }
