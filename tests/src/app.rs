@@ -28,6 +28,8 @@ type Reply = Result<String, cloakroom::Error>;
 /// |---|---|
 /// | `/noop` | nothing with the session |
 /// | `/swallow` | reads `a` and ignores any error, answering 200 |
+/// | `/handled` | reads `a`; on a store failure says it handled it and answers 200 `degraded` |
+/// | `/own-502` | reads `a`; on a store failure answers 502 `handler's own` |
 /// | `/get/{k}` | the value of `k`, or `none` |
 /// | `/set/{k}/{v}` | inserts `k = v` |
 /// | `/remove/{k}` | removes `k` |
@@ -42,6 +44,8 @@ pub fn router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
     Router::new()
         .route("/noop", get(|| async { "noop" }))
         .route("/swallow", get(swallow))
+        .route("/handled", get(handled))
+        .route("/own-502", get(own_502))
         .route("/get/{k}", get(get_value))
         .route("/set/{k}/{v}", get(set_value))
         .route("/remove/{k}", get(remove_value))
@@ -77,6 +81,24 @@ async fn swallow(s: Session) -> &'static str {
     // A careless handler: the layer must still not report success.
     let _ = s.get::<String>("a").await;
     "swallowed"
+}
+
+async fn handled(s: Session) -> Reply {
+    match s.get::<String>("a").await {
+        Ok(a) => Ok(a.unwrap_or_else(|| "none".to_owned())),
+        Err(err) if err.is_unavailable() => {
+            s.failure_handled();
+            Ok("degraded".to_owned())
+        }
+        Err(err) => Err(err),
+    }
+}
+
+async fn own_502(s: Session) -> Result<(StatusCode, String), cloakroom::Error> {
+    match s.get::<String>("a").await {
+        Ok(a) => Ok((StatusCode::OK, a.unwrap_or_else(|| "none".to_owned()))),
+        Err(_) => Ok((StatusCode::BAD_GATEWAY, "handler's own".to_owned())),
+    }
 }
 
 async fn get_value(s: Session, Path(k): Path<String>) -> Reply {

@@ -9,6 +9,7 @@ use cloakroom::memory::{CachedStore, MemoryStore};
 use cloakroom::{Engine, SessionLayer};
 use cloakroom_core::SessionStore;
 use cloakroom_tests::app::Gate;
+use cloakroom_tests::cases::setup;
 use cloakroom_tests::client::Client;
 use cloakroom_tests::contract;
 use cloakroom_tests::probe::Probe;
@@ -106,4 +107,49 @@ async fn anonymous_sessions_cannot_evict_logged_in_ones() {
         "anonymous sessions are bounded"
     );
     assert_eq!(store.entry_count(), 11);
+}
+
+/// A handler that deals with a store failure itself gets its response
+/// through (`Session::failure_handled`, or a 5xx of its own), and the
+/// layer writes nothing; one that ignores the failure, or returns the
+/// error, gets the layer's 503, with the body the application set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_failures_handled_by_the_handler_and_the_applications_503() {
+    let page = "<!doctype html><p>Sign-in is down for a moment.";
+    let (mut client, counts, _) = setup(Engine::store(MemoryStore::new(100)), |l| {
+        l.with_unavailable_response("text/html; charset=utf-8", page)
+    });
+    assert_eq!(client.get("/set/a/1").await.status, StatusCode::OK);
+    counts.set_failing(true);
+    let before = counts.snapshot();
+
+    let reply = client.get("/handled").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "degraded")
+    );
+    assert!(reply.set_cookies.is_empty(), "{reply:?}");
+    assert!(reply.varies_on_cookie());
+    let reply = client.get("/own-502").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::BAD_GATEWAY, "handler's own")
+    );
+    assert!(reply.set_cookies.is_empty(), "{reply:?}");
+    assert_eq!(counts.snapshot().writes(), before.writes());
+
+    for path in ["/swallow", "/get/a", "/set/a/2"] {
+        let reply = client.get(path).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(reply.body, page, "{path}");
+        let content_type = reply.headers.get(http::header::CONTENT_TYPE).unwrap();
+        assert_eq!(content_type, "text/html; charset=utf-8");
+        assert_eq!(
+            reply.headers.get(http::header::CACHE_CONTROL).unwrap(),
+            "no-store"
+        );
+    }
+    counts.set_failing(false);
+    assert_eq!(client.get("/handled").await.body, "1");
+    assert_eq!(client.get("/own-502").await.status, StatusCode::OK);
 }

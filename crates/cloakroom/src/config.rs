@@ -64,6 +64,12 @@ pub struct SessionConfig {
     /// over numbered cookies of at most 4000 bytes each. Keeps the header
     /// under the 8 KB that common proxies accept, with room for other cookies.
     pub cookie_max_bytes: usize,
+    /// The content type and body of the layer's own 503 (a store that is
+    /// down or too slow), set with
+    /// [`SessionLayer::with_unavailable_response`](crate::SessionLayer::with_unavailable_response).
+    /// `None` (the default): `text/plain`, "session store unavailable, try
+    /// again".
+    pub unavailable_response: Option<(http::HeaderValue, bytes::Bytes)>,
 }
 
 impl Default for SessionConfig {
@@ -83,6 +89,7 @@ impl Default for SessionConfig {
             expire_at_browser_close: false,
             backend_timeout: Duration::from_millis(1500),
             cookie_max_bytes: 7168,
+            unavailable_response: None,
         }
     }
 }

@@ -137,6 +137,7 @@ pub(crate) fn config(s: &dyn Settings) -> Result<SessionConfig, ConfigError> {
         expire_at_browser_close: bool_or(s, "SESSION_EXPIRE_AT_BROWSER_CLOSE", false)?,
         backend_timeout: millis_or(s, "SESSION_BACKEND_TIMEOUT_MS", defaults.backend_timeout)?,
         cookie_max_bytes,
+        unavailable_response: None,
     })
 }
 

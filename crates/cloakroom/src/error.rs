@@ -49,6 +49,8 @@ impl std::error::Error for Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        crate::finish::failure(self.kind())
+        // The default body: the layer puts the application's own in place
+        // of it (`SessionLayer::with_unavailable_response`).
+        crate::finish::failure(self.kind(), &crate::SessionConfig::default())
     }
 }

@@ -19,6 +19,7 @@ use http::{HeaderValue, Response, StatusCode};
 use time::OffsetDateTime;
 
 use crate::Engine;
+use crate::config::SessionConfig;
 use crate::jar;
 use crate::plan::{self, Decision, Plan};
 use crate::session::{Locked, absolute_end};
@@ -37,8 +38,9 @@ pub(crate) enum Now {
 pub(crate) fn now(session: &mut Locked<'_>, response: Response<Body>) -> Now {
     let decision = match decide(session, &response) {
         Ok(decision) => decision,
-        Err(kind) => return Now::Done(error_response(session, kind)),
+        Err(kind) => return Now::Done(failed(session, response, kind)),
     };
+    let config = session.config();
     // With `Wait::Never` nothing in `write` waits: each store call is
     // answered at once or not made, so one poll finishes it.
     let mut writing = pin!(write(session, response, decision, Wait::Never));
@@ -50,7 +52,7 @@ pub(crate) fn now(session: &mut Locked<'_>, response: Response<Body>) -> Now {
         Poll::Ready(Err(response)) => Now::Later(response),
         Poll::Pending => {
             tracing::error!("a session write-back that may not wait did; answering 500");
-            Now::Done(failure(ErrorKind::Backend))
+            Now::Done(failure(ErrorKind::Backend, config))
         }
     }
 }
@@ -59,7 +61,7 @@ pub(crate) fn now(session: &mut Locked<'_>, response: Response<Body>) -> Now {
 pub(crate) async fn later(session: &mut Locked<'_>, response: Response<Body>) -> Response<Body> {
     let mut decision = match decide(session, &response) {
         Ok(decision) => decision,
-        Err(kind) => return error_response(session, kind),
+        Err(kind) => return failed(session, response, kind),
     };
     if decision.plan == Plan::Load {
         if let Err(err) = session.load().await {
@@ -238,19 +240,50 @@ fn add_vary_cookie(response: &mut Response<Body>) {
     }
 }
 
+/// The response to a request whose handler hit a failed store call: the
+/// handler's own when it said it dealt with it
+/// ([`Session::failure_handled`](crate::Session::failure_handled)) or
+/// answered a 5xx of its own, with `Vary: Cookie` since it read the
+/// session; else the layer's. Nothing is written either way.
+fn failed(session: &Locked<'_>, mut response: Response<Body>, kind: ErrorKind) -> Response<Body> {
+    let own = response.extensions().get::<OwnResponse>().is_some();
+    if !own && (session.failure_was_handled() || response.status().is_server_error()) {
+        add_vary_cookie(&mut response);
+        return response;
+    }
+    error_response(session, kind)
+}
+
+/// Marks a response that [`failure`] made (for a [`crate::Error`] returned
+/// by a handler too), so that the layer knows it is its own.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OwnResponse(pub(crate) ErrorKind);
+
 /// The response for a failed session: the error's status, and a removal
 /// cookie when another request ended the session (so it is not brought
 /// back, and the browser drops a dead cookie).
 fn error_response(session: &Locked<'_>, kind: ErrorKind) -> Response<Body> {
-    let mut response = failure(kind);
+    let mut response = failure(kind, session.config());
     if kind == ErrorKind::Interrupted {
         remove_cookies(session, &mut response);
     }
     response
 }
 
-/// The response for a session failure: a status and a short plain body.
-pub(crate) fn failure(kind: ErrorKind) -> Response<Body> {
+/// The response for a session failure: a status and a short plain body, or,
+/// for a store that is unavailable, the body the application set
+/// ([`SessionConfig::unavailable_response`]).
+pub(crate) fn failure(kind: ErrorKind, config: &SessionConfig) -> Response<Body> {
+    if let (ErrorKind::Backend | ErrorKind::Timeout, Some((content_type, body))) =
+        (kind, &config.unavailable_response)
+    {
+        return failure_response(
+            kind,
+            StatusCode::SERVICE_UNAVAILABLE,
+            content_type.clone(),
+            Body::from(body.clone()),
+        );
+    }
     let (status, body) = match kind {
         ErrorKind::Backend | ErrorKind::Timeout => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -266,21 +299,183 @@ pub(crate) fn failure(kind: ErrorKind) -> Response<Body> {
         ),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "session error\n"),
     };
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
+    failure_response(
+        kind,
+        status,
         HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+        Body::from(body),
+    )
+}
+
+fn failure_response(
+    kind: ErrorKind,
+    status: StatusCode,
+    content_type: HeaderValue,
+    body: Body,
+) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.extensions_mut().insert(OwnResponse(kind));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, content_type);
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(VARY, HeaderValue::from_static("Cookie"));
     response
 }
 
+/// The response made of a [`crate::Error`] a handler returned, with the
+/// body the application set for the layer's 503; any other response as it
+/// is.
+pub(crate) fn own_page(config: &SessionConfig, response: Response<Body>) -> Response<Body> {
+    match response.extensions().get::<OwnResponse>() {
+        Some(&OwnResponse(kind @ (ErrorKind::Backend | ErrorKind::Timeout)))
+            if config.unavailable_response.is_some() =>
+        {
+            failure(kind, config)
+        }
+        _ => response,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::convert::Infallible;
+
+    use axum::response::IntoResponse;
+    use cloakroom_core::{Call, Record, SessionStore, StoreKey};
+    use http::Request;
+    use http::header::{COOKIE, SET_COOKIE};
+    use http_body_util::BodyExt;
+    use tower::{Layer as _, ServiceExt as _};
+
+    use crate::{Session, SessionLayer};
+
+    /// A store that is down.
+    #[derive(Debug)]
+    struct Down;
+
+    fn down<'a, T>() -> Call<'a, T> {
+        Call::ready(Err(Error::new(ErrorKind::Backend, "down")))
+    }
+
+    impl SessionStore for Down {
+        fn engine(&self) -> &'static str {
+            "down"
+        }
+        fn load<'a>(&'a self, _: &'a StoreKey) -> Call<'a, Option<Record>> {
+            down()
+        }
+        fn create<'a>(&'a self, _: &'a StoreKey, _: &'a Record) -> Call<'a, bool> {
+            down()
+        }
+        fn update<'a>(&'a self, _: &'a StoreKey, _: &'a Record) -> Call<'a, bool> {
+            down()
+        }
+        fn touch<'a>(&'a self, _: &'a StoreKey, _: &'a Record) -> Call<'a, bool> {
+            down()
+        }
+        fn delete<'a>(&'a self, _: &'a StoreKey) -> Call<'a, ()> {
+            down()
+        }
+    }
+
+    /// What the handler does once its session read failed.
+    #[derive(Clone, Copy, Debug)]
+    enum Handler {
+        Ignores,
+        Handles,
+        Answers502,
+        ReturnsTheError,
+    }
+
+    /// One request with a well-formed session cookie through a layer on a
+    /// store that is down: the status, the content type and the body.
+    async fn run(layer: SessionLayer, handler: Handler) -> (StatusCode, String, String) {
+        let service = layer.layer(tower::service_fn(
+            move |request: Request<Body>| async move {
+                let session = request
+                    .extensions()
+                    .get::<Session>()
+                    .cloned()
+                    .expect("layer");
+                let read = session.get::<String>("user").await;
+                let response = match (handler, read) {
+                    (_, Ok(_)) => "read".into_response(),
+                    (Handler::Ignores, Err(_)) => "ignored".into_response(),
+                    (Handler::Handles, Err(_)) => {
+                        session.failure_handled();
+                        "guest page".into_response()
+                    }
+                    (Handler::Answers502, Err(_)) => {
+                        (StatusCode::BAD_GATEWAY, "my own 502").into_response()
+                    }
+                    (Handler::ReturnsTheError, Err(err)) => err.into_response(),
+                };
+                Ok::<_, Infallible>(response)
+            },
+        ));
+        let id = Id::generate().expect("randomness");
+        let request = Request::builder()
+            .header(COOKIE, format!("sessionid={}", id.expose()))
+            .body(Body::empty())
+            .expect("request");
+        let response = service.oneshot(request).await.expect("infallible");
+        assert!(response.headers().get(SET_COOKIE).is_none(), "nothing set");
+        assert_eq!(response.headers().get(VARY).unwrap(), "Cookie");
+        let status = response.status();
+        let content_type = response.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            content_type,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_handles_a_failure_keeps_its_response() {
+        let plain = "text/plain; charset=utf-8";
+        let layer = SessionLayer::new(Engine::store(Down));
+        let unavailable = "session store unavailable, try again\n";
+        let cases = [
+            (
+                Handler::Ignores,
+                StatusCode::SERVICE_UNAVAILABLE,
+                unavailable,
+            ),
+            (Handler::Handles, StatusCode::OK, "guest page"),
+            (Handler::Answers502, StatusCode::BAD_GATEWAY, "my own 502"),
+            (
+                Handler::ReturnsTheError,
+                StatusCode::SERVICE_UNAVAILABLE,
+                unavailable,
+            ),
+        ];
+        for (handler, status, body) in cases {
+            let got = run(layer.clone(), handler).await;
+            assert_eq!((got.0, got.2.as_str()), (status, body), "{handler:?}");
+            assert_eq!(got.1, plain, "{handler:?}");
+        }
+
+        let html = "text/html; charset=utf-8";
+        let layer = layer.with_unavailable_response(html, "<p>back soon");
+        for handler in [Handler::Ignores, Handler::ReturnsTheError] {
+            let got = run(layer.clone(), handler).await;
+            let expected = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                html.to_owned(),
+                "<p>back soon".to_owned(),
+            );
+            assert_eq!(got, expected, "{handler:?}");
+        }
+        let got = run(layer, Handler::Handles).await;
+        assert_eq!((got.0, got.2.as_str()), (StatusCode::OK, "guest page"));
+    }
 
     #[test]
     fn vary_names_cookie_once_and_keeps_what_was_there() {

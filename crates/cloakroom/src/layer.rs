@@ -394,6 +394,38 @@ impl SessionLayer {
         self.edit(|c| c.backend_timeout = timeout)
     }
 
+    /// Sets the body and content type of the layer's own 503, the answer
+    /// to a request that needed its session while the store was down or
+    /// slower than [`with_backend_timeout`](Self::with_backend_timeout);
+    /// also the body of a [`cloakroom::Error`](crate::Error) that a
+    /// handler returns (with `?`) for such a failure. The status stays 503,
+    /// with `Cache-Control: no-store` and `Vary: Cookie`. By default the
+    /// body is the plain-text line "session store unavailable, try again".
+    ///
+    /// A handler can also answer by itself: see
+    /// [`Session::failure_handled`](crate::Session::failure_handled).
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, SessionLayer, memory::MemoryStore};
+    /// let layer = SessionLayer::new(Engine::store(MemoryStore::new(10)))
+    ///     .with_unavailable_response(
+    ///         "text/html; charset=utf-8",
+    ///         "<!doctype html><title>Try again</title><p>Sign-in is down for a moment.",
+    ///     );
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// # Panics
+    /// When `content_type` is not a valid header value.
+    pub fn with_unavailable_response(
+        self,
+        content_type: &'static str,
+        body: impl Into<bytes::Bytes>,
+    ) -> Self {
+        let page = (http::HeaderValue::from_static(content_type), body.into());
+        self.edit(|c| c.unavailable_response = Some(page))
+    }
+
     /// Sets how many bytes the cookie engines may put in the `Cookie` header
     /// (`SESSION_COOKIE_MAX_BYTES`).
     ///

@@ -107,6 +107,9 @@ where
             // not support; pass the response on untouched.
             return Poll::Ready(Ok(response));
         };
+        // A `cloakroom::Error` the handler returned gets the application's
+        // own 503 body, if it set one.
+        let response = finish::own_page(session.config(), response);
         // A session nobody used needs nothing, unless every request with a
         // session cookie is to refresh it.
         if !session.used() && !session.saves_every_request() {

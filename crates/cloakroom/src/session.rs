@@ -34,7 +34,8 @@ type StoreError = cloakroom_core::Error;
 /// handler that never touches it costs no I/O). They fail only when the
 /// backend is unavailable or a value does not (de)serialize; the error turns
 /// into a 503 (or 500) response with `?`, and the layer answers 503 for a
-/// request whose store call failed in any case.
+/// request whose store call failed in any case, unless the handler dealt
+/// with it itself ([`Session::failure_handled`], or a 5xx of its own).
 ///
 /// ```
 /// use cloakroom::Session;
@@ -71,6 +72,9 @@ struct Shared {
     /// Set by the first access of any kind, so that the layer can skip
     /// locking the state of a request that never used its session.
     used: AtomicBool,
+    /// The handler said it dealt with a failed store call itself
+    /// ([`Session::failure_handled`]).
+    handled: AtomicBool,
     /// Held across store calls, so an async lock. futures-util's, because
     /// taking and releasing it uncontended is one atomic operation each,
     /// with nothing allocated; tokio's and async-lock's take an inner mutex
@@ -215,6 +219,7 @@ impl Session {
                 cookie_headers,
                 parsed: OnceLock::new(),
                 used: AtomicBool::new(false),
+                handled: AtomicBool::new(false),
                 state: Mutex::new(State::default()),
             }),
         }
@@ -433,6 +438,38 @@ impl Session {
         Ok(browser_close(state.expiry, &self.shared.config))
     }
 
+    /// Tells the layer that the handler dealt with a failed store call
+    /// itself: its response goes out as it is (with `Vary: Cookie`), where
+    /// the layer would otherwise answer with its own 503. Nothing of the
+    /// session is written, and no cookie is set or removed.
+    ///
+    /// A handler that answers a 5xx of its own needs no call: the layer
+    /// never replaces a 5xx that it did not make. One that answers with
+    /// `?` (a [`cloakroom::Error`](crate::Error)) gets the layer's response,
+    /// whose body [`SessionLayer::with_unavailable_response`](crate::SessionLayer::with_unavailable_response)
+    /// sets. A store call that fails after the handler (the save) is
+    /// answered by the layer in any case.
+    ///
+    /// ```
+    /// use axum::response::{Html, IntoResponse, Response};
+    /// use cloakroom::Session;
+    ///
+    /// async fn home(session: Session) -> Response {
+    ///     match session.get::<String>("user").await {
+    ///         Ok(user) => Html(format!("hello {}", user.unwrap_or_default())).into_response(),
+    ///         // The store is down: show the public page instead of a 503.
+    ///         Err(err) if err.is_unavailable() => {
+    ///             session.failure_handled();
+    ///             Html("hello, guest (sign-in is unavailable right now)").into_response()
+    ///         }
+    ///         Err(err) => err.into_response(),
+    ///     }
+    /// }
+    /// ```
+    pub fn failure_handled(&self) {
+        self.shared.handled.store(true, Ordering::Release);
+    }
+
     async fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.used.store(true, Ordering::Release);
         self.shared.state.lock().await
@@ -490,6 +527,16 @@ impl Session {
         Ok(())
     }
 
+    /// Whether the handler said it dealt with a failed store call itself.
+    pub(crate) fn failure_was_handled(&self) -> bool {
+        self.shared.handled.load(Ordering::Acquire)
+    }
+
+    /// The layer's settings.
+    pub(crate) fn config(&self) -> &SessionConfig {
+        &self.shared.config
+    }
+
     /// Whether anything touched the session (before that, nothing can need
     /// saving or a `Vary` header).
     pub(crate) fn used(&self) -> bool {
@@ -537,6 +584,11 @@ impl<'a> Locked<'a> {
 
     pub(crate) fn config(&self) -> &'a SessionConfig {
         &self.session.shared.config
+    }
+
+    /// Whether the handler said it dealt with a failed store call itself.
+    pub(crate) fn failure_was_handled(&self) -> bool {
+        self.session.failure_was_handled()
     }
 
     /// Where the session stands, or the kind of the store failure that the
