@@ -97,7 +97,9 @@ pub(crate) struct Ticket {
 }
 
 pub(crate) struct NearCache {
-    entries: Cache<StoreKey, Arc<Entry>>,
+    // Keys are SHA-256 digests: a fast hasher loses nothing against
+    // flooding, and std's SipHash cost about 1,400 instructions a request.
+    entries: Cache<StoreKey, Arc<Entry>, foldhash::fast::RandomState>,
     cap: Duration,
     /// Odd while tracking is on (see the module docs).
     epoch: AtomicU64,
@@ -144,7 +146,7 @@ impl NearCache {
             // moka refuses a time to live past 1,000 years; entries that old
             // are gone by then, and `get` checks the cap itself anyway.
             .time_to_live(cap.min(Duration::from_secs(100 * 365 * 86_400)))
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         Self {
             entries,
             cap,
