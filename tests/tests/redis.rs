@@ -582,6 +582,37 @@ mod password {
     }
 }
 
+/// `cloakroom::Error` shows its cause in one line (the authentication
+/// failure, the refused connection), without the password, and its first
+/// `source()` does not repeat the message.
+#[tokio::test]
+async fn errors_show_their_cause_in_one_line() {
+    let url = required_env("CLOAKROOM_REDIS_URL");
+    let (userinfo, host) = url
+        .strip_prefix("redis://")
+        .and_then(|rest| rest.split_once('@'))
+        .expect("tests/run gives the main server a password");
+    let password = userinfo.trim_start_matches(':');
+    let wrong = store_at(&format!("redis://:not-{password}@{host}"));
+    let err = wrong.load(&new_key()).await.expect_err("a wrong password");
+    let err = cloakroom::Error::from(err);
+    let line = err.to_string();
+    assert!(line.starts_with("session backend error: redis: "), "{line}");
+    assert!(line.to_ascii_lowercase().contains("pass"), "{line}");
+    assert!(!line.contains('\n') && !line.contains(password), "{line}");
+    let first = std::error::Error::source(&err)
+        .expect("a cause")
+        .to_string();
+    assert!(!first.contains("session backend error"), "{first}");
+
+    // Port 1 on loopback: nothing listens there.
+    let closed = store_at("redis://127.0.0.1:1/0");
+    let err = closed.load(&new_key()).await.expect_err("nothing listens");
+    let line = cloakroom::Error::from(err).to_string();
+    assert!(line.starts_with("session backend error: redis: "), "{line}");
+    assert!(line.contains("refused"), "{line}");
+}
+
 mod tls {
     use super::*;
 

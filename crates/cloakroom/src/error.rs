@@ -9,6 +9,14 @@ use cloakroom_core::ErrorKind;
 /// becomes the same response the layer gives: 503 with a short plain body
 /// when the backend is unavailable, 500 for a value that does not
 /// (de)serialize.
+///
+/// It displays in one line with its causes, as
+/// `session backend error: redis: Redis load failed: Connection refused
+/// (os error 111)` (see
+/// [`core::Error::with_causes`](cloakroom_core::Error::with_causes)); never
+/// a stored value or a secret. [`source`](std::error::Error::source) is the
+/// engine's own error (`cloakroom::redis::RedisStoreError`, ...), for
+/// `downcast_ref`; a reporter that prints the sources too repeats them.
 pub struct Error(cloakroom_core::Error);
 
 impl Error {
@@ -37,13 +45,14 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
+        fmt::Display::fmt(&self.0.with_causes(), f)
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        // The cause, not the core error: it would repeat the message.
+        std::error::Error::source(&self.0)
     }
 }
 
@@ -52,5 +61,33 @@ impl IntoResponse for Error {
         // The default body: the layer puts the application's own in place
         // of it (`SessionLayer::with_unavailable_response`).
         crate::finish::failure(self.kind(), &crate::SessionConfig::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_is_in_the_line_and_not_repeated_below_it() {
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
+        let err = Error::from(cloakroom_core::Error::with_source(
+            ErrorKind::Backend,
+            "redis",
+            refused,
+        ));
+        assert_eq!(
+            err.to_string(),
+            "session backend error: redis: Connection refused (os error 111)"
+        );
+        let source = std::error::Error::source(&err).expect("the cause");
+        assert_eq!(source.to_string(), "Connection refused (os error 111)");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+        let plain = Error::from(cloakroom_core::Error::new(ErrorKind::Timeout, "no answer"));
+        assert_eq!(plain.to_string(), "session backend timed out: no answer");
+        assert!(std::error::Error::source(&plain).is_none());
     }
 }

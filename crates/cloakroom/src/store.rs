@@ -36,7 +36,7 @@ async fn call<T: Unpin>(
     };
     if let Err(err) = &result {
         let engine = store.engine();
-        tracing::error!(engine, operation, error = %err, "session store operation failed");
+        tracing::error!(engine, operation, error = %err.with_causes(), "session store operation failed");
     }
     result
 }
