@@ -353,16 +353,20 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     /// The "database": a memory store that counts loads and can go down.
-    #[derive(Debug, Default)]
+    #[derive(Debug)]
     struct Db {
         inner: MemoryStore,
         loads: AtomicUsize,
         down: AtomicBool,
     }
 
-    impl Default for MemoryStore {
+    impl Default for Db {
         fn default() -> Self {
-            MemoryStore::new(100)
+            Self {
+                inner: MemoryStore::new(100),
+                loads: AtomicUsize::new(0),
+                down: AtomicBool::new(false),
+            }
         }
     }
 

@@ -218,6 +218,20 @@ fn sessions(max: u64) -> Sessions {
         .build_with_hasher(Hasher::default())
 }
 
+/// A store with the defaults of `from_env()`: [`DEFAULT_MAX_ENTRIES`]
+/// sessions stored by `cycle_id` and as many others.
+///
+/// ```
+/// use cloakroom_memory::{DEFAULT_MAX_ENTRIES, MemoryStore};
+///
+/// assert_eq!(MemoryStore::default().max_entries(), DEFAULT_MAX_ENTRIES);
+/// ```
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_ENTRIES)
+    }
+}
+
 impl MemoryStore {
     /// A store that keeps at most `max_entries` sessions stored by
     /// `cycle_id` and as many others.

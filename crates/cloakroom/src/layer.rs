@@ -440,6 +440,21 @@ impl SessionLayer {
     }
 }
 
+/// A layer on the default [`Engine`] (the in-process memory store) with
+/// Django's default settings: what `from_env()` gives with no `SESSION_*`
+/// variable set, without reading the environment.
+///
+/// ```
+/// let layer = cloakroom::SessionLayer::default();
+/// assert_eq!(layer.engine().name(), "memory");
+/// assert_eq!(layer.config(), &cloakroom::SessionConfig::default());
+/// ```
+impl Default for SessionLayer {
+    fn default() -> Self {
+        Self::new(Engine::default())
+    }
+}
+
 impl<S> Layer<S> for SessionLayer {
     type Service = SessionService<S>;
 

@@ -181,6 +181,18 @@ impl Engine {
     }
 }
 
+/// The default engine, as `from_env()` builds it with no settings: the
+/// in-process [`memory`] store with its default bounds.
+///
+/// ```
+/// assert_eq!(cloakroom::Engine::default().name(), "memory");
+/// ```
+impl Default for Engine {
+    fn default() -> Self {
+        Self::store(memory::MemoryStore::default())
+    }
+}
+
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
