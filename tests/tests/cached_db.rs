@@ -47,8 +47,8 @@ fn unique_table() -> String {
 async fn database(var: &str, table: &str) -> SqlStore {
     let url = required_env(var);
     let store = SqlStore::builder(&url)
-        .table(table)
-        .pool_size(4)
+        .with_table(table)
+        .with_pool_size(4)
         .build()
         .expect("a SQL store");
     store.migrate().await.expect("migrate");

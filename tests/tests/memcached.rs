@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cloakroom::Engine;
-use cloakroom_memcached::{MemcachedStore, Options};
+use cloakroom_memcached::{MemcachedOptions, MemcachedStore};
 use cloakroom_tests::required_env;
 
 /// A key prefix that no other engine in this run uses, so the cases can share
@@ -29,8 +29,8 @@ fn unique_prefix() -> String {
 
 fn engine_at(variable: &str) -> Engine {
     let url = required_env(variable);
-    let store: MemcachedStore = Options::from_url(&url)
-        .and_then(|o| o.key_prefix(unique_prefix()).build())
+    let store: MemcachedStore = MemcachedOptions::from_url(&url)
+        .and_then(|o| o.with_key_prefix(unique_prefix()).build())
         .unwrap_or_else(|e| panic!("a store for {url}: {e}"));
     Engine::store(store)
 }
@@ -77,8 +77,8 @@ async fn chosen_by_settings() {
     // The session is where a store with the same prefix looks for it.
     let cookie = client.jar.get("sessionid").expect("a session cookie");
     let key = Id::parse(cookie).expect("a session id").store_key();
-    let same = Options::from_url(&url)
-        .and_then(|o| o.key_prefix(prefix).build())
+    let same = MemcachedOptions::from_url(&url)
+        .and_then(|o| o.with_key_prefix(prefix).build())
         .expect("a store");
     let record = same.load(&key).await.expect("load").expect("the session");
     assert_eq!(

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use cloakroom::{Engine, ErrorKind, Session};
 use cloakroom_core::record::{Data, from_millis, millis};
 use cloakroom_core::{Id, Record, SessionStore, StoreKey};
-use cloakroom_memcached::{MemcachedError, MemcachedStore, Options};
+use cloakroom_memcached::{MemcachedError, MemcachedOptions, MemcachedStore};
 use cloakroom_tests::client::Client;
 use cloakroom_tests::probe::Probe;
 use cloakroom_tests::{contract, required_env};
@@ -48,8 +48,8 @@ fn unique_prefix() -> String {
 }
 
 fn store(url: &str, prefix: &str) -> MemcachedStore {
-    Options::from_url(url)
-        .and_then(|o| o.key_prefix(prefix).build())
+    MemcachedOptions::from_url(url)
+        .and_then(|o| o.with_key_prefix(prefix).build())
         .unwrap_or_else(|e| panic!("a store for {url}: {e}"))
 }
 

@@ -53,8 +53,8 @@ fn sqlite_url() -> String {
 /// A store on `url` with its own, migrated, table.
 async fn store_at(url: &str) -> SqlStore {
     let store = SqlStore::builder(url)
-        .table(unique_table())
-        .pool_size(4)
+        .with_table(unique_table())
+        .with_pool_size(4)
         .build()
         .unwrap_or_else(|e| panic!("a store for {url}: {e}"));
     store.migrate().await.expect("migrate");
@@ -255,7 +255,7 @@ mod cases {
         assert_eq!(indexes.len(), 1, "one index on expires_at_ms: {indexes:?}");
         // Two migrations at once: the lock serializes them.
         let other = SqlStore::builder(url)
-            .table(store.table())
+            .with_table(store.table())
             .build()
             .expect("store");
         let (a, b) = tokio::join!(store.migrate(), other.migrate());
@@ -281,7 +281,7 @@ mod cases {
         .await;
         assert!(raw.expiry_indexes(&table).await.is_empty());
         let store = SqlStore::builder(url)
-            .table(table.as_str())
+            .with_table(table.as_str())
             .build()
             .expect("store");
         store.migrate().await.expect("migrate");
@@ -303,7 +303,7 @@ mod cases {
         raw.exec(format!("CREATE TABLE {odd} (id INTEGER PRIMARY KEY)"))
             .await;
         let err = SqlStore::builder(url)
-            .table(odd.as_str())
+            .with_table(odd.as_str())
             .build()
             .expect("store")
             .migrate()
@@ -752,8 +752,8 @@ mod cases {
 
         // The cleanup that the settings start lives as long as the store.
         let auto = SqlStore::builder(url)
-            .table(store.table())
-            .cleanup_every(Some(Duration::from_millis(100)))
+            .with_table(store.table())
+            .with_cleanup_every(Some(Duration::from_millis(100)))
             .build()
             .expect("store");
         // It starts with the store's first call.
@@ -918,7 +918,7 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_memory_database() {
         let store = SqlStore::builder("sqlite::memory:")
-            .migrate_on_first_use(true)
+            .with_migrate_on_first_use(true)
             .build()
             .expect("store");
         let key = new_key();

@@ -32,8 +32,8 @@ fn expired_record() -> Record {
 async fn stopped_and_hung_mariadb_give_503_then_recover() {
     let url = required_env("CLOAKROOM_MARIADB_FAULT_URL");
     let store = SqlStore::builder(url.as_str())
-        .table(format!("fault_{}", std::process::id()))
-        .pool_size(4)
+        .with_table(format!("fault_{}", std::process::id()))
+        .with_pool_size(4)
         .build()
         .expect("store");
     store.migrate().await.expect("migrate");
@@ -116,8 +116,8 @@ async fn stopped_and_hung_mariadb_give_503_then_recover() {
 async fn stopped_postgres_gives_503_then_recovers() {
     let url = required_env("CLOAKROOM_POSTGRES_FAULT_URL");
     let store = SqlStore::builder(url.as_str())
-        .table(format!("fault_{}", std::process::id()))
-        .pool_size(4)
+        .with_table(format!("fault_{}", std::process::id()))
+        .with_pool_size(4)
         .build()
         .expect("store");
     store.migrate().await.expect("migrate");

@@ -42,6 +42,7 @@ use cloakroom_core::{ConfigError, Settings};
 use ring::{aead, hkdf, hmac};
 
 use crate::CookieError;
+use crate::settings::{FALLBACK_SECRET_KEY, SECRET_KEY, SECRET_KEY_FALLBACKS};
 
 /// The shortest secret accepted, in bytes: 256 bits if the bytes were
 /// random. Generate one with `openssl rand -base64 48`.
@@ -93,13 +94,6 @@ fn weakness(secret: &[u8]) -> Option<String> {
     }
     None
 }
-
-/// The setting that holds the current secret.
-pub const SECRET_KEY: &str = "SESSION_SECRET_KEY";
-/// Read when [`SECRET_KEY`] is unset, as Django reads its `SECRET_KEY`.
-pub const FALLBACK_SECRET_KEY: &str = "SECRET_KEY";
-/// The setting that lists previous secrets, comma-separated, for rotation.
-pub const SECRET_KEY_FALLBACKS: &str = "SESSION_SECRET_KEY_FALLBACKS";
 
 /// HKDF salt: fixed and public, it only separates cloakroom's derivations
 /// from any other use an application makes of the same secret.

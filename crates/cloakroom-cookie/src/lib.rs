@@ -18,6 +18,7 @@
 //! * [`keys`]: [`Secret`], reading `SESSION_SECRET_KEY` (or `SECRET_KEY`) and
 //!   `SESSION_SECRET_KEY_FALLBACKS`, and deriving one key per purpose with
 //!   HKDF-SHA256.
+//! * [`settings`]: the names of the settings they read.
 //! * `payload` (private): the bytes inside the seal (JSON, deflated when that
 //!   is shorter) and the bounded decoder for them.
 //! * [`signed`] and [`encrypted`]: the two envelopes.
@@ -70,6 +71,7 @@ pub mod encrypted;
 mod error;
 pub mod keys;
 mod payload;
+pub mod settings;
 pub mod signed;
 #[cfg(test)]
 mod test_rng;

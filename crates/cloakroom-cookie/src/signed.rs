@@ -71,7 +71,7 @@ impl SignedCookies {
     }
 
     /// Builds the codec from `SESSION_SECRET_KEY` (else `SECRET_KEY`) and
-    /// `SESSION_SECRET_KEY_FALLBACKS`.
+    /// `SESSION_SECRET_KEY_FALLBACKS` (named in [`settings`](crate::settings)).
     ///
     /// # Errors
     /// When no secret is set, or one is shorter than
@@ -100,6 +100,11 @@ impl SignedCookies {
     pub fn with_compression(mut self, compress: bool) -> Self {
         self.compress = compress;
         self
+    }
+
+    /// Whether the payload is deflated when that makes it shorter.
+    pub fn compression(&self) -> bool {
+        self.compress
     }
 }
 

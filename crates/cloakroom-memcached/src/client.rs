@@ -166,13 +166,13 @@ pub(crate) fn is_closed_connection(e: &io::Error) -> bool {
 #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
-    use crate::options::Options;
+    use crate::options::MemcachedOptions;
 
     /// The first server of the real memcached the test command starts.
     async fn connect() -> Connection {
         let url = std::env::var("CLOAKROOM_MEMCACHED_URL")
             .expect("CLOAKROOM_MEMCACHED_URL (run the tests with tests/run)");
-        let addr = Options::from_url(&url).unwrap().servers.remove(0);
+        let addr = MemcachedOptions::from_url(&url).unwrap().servers.remove(0);
         let stream = TcpStream::connect((addr.host.as_str(), addr.port))
             .await
             .unwrap();

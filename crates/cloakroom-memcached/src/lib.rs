@@ -7,8 +7,10 @@
 //!   reports success that the server did not store, and a session deleted
 //!   meanwhile is never written back; the record keeps its deadline to the
 //!   millisecond.
-//! * [`options`]: [`Options`], the server list from the URL and the
-//!   `SESSION_MEMCACHED_*` settings, each with a builder method.
+//! * [`options`]: [`MemcachedOptions`], the server list from the URL and
+//!   the tuning, each with a `with_*` method and a getter.
+//! * [`settings`]: the names of the settings it reads
+//!   (`SESSION_CACHE_URL`, `SESSION_MEMCACHED_*`).
 //! * [`error`]: [`MemcachedError`], converting into
 //!   [`cloakroom_core::Error`] (`Backend`, `Timeout`, `TooLarge`).
 //! * `client` (private): the adapter over `memcache-async`, which speaks the
@@ -45,6 +47,7 @@
 
 pub mod error;
 pub mod options;
+pub mod settings;
 pub mod store;
 
 mod client;
@@ -53,5 +56,5 @@ mod pool;
 mod ring;
 
 pub use error::MemcachedError;
-pub use options::Options;
+pub use options::MemcachedOptions;
 pub use store::MemcachedStore;

@@ -1,5 +1,6 @@
-//! Configuration: the server list from `SESSION_CACHE_URL`, and the tuning
-//! settings, read from [`Settings`] or set with builder methods.
+//! [`MemcachedOptions`]: the server list from `SESSION_CACHE_URL`, and the
+//! tuning, read from the [`settings`](crate::settings) or set with `with_*`
+//! methods.
 
 use std::fmt;
 use std::net::Ipv6Addr;
@@ -8,25 +9,15 @@ use std::time::Duration;
 use cloakroom_core::config::{self, ConfigError, Settings};
 
 use crate::MemcachedStore;
+use crate::settings::{CACHE_URL, CONNECT_TIMEOUT_MS, KEY_PREFIX, POOL_SIZE, TIMEOUT_MS};
 
-/// The setting that holds the server URL (read by the facade).
-pub const URL_SETTING: &str = "SESSION_CACHE_URL";
-/// Setting for [`Options::key_prefix`].
-pub const KEY_PREFIX_SETTING: &str = "SESSION_MEMCACHED_KEY_PREFIX";
-/// Setting for [`Options::pool_size`].
-pub const POOL_SIZE_SETTING: &str = "SESSION_MEMCACHED_POOL_SIZE";
-/// Setting for [`Options::connect_timeout`].
-pub const CONNECT_TIMEOUT_SETTING: &str = "SESSION_MEMCACHED_CONNECT_TIMEOUT_MS";
-/// Setting for [`Options::timeout`].
-pub const TIMEOUT_SETTING: &str = "SESSION_MEMCACHED_TIMEOUT_MS";
-
-/// Default [`Options::key_prefix`].
+/// Default [`MemcachedOptions::with_key_prefix`].
 pub const DEFAULT_KEY_PREFIX: &str = "cloakroom:session:";
-/// Default [`Options::pool_size`] (connections per server).
+/// Default [`MemcachedOptions::with_pool_size`] (connections per server).
 pub const DEFAULT_POOL_SIZE: usize = 16;
-/// Default [`Options::connect_timeout`].
+/// Default [`MemcachedOptions::with_connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// Default [`Options::timeout`].
+/// Default [`MemcachedOptions::with_timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// memcached's longest key.
@@ -66,28 +57,31 @@ impl fmt::Debug for ServerAddr {
     }
 }
 
-/// How to reach and use the memcached servers; [`Options::build`] makes the
-/// store.
+/// How to reach and use the memcached servers; [`MemcachedOptions::build`]
+/// makes the store.
 ///
-/// Each builder method has a setting of the same meaning, read by
-/// [`MemcachedStore::from_settings`]; errors from [`Options::build`] name that
-/// setting.
+/// Each `with_*` method has a setting of the same meaning (in
+/// [`settings`](crate::settings)), read by
+/// [`from_settings`](MemcachedOptions::from_settings); a getter of the same
+/// name without `with_` reads it back. Errors from
+/// [`MemcachedOptions::build`] name the setting.
 ///
 /// ```
 /// use std::time::Duration;
-/// use cloakroom_memcached::Options;
+/// use cloakroom_memcached::MemcachedOptions;
 ///
-/// let store = Options::from_url("memcached://127.0.0.1:11211,127.0.0.1:11212")?
-///     .key_prefix("myapp:session:")
-///     .pool_size(8)
-///     .connect_timeout(Duration::from_millis(300))
-///     .timeout(Duration::from_millis(800))
-///     .build()?;
+/// let options = MemcachedOptions::from_url("memcached://127.0.0.1:11211,127.0.0.1:11212")?
+///     .with_key_prefix("myapp:session:")
+///     .with_pool_size(8)
+///     .with_connect_timeout(Duration::from_millis(300))
+///     .with_timeout(Duration::from_millis(800));
+/// assert_eq!(options.key_prefix(), "myapp:session:");
+/// let store = options.build()?;
 /// assert_eq!(store.servers().len(), 2);
 /// # Ok::<(), cloakroom_core::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
-pub struct Options {
+pub struct MemcachedOptions {
     pub(crate) servers: Vec<ServerAddr>,
     pub(crate) key_prefix: String,
     pub(crate) pool_size: usize,
@@ -95,14 +89,15 @@ pub struct Options {
     pub(crate) timeout: Duration,
 }
 
-impl Options {
+impl MemcachedOptions {
     /// Options for the servers listed in a `memcached://` URL, with every
-    /// other option at its default.
+    /// other option at its default. There is no `Default`: the servers have
+    /// none.
     ///
     /// # Errors
     /// When the URL is not of the form `memcached://host[:port][,...]`, lists
     /// a server twice, or carries a user, password, path or query. The error
-    /// names [`URL_SETTING`]; a URL with credentials is not echoed.
+    /// names [`CACHE_URL`]; a URL with credentials is not echoed.
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
         Ok(Self {
             servers: parse_url(url)?,
@@ -119,18 +114,18 @@ impl Options {
     /// When the URL or a setting is invalid; the error names the setting.
     pub fn from_settings(url: &str, settings: &dyn Settings) -> Result<Self, ConfigError> {
         let mut options = Self::from_url(url)?;
-        if let Some(prefix) = settings.get(KEY_PREFIX_SETTING) {
+        if let Some(prefix) = settings.get(KEY_PREFIX) {
             options.key_prefix = prefix;
         }
         options.pool_size = config::parse_or(
             settings,
-            POOL_SIZE_SETTING,
+            POOL_SIZE,
             DEFAULT_POOL_SIZE,
             "a whole number of connections per server, 1 to 1024",
         )?;
         options.connect_timeout =
-            config::millis_or(settings, CONNECT_TIMEOUT_SETTING, DEFAULT_CONNECT_TIMEOUT)?;
-        options.timeout = config::millis_or(settings, TIMEOUT_SETTING, DEFAULT_TIMEOUT)?;
+            config::millis_or(settings, CONNECT_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT)?;
+        options.timeout = config::millis_or(settings, TIMEOUT_MS, DEFAULT_TIMEOUT)?;
         Ok(options)
     }
 
@@ -140,25 +135,29 @@ impl Options {
     /// most 250 bytes and the hashed session id and a suffix take 66.
     ///
     /// ```
-    /// # use cloakroom_memcached::Options;
-    /// let options = Options::from_url("memcached://127.0.0.1")?.key_prefix("shop:");
+    /// # use cloakroom_memcached::MemcachedOptions;
+    /// let options = MemcachedOptions::from_url("memcached://127.0.0.1")?.with_key_prefix("shop:");
+    /// assert_eq!(options.key_prefix(), "shop:");
     /// # Ok::<(), cloakroom_core::ConfigError>(())
     /// ```
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+    #[must_use]
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
         self
     }
 
     /// Most connections kept open to each server (default
     /// [`DEFAULT_POOL_SIZE`]); requests beyond it wait for a free one, within
-    /// [`Options::timeout`].
+    /// the [`timeout`](Self::with_timeout).
     ///
     /// ```
-    /// # use cloakroom_memcached::Options;
-    /// let options = Options::from_url("memcached://127.0.0.1")?.pool_size(4);
+    /// # use cloakroom_memcached::MemcachedOptions;
+    /// let options = MemcachedOptions::from_url("memcached://127.0.0.1")?.with_pool_size(4);
+    /// assert_eq!(options.pool_size(), 4);
     /// # Ok::<(), cloakroom_core::ConfigError>(())
     /// ```
-    pub fn pool_size(mut self, connections: usize) -> Self {
+    #[must_use]
+    pub fn with_pool_size(mut self, connections: usize) -> Self {
         self.pool_size = connections;
         self
     }
@@ -168,12 +167,14 @@ impl Options {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use cloakroom_memcached::Options;
-    /// let options =
-    ///     Options::from_url("memcached://127.0.0.1")?.connect_timeout(Duration::from_millis(200));
+    /// # use cloakroom_memcached::MemcachedOptions;
+    /// let options = MemcachedOptions::from_url("memcached://127.0.0.1")?
+    ///     .with_connect_timeout(Duration::from_millis(200));
+    /// assert_eq!(options.connect_timeout(), Duration::from_millis(200));
     /// # Ok::<(), cloakroom_core::ConfigError>(())
     /// ```
-    pub fn connect_timeout(mut self, limit: Duration) -> Self {
+    #[must_use]
+    pub fn with_connect_timeout(mut self, limit: Duration) -> Self {
         self.connect_timeout = limit;
         self
     }
@@ -185,13 +186,42 @@ impl Options {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use cloakroom_memcached::Options;
-    /// let options = Options::from_url("memcached://127.0.0.1")?.timeout(Duration::from_millis(800));
+    /// # use cloakroom_memcached::MemcachedOptions;
+    /// let options = MemcachedOptions::from_url("memcached://127.0.0.1")?
+    ///     .with_timeout(Duration::from_millis(800));
+    /// assert_eq!(options.timeout(), Duration::from_millis(800));
     /// # Ok::<(), cloakroom_core::ConfigError>(())
     /// ```
-    pub fn timeout(mut self, limit: Duration) -> Self {
+    #[must_use]
+    pub fn with_timeout(mut self, limit: Duration) -> Self {
         self.timeout = limit;
         self
+    }
+
+    /// The servers, as `host:port` (`[addr]:port` for IPv6), in the order
+    /// of the URL.
+    pub fn servers(&self) -> Vec<String> {
+        self.servers.iter().map(ToString::to_string).collect()
+    }
+
+    /// The key prefix.
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// The most connections kept open to each server.
+    pub fn pool_size(&self) -> usize {
+        self.pool_size
+    }
+
+    /// The limit on opening a connection.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The limit on a whole store operation.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Checks the options and makes the store. Nothing is connected yet: the
@@ -209,21 +239,21 @@ impl Options {
         let prefix = &self.key_prefix;
         if prefix.len() > MAX_KEY_PREFIX || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ConfigError::new(
-                KEY_PREFIX_SETTING,
+                KEY_PREFIX,
                 prefix,
                 format!("at most {MAX_KEY_PREFIX} bytes of printable ASCII without spaces"),
             ));
         }
         if !(1..=MAX_POOL_SIZE).contains(&self.pool_size) {
             return Err(ConfigError::new(
-                POOL_SIZE_SETTING,
+                POOL_SIZE,
                 self.pool_size.to_string(),
                 "a whole number of connections per server, 1 to 1024",
             ));
         }
         for (setting, limit) in [
-            (CONNECT_TIMEOUT_SETTING, self.connect_timeout),
-            (TIMEOUT_SETTING, self.timeout),
+            (CONNECT_TIMEOUT_MS, self.connect_timeout),
+            (TIMEOUT_MS, self.timeout),
         ] {
             if limit.is_zero() {
                 return Err(ConfigError::new(
@@ -240,14 +270,14 @@ impl Options {
 fn parse_url(url: &str) -> Result<Vec<ServerAddr>, ConfigError> {
     // Redacted even here: `memcache://u:pw@h` fails the scheme check
     // before the `@` check below refuses credentials.
-    let bad = || ConfigError::new(URL_SETTING, config::redact_url(url), URL_ACCEPTED);
+    let bad = || ConfigError::new(CACHE_URL, config::redact_url(url), URL_ACCEPTED);
     let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
     if !scheme.eq_ignore_ascii_case("memcached") {
         return Err(bad());
     }
     if rest.contains('@') {
         // Never echo what may be a password.
-        return Err(ConfigError::secret(URL_SETTING, url.len(), URL_ACCEPTED));
+        return Err(ConfigError::secret(CACHE_URL, url.len(), URL_ACCEPTED));
     }
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#']) {
@@ -258,7 +288,7 @@ fn parse_url(url: &str) -> Result<Vec<ServerAddr>, ConfigError> {
         let server = parse_server(part.trim()).ok_or_else(bad)?;
         if servers.contains(&server) {
             return Err(ConfigError::new(
-                URL_SETTING,
+                CACHE_URL,
                 url,
                 format!("each server once ({server} is listed twice)"),
             ));
@@ -344,7 +374,7 @@ mod tests {
             "memcached://a:1,a:1",
         ] {
             let err = parse_url(url).unwrap_err();
-            assert_eq!(err.variable(), URL_SETTING, "{url}");
+            assert_eq!(err.variable(), CACHE_URL, "{url}");
         }
     }
 
@@ -362,19 +392,20 @@ mod tests {
     #[test]
     fn reads_settings() {
         let settings = config::from_pairs([
-            (KEY_PREFIX_SETTING, "app:"),
-            (POOL_SIZE_SETTING, "3"),
-            (CONNECT_TIMEOUT_SETTING, "250"),
-            (TIMEOUT_SETTING, "700"),
+            (KEY_PREFIX, "app:"),
+            (POOL_SIZE, "3"),
+            (CONNECT_TIMEOUT_MS, "250"),
+            (TIMEOUT_MS, "700"),
         ]);
-        let options = Options::from_settings("memcached://127.0.0.1", &settings).unwrap();
+        let options = MemcachedOptions::from_settings("memcached://127.0.0.1", &settings).unwrap();
         assert_eq!(options.key_prefix, "app:");
         assert_eq!(options.pool_size, 3);
         assert_eq!(options.connect_timeout, Duration::from_millis(250));
         assert_eq!(options.timeout, Duration::from_millis(700));
 
         let defaults =
-            Options::from_settings("memcached://127.0.0.1", &config::from_pairs([])).unwrap();
+            MemcachedOptions::from_settings("memcached://127.0.0.1", &config::from_pairs([]))
+                .unwrap();
         assert_eq!(defaults.key_prefix, DEFAULT_KEY_PREFIX);
         assert_eq!(defaults.pool_size, DEFAULT_POOL_SIZE);
         assert_eq!(defaults.timeout, DEFAULT_TIMEOUT);
@@ -383,32 +414,32 @@ mod tests {
     #[test]
     fn bad_settings_name_their_variable() {
         for (name, value) in [
-            (POOL_SIZE_SETTING, "many"),
-            (POOL_SIZE_SETTING, "0"),
-            (POOL_SIZE_SETTING, "5000"),
-            (TIMEOUT_SETTING, "0"),
-            (CONNECT_TIMEOUT_SETTING, "-1"),
-            (KEY_PREFIX_SETTING, "has space"),
-            (KEY_PREFIX_SETTING, "tab\t"),
-            (KEY_PREFIX_SETTING, "ünicode"),
+            (POOL_SIZE, "many"),
+            (POOL_SIZE, "0"),
+            (POOL_SIZE, "5000"),
+            (TIMEOUT_MS, "0"),
+            (CONNECT_TIMEOUT_MS, "-1"),
+            (KEY_PREFIX, "has space"),
+            (KEY_PREFIX, "tab\t"),
+            (KEY_PREFIX, "ünicode"),
         ] {
             let settings = config::from_pairs([(name, value)]);
-            let err = Options::from_settings("memcached://127.0.0.1", &settings)
+            let err = MemcachedOptions::from_settings("memcached://127.0.0.1", &settings)
                 .and_then(|o| o.validate().map(|()| o))
                 .unwrap_err();
             assert_eq!(err.variable(), name, "{name}={value}");
         }
         let long = "p".repeat(MAX_KEY_PREFIX + 1);
-        let err = Options::from_url("memcached://127.0.0.1")
+        let err = MemcachedOptions::from_url("memcached://127.0.0.1")
             .unwrap()
-            .key_prefix(long)
+            .with_key_prefix(long)
             .validate()
             .unwrap_err();
-        assert_eq!(err.variable(), KEY_PREFIX_SETTING);
+        assert_eq!(err.variable(), KEY_PREFIX);
         assert!(
-            Options::from_url("memcached://127.0.0.1")
+            MemcachedOptions::from_url("memcached://127.0.0.1")
                 .unwrap()
-                .key_prefix("p".repeat(MAX_KEY_PREFIX))
+                .with_key_prefix("p".repeat(MAX_KEY_PREFIX))
                 .validate()
                 .is_ok()
         );

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use crate::client::{self, Cas, Connection};
 use crate::error::MemcachedError;
 use crate::expiry;
-use crate::options::Options;
+use crate::options::MemcachedOptions;
 use crate::pool::{self, Pool};
 use crate::ring::Ring;
 
@@ -77,7 +77,7 @@ pub struct MemcachedStore {
 struct Inner {
     servers: Vec<Server>,
     ring: Ring,
-    options: Options,
+    options: MemcachedOptions,
 }
 
 struct Server {
@@ -137,12 +137,12 @@ enum Outcome {
 
 impl MemcachedStore {
     /// A store for the servers in `url` with default options; see
-    /// [`Options`] to change them.
+    /// [`MemcachedOptions`] to change them.
     ///
     /// # Errors
-    /// When the URL is malformed (see [`Options::from_url`]).
+    /// When the URL is malformed (see [`MemcachedOptions::from_url`]).
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
-        Options::from_url(url)?.build()
+        MemcachedOptions::from_url(url)?.build()
     }
 
     /// A store for the servers in `url` (the value of `SESSION_CACHE_URL`)
@@ -153,10 +153,10 @@ impl MemcachedStore {
     /// # Errors
     /// When the URL or a setting is invalid; the error names the variable.
     pub fn from_settings(url: &str, settings: &dyn Settings) -> Result<Self, ConfigError> {
-        Options::from_settings(url, settings)?.build()
+        MemcachedOptions::from_settings(url, settings)?.build()
     }
 
-    pub(crate) fn new(options: Options) -> Self {
+    pub(crate) fn new(options: MemcachedOptions) -> Self {
         let servers: Vec<Server> = options
             .servers
             .iter()
@@ -204,7 +204,7 @@ impl MemcachedStore {
 
     fn server(&self, key: &StoreKey) -> &Server {
         let servers = &self.inner.servers;
-        // `Options` always holds at least one server, and the ring only
+        // The options always hold at least one server, and the ring only
         // returns indexes of servers it was built from.
         &servers[self.inner.ring.server_for(key).min(servers.len() - 1)]
     }
@@ -674,9 +674,9 @@ mod tests {
     fn real() -> MemcachedStore {
         let url = std::env::var("CLOAKROOM_MEMCACHED_URL")
             .expect("CLOAKROOM_MEMCACHED_URL (run the tests with tests/run)");
-        Options::from_url(&url)
+        MemcachedOptions::from_url(&url)
             .unwrap()
-            .key_prefix("cloakroom-store-test:")
+            .with_key_prefix("cloakroom-store-test:")
             .build()
             .unwrap()
     }
@@ -781,9 +781,9 @@ mod tests {
         // `delete` is answered by its `version`; the server closes after
         // that answer.
         let url = fake_server(Some(1), false).await;
-        let store = Options::from_url(&url)
+        let store = MemcachedOptions::from_url(&url)
             .unwrap()
-            .pool_size(2)
+            .with_pool_size(2)
             .build()
             .unwrap();
         for _ in 0..20 {
@@ -813,9 +813,9 @@ mod tests {
     #[tokio::test]
     async fn a_server_that_does_not_answer_times_out() {
         let url = fake_server(None, true).await;
-        let store = Options::from_url(&url)
+        let store = MemcachedOptions::from_url(&url)
             .unwrap()
-            .timeout(Duration::from_millis(300))
+            .with_timeout(Duration::from_millis(300))
             .build()
             .unwrap();
         for _ in 0..3 {
@@ -841,9 +841,9 @@ mod tests {
 
     #[test]
     fn keys_are_the_prefix_and_the_store_key() {
-        let store = Options::from_url("memcached://127.0.0.1:1")
+        let store = MemcachedOptions::from_url("memcached://127.0.0.1:1")
             .unwrap()
-            .key_prefix("app:")
+            .with_key_prefix("app:")
             .build()
             .unwrap();
         let key = key();

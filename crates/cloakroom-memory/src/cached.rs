@@ -163,7 +163,11 @@ impl CachedStore {
         inner: Arc<dyn SessionStore>,
         settings: &dyn Settings,
     ) -> Result<Self, ConfigError> {
-        let ttl = millis_or(settings, "SESSION_CACHED_DB_TTL_MS", DEFAULT_LOCAL_TTL)?;
+        let ttl = millis_or(
+            settings,
+            crate::settings::CACHED_DB_TTL_MS,
+            DEFAULT_LOCAL_TTL,
+        )?;
         Ok(Self::new(inner, max_entries(settings)?, ttl))
     }
 

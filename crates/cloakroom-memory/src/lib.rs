@@ -8,6 +8,7 @@
 //! * [`CachedStore`]: a write-through moka cache in front of any other store;
 //!   in front of the SQL store it is the `cached_db` engine. Its docs state
 //!   how stale a copy can be across processes.
+//! * [`settings`]: the names of the settings they read.
 //!
 //! It is a cache, not a database: when it is full, moka evicts the session
 //! that was used the longest ago (LRU), which logs that user out, and a
@@ -22,6 +23,7 @@
 //! ```
 
 mod cached;
+pub mod settings;
 mod store;
 
 pub use cached::{CachedStore, DEFAULT_LOCAL_TTL};

@@ -8,6 +8,8 @@ use cloakroom_core::record::{from_millis, millis, now_millis};
 use cloakroom_core::{Call, Error, Record, SessionStore, StoreKey};
 use moka::sync::Cache;
 
+use crate::settings::{CACHE_MAX_ANONYMOUS_ENTRIES, CACHE_MAX_ENTRIES};
+
 /// The caches' hasher. Their keys are SHA-256 digests of ids this process
 /// issued, so a fast hasher (seeded per process) is enough; the standard
 /// SipHash cost more than the rest of a cache lookup.
@@ -190,7 +192,7 @@ impl moka::Expiry<[u8; 32], Arc<Slot>> for UntilSlotDeadline {
 
 /// Reads `SESSION_CACHE_MAX_ENTRIES`.
 pub(crate) fn max_entries(settings: &dyn Settings) -> Result<u64, ConfigError> {
-    count_above_zero(settings, "SESSION_CACHE_MAX_ENTRIES", DEFAULT_MAX_ENTRIES)
+    count_above_zero(settings, CACHE_MAX_ENTRIES, DEFAULT_MAX_ENTRIES)
 }
 
 fn count_above_zero(settings: &dyn Settings, name: &str, default: u64) -> Result<u64, ConfigError> {
@@ -259,8 +261,7 @@ impl MemoryStore {
     /// When a setting is not a whole number above zero.
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
         let max_entries = max_entries(settings)?;
-        let max_anonymous =
-            count_above_zero(settings, "SESSION_CACHE_MAX_ANONYMOUS_ENTRIES", max_entries)?;
+        let max_anonymous = count_above_zero(settings, CACHE_MAX_ANONYMOUS_ENTRIES, max_entries)?;
         Ok(Self::with_budgets(max_entries, max_anonymous))
     }
 

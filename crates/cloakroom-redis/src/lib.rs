@@ -10,7 +10,9 @@
 //! * [`store`]: [`RedisStore`], the [`SessionStore`](cloakroom_core::SessionStore)
 //!   implementation, and which Redis command serves which operation.
 //! * [`options`]: [`RedisOptions`], the tuning (key prefix, pool size,
-//!   timeouts, near cache) and the `SESSION_REDIS_*` settings it is read from.
+//!   timeouts, near cache), each with a `with_*` method and a getter.
+//! * [`settings`]: the names of the settings it reads (`SESSION_CACHE_URL`,
+//!   `SESSION_REDIS_*`).
 //! * The near cache, off by default (`SESSION_REDIS_NEAR_CACHE_MS`,
 //!   [`RedisOptions::with_near_cache`]): sessions read from Redis are
 //!   served from process memory until Redis reports a write to their key
@@ -41,6 +43,7 @@
 pub mod error;
 mod near;
 pub mod options;
+pub mod settings;
 pub mod store;
 
 pub use error::RedisStoreError;

@@ -1,5 +1,6 @@
-//! Tuning of the Redis store ([`RedisOptions`]), read from `SESSION_REDIS_*`
-//! settings or set with builder methods, and the parsing of the URL.
+//! Tuning of the Redis store ([`RedisOptions`]), read from the
+//! `SESSION_REDIS_*` [`settings`] or set with `with_*`
+//! methods, and the parsing of the URL.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,11 +10,17 @@ use cloakroom_core::config::{self, Settings};
 use deadpool_redis::redis::{ConnectionInfo, IntoConnectionInfo};
 
 use crate::RedisStoreError;
+use crate::settings;
 
 /// The key prefix when none is configured.
 pub const DEFAULT_KEY_PREFIX: &str = "cloakroom:session:";
 
 /// What [`RedisStore`](crate::RedisStore) is tuned with.
+///
+/// Each `with_*` method has a setting of the same meaning (in
+/// [`settings`]), read by
+/// [`from_settings`](RedisOptions::from_settings); a getter of the same name
+/// without `with_` reads it back.
 ///
 /// The defaults keep a dead or hung Redis from holding a request for more
 /// than a second: connecting and each command have their own limits, and
@@ -59,26 +66,6 @@ impl Default for RedisOptions {
             near_cache_bytes: 64 * 1024 * 1024,
         }
     }
-}
-
-/// Names of the settings [`RedisOptions::from_settings`] reads.
-pub mod settings {
-    /// Prefix of every session key.
-    pub const KEY_PREFIX: &str = "SESSION_REDIS_KEY_PREFIX";
-    /// Connections the store keeps open, each shared by all calls (default:
-    /// one per worker thread of the tokio runtime).
-    pub const POOL_SIZE: &str = "SESSION_REDIS_POOL_SIZE";
-    /// Limit on opening one connection, in milliseconds.
-    pub const CONNECT_TIMEOUT_MS: &str = "SESSION_REDIS_CONNECT_TIMEOUT_MS";
-    /// Limit on one command's answer, in milliseconds.
-    pub const COMMAND_TIMEOUT_MS: &str = "SESSION_REDIS_COMMAND_TIMEOUT_MS";
-    /// Limit on a whole store call, in milliseconds.
-    pub const TIMEOUT_MS: &str = "SESSION_REDIS_TIMEOUT_MS";
-    /// PEM file of the certificate authority that `rediss://` trusts.
-    pub const TLS_CA_FILE: &str = "SESSION_REDIS_TLS_CA_FILE";
-    /// The near cache: longest time, in milliseconds, a session read from
-    /// Redis may be served from process memory; 0 (the default) turns it off.
-    pub const NEAR_CACHE_MS: &str = "SESSION_REDIS_NEAR_CACHE_MS";
 }
 
 impl RedisOptions {
@@ -137,6 +124,7 @@ impl RedisOptions {
     /// let options = RedisOptions::new().with_key_prefix("horizon:");
     /// assert_eq!(options.key_prefix(), "horizon:");
     /// ```
+    #[must_use]
     pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
         self
@@ -157,6 +145,7 @@ impl RedisOptions {
     /// let options = RedisOptions::new().with_pool_size(8);
     /// assert_eq!(options.pool_size(), 8);
     /// ```
+    #[must_use]
     pub fn with_pool_size(mut self, size: usize) -> Self {
         self.pool_size = Some(size.max(1));
         self
@@ -171,6 +160,7 @@ impl RedisOptions {
     /// let options = RedisOptions::new().with_connect_timeout(Duration::from_millis(200));
     /// assert_eq!(options.connect_timeout(), Duration::from_millis(200));
     /// ```
+    #[must_use]
     pub fn with_connect_timeout(mut self, limit: Duration) -> Self {
         self.connect_timeout = limit;
         self
@@ -186,6 +176,7 @@ impl RedisOptions {
     /// let options = RedisOptions::new().with_command_timeout(Duration::from_millis(200));
     /// assert_eq!(options.command_timeout(), Duration::from_millis(200));
     /// ```
+    #[must_use]
     pub fn with_command_timeout(mut self, limit: Duration) -> Self {
         self.command_timeout = limit;
         self
@@ -200,6 +191,7 @@ impl RedisOptions {
     /// let options = RedisOptions::new().with_timeout(Duration::from_millis(750));
     /// assert_eq!(options.timeout(), Duration::from_millis(750));
     /// ```
+    #[must_use]
     pub fn with_timeout(mut self, limit: Duration) -> Self {
         self.timeout = limit;
         self
@@ -214,6 +206,7 @@ impl RedisOptions {
     /// let options = RedisOptions::new().with_tls_ca_file("/etc/redis/ca.pem");
     /// assert!(options.tls_ca_file().is_some());
     /// ```
+    #[must_use]
     pub fn with_tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.tls_ca_file = Some(path.into());
         self
@@ -235,6 +228,7 @@ impl RedisOptions {
     /// let options = RedisOptions::new().with_near_cache(Duration::from_secs(2));
     /// assert_eq!(options.near_cache(), Duration::from_secs(2));
     /// ```
+    #[must_use]
     pub fn with_near_cache(mut self, cap: Duration) -> Self {
         self.near_cache = cap;
         self
@@ -250,6 +244,7 @@ impl RedisOptions {
     /// let options = RedisOptions::new().with_near_cache_limits(1_000, 8 << 20);
     /// assert_eq!(options.near_cache_limits(), (1_000, 8 << 20));
     /// ```
+    #[must_use]
     pub fn with_near_cache_limits(mut self, max_entries: u64, max_bytes: u64) -> Self {
         self.near_cache_entries = max_entries.max(1);
         self.near_cache_bytes = max_bytes.max(1);

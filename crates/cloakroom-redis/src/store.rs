@@ -431,18 +431,18 @@ impl RedisStore {
         let options = RedisOptions::from_settings(settings)?;
         Self::new(url, options).map_err(|e| match e {
             RedisStoreError::InvalidUrl { url, reason } => ConfigError::new(
-                "SESSION_CACHE_URL",
+                crate::settings::CACHE_URL,
                 url,
                 format!("{ACCEPTED_URLS} ({reason})"),
             ),
             RedisStoreError::Tls { reason } => ConfigError::new(
-                crate::options::settings::TLS_CA_FILE,
+                crate::settings::TLS_CA_FILE,
                 settings
-                    .get(crate::options::settings::TLS_CA_FILE)
+                    .get(crate::settings::TLS_CA_FILE)
                     .unwrap_or_default(),
                 format!("a readable PEM file, with a rediss:// URL of a single server ({reason})"),
             ),
-            other => ConfigError::new("SESSION_CACHE_URL", redact(url), other.to_string()),
+            other => ConfigError::new(crate::settings::CACHE_URL, redact(url), other.to_string()),
         })
     }
 

@@ -14,7 +14,7 @@ use crate::store::{Inner, SqlStore};
 /// (at its next wake-up, or at once if it is waiting).
 ///
 /// Returned by [`SqlStore::spawn_cleanup`]. A cleanup started by
-/// [`SqlOptions::cleanup_every`](crate::SqlOptions::cleanup_every) has its
+/// [`SqlOptions::with_cleanup_every`](crate::SqlOptions::with_cleanup_every) has its
 /// guard inside the store instead, and stops when the last clone of the
 /// store is dropped.
 #[must_use = "the cleanup task stops when its guard is dropped"]

@@ -6,8 +6,10 @@
 //! * [`store`]: [`SqlStore`], the [`SessionStore`](cloakroom_core::SessionStore),
 //!   and the library forms of the two commands, [`SqlStore::migrate`] and
 //!   [`SqlStore::clear_expired`].
-//! * [`options`]: [`SqlOptions`], the builder, and the `SESSION_DATABASE_*`
-//!   settings it reads.
+//! * [`options`]: [`SqlOptions`], the builder: the URL and the tuning, each
+//!   with a `with_*` method and a getter.
+//! * [`settings`]: the names of the settings it reads
+//!   (`SESSION_DATABASE_*`, `DATABASE_URL`).
 //! * [`cleanup`]: the optional background cleanup and its [`CleanupGuard`].
 //! * [`error`]: [`SqlError`], and its mapping onto the layer's error kinds.
 //! * `sql` and `schema` (private): the statements and the migration steps of
@@ -57,7 +59,7 @@
 //! # Bounded waits
 //!
 //! Every store call (checkout of a pooled connection, opening one if needed,
-//! and the statement) finishes within [`SqlOptions::timeout`] (1 s by
+//! and the statement) finishes within [`SqlOptions::with_timeout`] (1 s by
 //! default): a database that is down or hung gives an error of kind
 //! [`Timeout`](cloakroom_core::ErrorKind::Timeout) or
 //! [`Backend`](cloakroom_core::ErrorKind::Backend), answered 503 by the
@@ -102,6 +104,7 @@ pub mod error;
 pub mod options;
 mod pool;
 mod schema;
+pub mod settings;
 mod sql;
 pub mod store;
 

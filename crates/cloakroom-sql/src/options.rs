@@ -1,5 +1,5 @@
 //! [`SqlOptions`]: the builder behind [`SqlStore`], and how it reads the
-//! `SESSION_DATABASE_*` settings.
+//! `SESSION_DATABASE_*` [`settings`](crate::settings).
 
 use std::fmt;
 use std::str::FromStr;
@@ -9,6 +9,7 @@ use cloakroom_core::ConfigError;
 use cloakroom_core::config::{self, Settings};
 
 use crate::SqlStore;
+use crate::settings::{CLEANUP_SECONDS, FALLBACK_URL, MIGRATE, POOL_SIZE, TABLE, TIMEOUT_MS, URL};
 
 /// The table name used when none is configured.
 pub const DEFAULT_TABLE: &str = "cloakroom_session";
@@ -22,22 +23,6 @@ pub const DEFAULT_POOL_SIZE: u32 = 10;
 pub const DEFAULT_SQLITE_POOL_SIZE: u32 = 1;
 /// The bound on each store call when none is configured.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1000);
-
-/// The setting that names the database (falls back to [`URL_FALLBACK`]).
-pub const URL: &str = "SESSION_DATABASE_URL";
-/// The database URL used when [`URL`] is unset, as in Django projects that
-/// keep one `DATABASE_URL`.
-pub const URL_FALLBACK: &str = "DATABASE_URL";
-/// Setting: the session table's name.
-pub const TABLE: &str = "SESSION_DATABASE_TABLE";
-/// Setting: the most connections the pool opens.
-pub const POOL_SIZE: &str = "SESSION_DATABASE_POOL_SIZE";
-/// Setting: the bound on each store call, in milliseconds.
-pub const TIMEOUT_MS: &str = "SESSION_DATABASE_TIMEOUT_MS";
-/// Setting: whether the store runs `migrate` before its first statement.
-pub const MIGRATE: &str = "SESSION_DATABASE_MIGRATE";
-/// Setting: seconds between background `clearsessions` runs (0: none).
-pub const CLEANUP_SECONDS: &str = "SESSION_DATABASE_CLEANUP_SECONDS";
 
 /// The SQL dialect a URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,16 +77,23 @@ impl fmt::Display for Backend {
 /// How to build a [`SqlStore`]: the database URL plus tuning, each with the
 /// default that `from_env()` uses.
 ///
+/// Each `with_*` method has a setting of the same meaning (in
+/// [`settings`](crate::settings)), read by
+/// [`from_settings`](SqlOptions::from_settings); a getter of the same name
+/// without `with_` reads it back. The URL has no getter, as it may hold a
+/// password (`Debug` shows it with the password masked). There is no
+/// `Default`: the URL has none.
+///
 /// ```
 /// use std::time::Duration;
 /// use cloakroom_sql::SqlOptions;
 ///
-/// let store = SqlOptions::new("sqlite::memory:")
-///     .table("web_sessions")
-///     .timeout(Duration::from_millis(500))
-///     .migrate_on_first_use(true)
-///     .build()
-///     .expect("valid options");
+/// let options = SqlOptions::new("sqlite::memory:")
+///     .with_table("web_sessions")
+///     .with_timeout(Duration::from_millis(500))
+///     .with_migrate_on_first_use(true);
+/// assert_eq!(options.table(), "web_sessions");
+/// let store = options.build().expect("valid options");
 /// assert_eq!(store.table(), "web_sessions");
 /// ```
 #[derive(Clone)]
@@ -142,8 +134,8 @@ impl SqlOptions {
         // The facade resolves SESSION_DATABASE_URL → DATABASE_URL; naming the
         // one that was actually set makes a bad-URL message point at the
         // right line of the operator's configuration.
-        if settings.get(URL).is_none() && settings.get(URL_FALLBACK).is_some() {
-            options.url_variable = URL_FALLBACK;
+        if settings.get(URL).is_none() && settings.get(FALLBACK_URL).is_some() {
+            options.url_variable = FALLBACK_URL;
         }
         if let Some(table) = settings.get(TABLE) {
             options.table = table.trim().to_owned();
@@ -182,20 +174,26 @@ impl SqlOptions {
     ///
     /// ```
     /// # use cloakroom_sql::SqlOptions;
-    /// let options = SqlOptions::new("sqlite::memory:").table("sessions");
+    /// let options = SqlOptions::new("sqlite::memory:").with_table("sessions");
+    /// assert_eq!(options.table(), "sessions");
     /// ```
-    pub fn table(mut self, name: impl Into<String>) -> Self {
+    #[must_use]
+    pub fn with_table(mut self, name: impl Into<String>) -> Self {
         self.table = name.into();
         self
     }
 
-    /// The most connections the pool keeps open (default 10).
+    /// The most connections the pool keeps open (default
+    /// [`DEFAULT_POOL_SIZE`], or [`DEFAULT_SQLITE_POOL_SIZE`] for SQLite). A
+    /// value of 0 counts as 1.
     ///
     /// ```
     /// # use cloakroom_sql::SqlOptions;
-    /// let options = SqlOptions::new("sqlite::memory:").pool_size(32);
+    /// let options = SqlOptions::new("sqlite::memory:").with_pool_size(32);
+    /// assert_eq!(options.pool_size(), 32);
     /// ```
-    pub fn pool_size(mut self, connections: u32) -> Self {
+    #[must_use]
+    pub fn with_pool_size(mut self, connections: u32) -> Self {
         self.pool_size = Some(connections.max(1));
         self
     }
@@ -203,14 +201,17 @@ impl SqlOptions {
     /// The bound on each store call (default 1 s): waiting for a pooled
     /// connection (including opening one) plus running the statement. Past
     /// it the call fails with a [`Timeout`](cloakroom_core::ErrorKind::Timeout)
-    /// error and a connection stuck in a statement is closed.
+    /// error and a connection stuck in a statement is closed. Zero counts
+    /// as 1 ms.
     ///
     /// ```
     /// # use std::time::Duration;
     /// # use cloakroom_sql::SqlOptions;
-    /// let options = SqlOptions::new("sqlite::memory:").timeout(Duration::from_millis(300));
+    /// let options = SqlOptions::new("sqlite::memory:").with_timeout(Duration::from_millis(300));
+    /// assert_eq!(options.timeout(), Duration::from_millis(300));
     /// ```
-    pub fn timeout(mut self, timeout: Duration) -> Self {
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout.max(Duration::from_millis(1));
         self
     }
@@ -222,28 +223,64 @@ impl SqlOptions {
     ///
     /// ```
     /// # use cloakroom_sql::SqlOptions;
-    /// let options = SqlOptions::new("sqlite::memory:").migrate_on_first_use(true);
+    /// let options = SqlOptions::new("sqlite::memory:").with_migrate_on_first_use(true);
+    /// assert!(options.migrate_on_first_use());
     /// ```
-    pub fn migrate_on_first_use(mut self, migrate: bool) -> Self {
+    #[must_use]
+    pub fn with_migrate_on_first_use(mut self, migrate: bool) -> Self {
         self.migrate_on_first_use = migrate;
         self
     }
 
     /// Runs [`SqlStore::clear_expired`] in the background at this interval
     /// (default `None`: leave it to `cloakroom-admin clearsessions` from cron,
-    /// as Django does). The task starts with the store's first call (it needs
-    /// the Tokio runtime) and stops when the last clone of the store is
-    /// dropped. For a task with a handle of its own, see
-    /// [`SqlStore::spawn_cleanup`].
+    /// as Django does; a zero interval counts as `None`). The task starts
+    /// with the store's first call (it needs the Tokio runtime) and stops
+    /// when the last clone of the store is dropped. For a task with a handle
+    /// of its own, see [`SqlStore::spawn_cleanup`].
     ///
     /// ```
     /// # use std::time::Duration;
     /// # use cloakroom_sql::SqlOptions;
-    /// let options = SqlOptions::new("sqlite::memory:").cleanup_every(Some(Duration::from_secs(3600)));
+    /// let hourly = Some(Duration::from_secs(3600));
+    /// let options = SqlOptions::new("sqlite::memory:").with_cleanup_every(hourly);
+    /// assert_eq!(options.cleanup_every(), hourly);
     /// ```
-    pub fn cleanup_every(mut self, interval: Option<Duration>) -> Self {
+    #[must_use]
+    pub fn with_cleanup_every(mut self, interval: Option<Duration>) -> Self {
         self.cleanup_every = interval.filter(|d| !d.is_zero());
         self
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The pool size: the one set, or else the default for the URL's
+    /// database (see [`with_pool_size`](Self::with_pool_size)).
+    pub fn pool_size(&self) -> u32 {
+        self.pool_size
+            .unwrap_or(match Backend::from_url(self.url.trim()) {
+                Some(Backend::Sqlite) => DEFAULT_SQLITE_POOL_SIZE,
+                _ => DEFAULT_POOL_SIZE,
+            })
+    }
+
+    /// The bound on each store call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether the store runs [`SqlStore::migrate`] before its first
+    /// statement.
+    pub fn migrate_on_first_use(&self) -> bool {
+        self.migrate_on_first_use
+    }
+
+    /// The interval of the background cleanup; `None` when it is off.
+    pub fn cleanup_every(&self) -> Option<Duration> {
+        self.cleanup_every
     }
 
     /// Checks the options and builds the store. Nothing connects yet: the
@@ -462,7 +499,7 @@ mod tests {
         }
         for bad in ["", "Sessions", "s;drop", "1abc", &"x".repeat(49)] {
             let err = SqlOptions::new("sqlite::memory:")
-                .table(bad)
+                .with_table(bad)
                 .build()
                 .unwrap_err();
             assert_eq!(err.variable(), TABLE, "{bad}");
@@ -482,10 +519,10 @@ mod tests {
         let err = SqlOptions::new("redis://u:pw@h/0").build().unwrap_err();
         assert_eq!(err.variable(), URL);
         assert!(!err.to_string().contains("pw@"));
-        let fallback = SqlOptions::from_settings("oops", &from_pairs([(URL_FALLBACK, "oops")]))
+        let fallback = SqlOptions::from_settings("oops", &from_pairs([(FALLBACK_URL, "oops")]))
             .unwrap()
             .build()
             .unwrap_err();
-        assert_eq!(fallback.variable(), URL_FALLBACK);
+        assert_eq!(fallback.variable(), FALLBACK_URL);
     }
 }

@@ -196,7 +196,7 @@ impl SqlStore {
         let env = cloakroom_core::Env;
         let url = database_url(&env).ok_or_else(|| {
             ConfigError::new(
-                crate::options::URL,
+                crate::settings::URL,
                 "",
                 "a database URL such as mysql://user:password@127.0.0.1:3306/db \
                  (DATABASE_URL is read when it is unset)",
@@ -567,8 +567,8 @@ impl SqlStore {
 /// `DATABASE_URL`, as `from_env()` and `cloakroom-admin` read it.
 pub fn database_url(settings: &dyn Settings) -> Option<String> {
     settings
-        .get(crate::options::URL)
-        .or_else(|| settings.get(crate::options::URL_FALLBACK))
+        .get(crate::settings::URL)
+        .or_else(|| settings.get(crate::settings::FALLBACK_URL))
 }
 
 impl fmt::Debug for SqlStore {

@@ -72,7 +72,7 @@ async fn migrate_and_clearsessions_from_the_command_line() {
 
     // Sessions written by the library, in the table the command made.
     let store = SqlStore::builder(url.as_str())
-        .table(table.as_str())
+        .with_table(table.as_str())
         .build()
         .expect("store");
     let mut live = Vec::new();

@@ -6,8 +6,8 @@ use cloakroom_core::config::{ConfigError, Settings, bool_or, millis_or, parse_or
 use cloakroom_core::record::MAX_AGE;
 use cookie::SameSite;
 
-use crate::Engine;
 use crate::config::SessionConfig;
+use crate::{Engine, settings};
 
 const ENGINES: &str = "one of cache, db, cached_db, signed_cookies, encrypted_cookies \
      (or Django's django.contrib.sessions.backends.<name>)";
@@ -15,12 +15,12 @@ const ENGINES: &str = "one of cache, db, cached_db, signed_cookies, encrypted_co
 /// Reads the layer's settings.
 pub(crate) fn config(s: &dyn Settings) -> Result<SessionConfig, ConfigError> {
     let defaults = SessionConfig::default();
-    let cookie_name = match s.get("SESSION_COOKIE_NAME") {
+    let cookie_name = match s.get(settings::COOKIE_NAME) {
         None => defaults.cookie_name,
         Some(name) if is_token(&name) => name,
         Some(name) => {
             return Err(ConfigError::new(
-                "SESSION_COOKIE_NAME",
+                settings::COOKIE_NAME,
                 name,
                 "a cookie name: letters, digits and !#$%&'*+-.^_`|~",
             ));
@@ -30,50 +30,50 @@ pub(crate) fn config(s: &dyn Settings) -> Result<SessionConfig, ConfigError> {
         "a whole number of seconds above 0 and at most {} (100 years)",
         MAX_AGE.as_secs()
     );
-    let age: u64 = parse_or(s, "SESSION_COOKIE_AGE", 1_209_600, &age_accepted)?;
+    let age: u64 = parse_or(s, settings::COOKIE_AGE, 1_209_600, &age_accepted)?;
     if age == 0 || age > MAX_AGE.as_secs() {
         return Err(ConfigError::new(
-            "SESSION_COOKIE_AGE",
+            settings::COOKIE_AGE,
             age.to_string(),
             age_accepted,
         ));
     }
-    let cookie_absolute_age = match s.get("SESSION_COOKIE_ABSOLUTE_AGE") {
+    let cookie_absolute_age = match s.get(settings::COOKIE_ABSOLUTE_AGE) {
         None => None,
         Some(value) => match value.trim().parse::<u64>() {
             Ok(secs) if secs > 0 && secs <= MAX_AGE.as_secs() => Some(Duration::from_secs(secs)),
             _ => {
                 return Err(ConfigError::new(
-                    "SESSION_COOKIE_ABSOLUTE_AGE",
+                    settings::COOKIE_ABSOLUTE_AGE,
                     value,
                     age_accepted,
                 ));
             }
         },
     };
-    let cookie_domain = match s.get("SESSION_COOKIE_DOMAIN") {
+    let cookie_domain = match s.get(settings::COOKIE_DOMAIN) {
         Some(d) if !is_attribute_value(&d) || d.contains(' ') => {
             return Err(ConfigError::new(
-                "SESSION_COOKIE_DOMAIN",
+                settings::COOKIE_DOMAIN,
                 d,
                 "a domain name such as example.com",
             ));
         }
         d => d,
     };
-    let cookie_path = match s.get("SESSION_COOKIE_PATH") {
+    let cookie_path = match s.get(settings::COOKIE_PATH) {
         None => defaults.cookie_path,
         Some(p) if p.starts_with('/') && is_attribute_value(&p) => p,
         Some(p) => {
             return Err(ConfigError::new(
-                "SESSION_COOKIE_PATH",
+                settings::COOKIE_PATH,
                 p,
                 "a path starting with /",
             ));
         }
     };
-    let cookie_secure = bool_or(s, "SESSION_COOKIE_SECURE", false)?;
-    let cookie_same_site = match s.get("SESSION_COOKIE_SAMESITE") {
+    let cookie_secure = bool_or(s, settings::COOKIE_SECURE, false)?;
+    let cookie_same_site = match s.get(settings::COOKIE_SAMESITE) {
         None => defaults.cookie_same_site,
         Some(v) => match v.to_ascii_lowercase().as_str() {
             "lax" => Some(SameSite::Lax),
@@ -81,7 +81,7 @@ pub(crate) fn config(s: &dyn Settings) -> Result<SessionConfig, ConfigError> {
             "none" if cookie_secure => Some(SameSite::None),
             "none" => {
                 return Err(ConfigError::new(
-                    "SESSION_COOKIE_SAMESITE",
+                    settings::COOKIE_SAMESITE,
                     v,
                     "Lax or Strict; None only together with SESSION_COOKIE_SECURE=true \
                      (browsers reject SameSite=None cookies that are not Secure)",
@@ -90,7 +90,7 @@ pub(crate) fn config(s: &dyn Settings) -> Result<SessionConfig, ConfigError> {
             "false" => None,
             _ => {
                 return Err(ConfigError::new(
-                    "SESSION_COOKIE_SAMESITE",
+                    settings::COOKIE_SAMESITE,
                     v,
                     "Lax, Strict, None (with SESSION_COOKIE_SECURE=true) or False (no attribute)",
                 ));
@@ -99,13 +99,13 @@ pub(crate) fn config(s: &dyn Settings) -> Result<SessionConfig, ConfigError> {
     };
     let cookie_max_bytes: usize = parse_or(
         s,
-        "SESSION_COOKIE_MAX_BYTES",
+        settings::COOKIE_MAX_BYTES,
         defaults.cookie_max_bytes,
         "a whole number of bytes, at least 4096",
     )?;
     if cookie_max_bytes < 4096 {
         return Err(ConfigError::new(
-            "SESSION_COOKIE_MAX_BYTES",
+            settings::COOKIE_MAX_BYTES,
             cookie_max_bytes.to_string(),
             "a whole number of bytes, at least 4096",
         ));
@@ -118,24 +118,24 @@ pub(crate) fn config(s: &dyn Settings) -> Result<SessionConfig, ConfigError> {
         cookie_domain,
         cookie_path,
         cookie_secure,
-        cookie_http_only: bool_or(s, "SESSION_COOKIE_HTTPONLY", true)?,
+        cookie_http_only: bool_or(s, settings::COOKIE_HTTPONLY, true)?,
         cookie_same_site,
-        save_every_request: bool_or(s, "SESSION_SAVE_EVERY_REQUEST", false)?,
-        touch_after: match s.get("SESSION_TOUCH_AFTER_SECONDS") {
+        save_every_request: bool_or(s, settings::SAVE_EVERY_REQUEST, false)?,
+        touch_after: match s.get(settings::TOUCH_AFTER_SECONDS) {
             None => None,
             Some(value) => match value.trim().parse::<u64>() {
                 Ok(secs) if secs <= MAX_AGE.as_secs() => Some(Duration::from_secs(secs)),
                 _ => {
                     return Err(ConfigError::new(
-                        "SESSION_TOUCH_AFTER_SECONDS",
+                        settings::TOUCH_AFTER_SECONDS,
                         value,
                         "a whole number of seconds (0: renew on every request)",
                     ));
                 }
             },
         },
-        expire_at_browser_close: bool_or(s, "SESSION_EXPIRE_AT_BROWSER_CLOSE", false)?,
-        backend_timeout: millis_or(s, "SESSION_BACKEND_TIMEOUT_MS", defaults.backend_timeout)?,
+        expire_at_browser_close: bool_or(s, settings::EXPIRE_AT_BROWSER_CLOSE, false)?,
+        backend_timeout: millis_or(s, settings::BACKEND_TIMEOUT_MS, defaults.backend_timeout)?,
         cookie_max_bytes,
         unavailable_response: None,
     })
@@ -145,7 +145,7 @@ pub(crate) fn config(s: &dyn Settings) -> Result<SessionConfig, ConfigError> {
 /// at startup shows up as 503s on requests, not as a config error.
 pub(crate) fn engine(s: &dyn Settings) -> Result<Engine, ConfigError> {
     let raw = s
-        .get("SESSION_ENGINE")
+        .get(settings::ENGINE)
         .unwrap_or_else(|| "cache".to_owned());
     let name = raw
         .strip_prefix("django.contrib.sessions.backends.")
@@ -157,10 +157,10 @@ pub(crate) fn engine(s: &dyn Settings) -> Result<Engine, ConfigError> {
             Engine::Store(db) => Ok(Engine::store(cloakroom_memory::CachedStore::from_settings(
                 db, s,
             )?)),
-            Engine::Cookie(_) => Err(ConfigError::new("SESSION_ENGINE", raw.as_str(), ENGINES)),
+            Engine::Cookie(_) => Err(ConfigError::new(settings::ENGINE, raw.as_str(), ENGINES)),
         },
         "signed_cookies" | "encrypted_cookies" => cookie_engine(&raw, name == "signed_cookies", s),
-        _ => Err(ConfigError::new("SESSION_ENGINE", raw.as_str(), ENGINES)),
+        _ => Err(ConfigError::new(settings::ENGINE, raw.as_str(), ENGINES)),
     }
 }
 
@@ -188,7 +188,7 @@ fn not_compiled(variable: &str, value: &str, feature: &str) -> ConfigError {
 }
 
 fn cache_engine(s: &dyn Settings) -> Result<Engine, ConfigError> {
-    const VAR: &str = "SESSION_CACHE_URL";
+    const VAR: &str = settings::CACHE_URL;
     let url = s.get(VAR).unwrap_or_else(|| "memory://".to_owned());
     let scheme = url
         .split_once("://")
@@ -221,12 +221,15 @@ fn cache_engine(s: &dyn Settings) -> Result<Engine, ConfigError> {
 }
 
 fn db_engine(s: &dyn Settings) -> Result<Engine, ConfigError> {
-    let (var, url) = match (s.get("SESSION_DATABASE_URL"), s.get("DATABASE_URL")) {
-        (Some(url), _) => ("SESSION_DATABASE_URL", url),
-        (None, Some(url)) => ("DATABASE_URL", url),
+    let (var, url) = match (
+        s.get(settings::DATABASE_URL),
+        s.get(settings::FALLBACK_DATABASE_URL),
+    ) {
+        (Some(url), _) => (settings::DATABASE_URL, url),
+        (None, Some(url)) => (settings::FALLBACK_DATABASE_URL, url),
         (None, None) => {
             return Err(ConfigError::new(
-                "SESSION_DATABASE_URL",
+                settings::DATABASE_URL,
                 "",
                 "a database URL (mysql://, postgres://, sqlite://) in SESSION_DATABASE_URL \
                  or DATABASE_URL",
@@ -276,7 +279,7 @@ fn cookie_engine(_raw: &str, signed: bool, s: &dyn Settings) -> Result<Engine, C
 
 #[cfg(not(feature = "cookie"))]
 fn cookie_engine(raw: &str, _signed: bool, _s: &dyn Settings) -> Result<Engine, ConfigError> {
-    Err(not_compiled("SESSION_ENGINE", raw, "cookie"))
+    Err(not_compiled(settings::ENGINE, raw, "cookie"))
 }
 
 /// RFC 6265 `token`: what a cookie name may be.

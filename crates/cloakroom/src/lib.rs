@@ -68,7 +68,9 @@
 //! | `SESSION_REDIS_NEAR_CACHE_MS` | `0` (off) | Redis engine: serve sessions from process memory until Redis reports a change (RESP3 client tracking), each for at most this many milliseconds after its read; see `cloakroom-redis` |
 //!
 //! A bad value is an error naming the variable, the value and what is
-//! accepted; `from_env()` panics with it, `try_from_env()` returns it.
+//! accepted; `from_env()` panics with it, `try_from_env()` returns it. The
+//! names are constants in [`settings`] (the layer's own) and in each engine's
+//! `settings` module (`memory::settings`, `redis::settings`, ...).
 
 mod config;
 mod env;
@@ -80,6 +82,7 @@ mod layer;
 mod plan;
 mod service;
 mod session;
+pub mod settings;
 mod store;
 
 use std::fmt;
