@@ -1,6 +1,6 @@
 //! Tuning of the Redis store ([`RedisOptions`]), read from the
-//! `SESSION_REDIS_*` [`settings`] or set with `with_*`
-//! methods, and the parsing of the URL.
+//! `SESSION_REDIS_*` [`settings`] or set with `with_*` methods, and the
+//! parsing of the URL.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,8 +17,8 @@ pub const DEFAULT_KEY_PREFIX: &str = "cloakroom:session:";
 
 /// What [`RedisStore`](crate::RedisStore) is tuned with.
 ///
-/// Each `with_*` method has a setting of the same meaning (in
-/// [`settings`]), read by
+/// Each `with_*` method but [`with_near_cache_limits`](Self::with_near_cache_limits)
+/// has a setting of the same meaning (in [`settings`]), read by
 /// [`from_settings`](RedisOptions::from_settings); a getter of the same name
 /// without `with_` reads it back.
 ///
