@@ -169,8 +169,6 @@ async fn error_page_for_bare_errors(
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-    use std::sync::{Arc, Mutex};
 
     use axum::body::Body;
     use axum::http::Request;
@@ -178,24 +176,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-
-    /// What the test's subscriber wrote.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::logging::Captured;
 
     /// Each answer is logged with its status and latency, inside a span that
     /// names the request.
@@ -220,13 +201,7 @@ mod tests {
                 .await
                 .expect("infallible");
         }
-        let log = String::from_utf8_lossy(
-            &captured
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-        .into_owned();
+        let log = captured.text();
         let lines: Vec<&str> = log.lines().collect();
         assert_eq!(lines.len(), 2, "{log}");
         for (line, (path, status)) in lines.iter().zip([("/here", 200), ("/nope", 404)]) {

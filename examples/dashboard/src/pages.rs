@@ -404,8 +404,6 @@ pub(crate) async fn health(State(app): State<Arc<AppState>>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-    use std::sync::Mutex;
 
     use axum::body::Body;
     use axum::http::Request;
@@ -416,24 +414,7 @@ mod tests {
 
     use super::*;
     use crate::DashboardSettings;
-
-    /// What the test's subscriber wrote.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::logging::Captured;
 
     async fn body_text(response: Response) -> String {
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -505,13 +486,7 @@ mod tests {
             assert_eq!(reply.status(), StatusCode::OK);
         }
 
-        let log = String::from_utf8_lossy(
-            &captured
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-        .into_owned();
+        let log = captured.text();
         assert!(!log.contains('\r') && !log.contains('\u{1b}'), "{log:?}");
         let failed: Vec<&str> = log.lines().filter(|l| l.contains("failed login")).collect();
         assert_eq!(failed.len(), 2, "{log}");
