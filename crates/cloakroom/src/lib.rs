@@ -40,8 +40,12 @@
 //! * [`Engine`]: a server-side [`SessionStore`] or a client-side
 //!   [`CookieCodec`]; engines come from their own crates, turned on by this
 //!   crate's features (`redis`, `memcached`, `mysql`, `postgres`, `sqlite`,
-//!   `cookie`, or `full`). The in-process [`memory`] engine is always there
-//!   and is the default.
+//!   `cookie`, or `full`), and documented here as the modules `redis`,
+//!   `memcached`, `sql` and `cookies` (build the docs with `--features
+//!   full` to see them all). The in-process [`memory`] engine is always
+//!   there and is the default. The engine crates' README examples are
+//!   doc-tests of this crate, written as an application that depends on
+//!   `cloakroom` alone writes them (`use cloakroom::redis::RedisStore`).
 //!
 //! # Settings read by `from_env()`
 //!
@@ -98,26 +102,61 @@ pub use layer::SessionLayer;
 pub use service::{ResponseFuture, SessionService};
 pub use session::Session;
 
-/// The in-process engine (re-exported from `cloakroom-memory`).
-pub mod memory {
-    pub use cloakroom_memory::*;
-}
+// The engines, each its crate's docs in place (`#[doc(inline)]`), so that
+// `cargo doc --features full` (and docs.rs, see Cargo.toml) shows them as
+// modules of this crate, where applications use them.
 
-/// The Redis engine (feature `redis`).
+/// The in-process engine (the `cloakroom-memory` crate).
+#[doc(inline)]
+pub use cloakroom_memory as memory;
+
+/// The Redis engine (the `cloakroom-redis` crate; feature `redis`).
 #[cfg(feature = "redis")]
+#[doc(inline)]
 pub use cloakroom_redis as redis;
 
-/// The Memcached engine (feature `memcached`).
+/// The Memcached engine (the `cloakroom-memcached` crate; feature
+/// `memcached`).
 #[cfg(feature = "memcached")]
+#[doc(inline)]
 pub use cloakroom_memcached as memcached;
 
-/// The SQL engine (features `mysql`, `postgres`, `sqlite`).
+/// The SQL engine (the `cloakroom-sql` crate; features `mysql`,
+/// `postgres`, `sqlite`).
 #[cfg(any(feature = "mysql", feature = "postgres", feature = "sqlite"))]
+#[doc(inline)]
 pub use cloakroom_sql as sql;
 
-/// The cookie engines (feature `cookie`).
+/// The cookie engines (the `cloakroom-cookie` crate; feature `cookie`).
 #[cfg(feature = "cookie")]
+#[doc(inline)]
 pub use cloakroom_cookie as cookies;
+
+/// The README examples of this crate and of each engine crate, run as
+/// doc-tests against this crate alone (`use cloakroom::redis::...`), as an
+/// application that depends on `cloakroom` only writes them. `cargo test
+/// --doc -p cloakroom --features full` runs them all.
+#[cfg(doctest)]
+mod readme_examples {
+    #[doc = include_str!("../README.md")]
+    mod cloakroom {}
+
+    #[cfg(feature = "redis")]
+    #[doc = include_str!("../../cloakroom-redis/README.md")]
+    mod redis {}
+
+    #[cfg(feature = "memcached")]
+    #[doc = include_str!("../../cloakroom-memcached/README.md")]
+    mod memcached {}
+
+    #[cfg(any(feature = "mysql", feature = "postgres", feature = "sqlite"))]
+    #[doc = include_str!("../../cloakroom-sql/README.md")]
+    mod sql {}
+
+    #[cfg(feature = "cookie")]
+    #[doc = include_str!("../../cloakroom-cookie/README.md")]
+    mod cookies {}
+}
 
 /// The [`time`](https://docs.rs/time) crate, whose `Duration` and
 /// `OffsetDateTime` [`Expiry`] holds (`Expiry::OnInactivity(time::Duration)`,
