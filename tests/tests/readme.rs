@@ -91,6 +91,37 @@ fn readme_is_a_page_a_newcomer_reads() {
     );
 }
 
+/// The crate docs' "Timeouts" section says each store's total timeout is,
+/// by default, below the layer's, so that the engine ends a hung call
+/// itself and the layer's timeout is the backstop.
+#[test]
+fn each_stores_default_total_timeout_is_below_the_layers() {
+    let layer = cloakroom::SessionConfig::default().backend_timeout;
+    let stores = [
+        ("redis", cloakroom::redis::RedisOptions::new().timeout()),
+        (
+            "memcached",
+            cloakroom::memcached::MemcachedOptions::from_url("memcached://127.0.0.1")
+                .expect("a URL")
+                .timeout(),
+        ),
+        (
+            "sql",
+            cloakroom::sql::SqlOptions::new("sqlite::memory:").timeout(),
+        ),
+    ];
+    for (engine, total) in stores {
+        assert!(total < layer, "{engine}: {total:?} is not below {layer:?}");
+    }
+    let docs = fs::read_to_string(root().join("crates/cloakroom/src/lib.rs")).expect("lib.rs");
+    assert!(docs.contains("//! # Timeouts"), "the section is gone");
+    let readme = fs::read_to_string(root().join("crates/cloakroom/README.md")).expect("README");
+    assert!(
+        readme.contains("\"Timeouts\" section"),
+        "the crate README links it"
+    );
+}
+
 #[test]
 fn names_are_found_only_whole() {
     let text =

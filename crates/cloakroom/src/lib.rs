@@ -75,6 +75,47 @@
 //! accepted; `from_env()` panics with it, `try_from_env()` returns it. The
 //! names are constants in [`settings`] (the layer's own) and in each engine's
 //! `settings` module (`memory::settings`, `redis::settings`, ...).
+//!
+//! # Timeouts
+//!
+//! Four limits bound how long a request waits for a store that is down or
+//! hung. The cookie engines make no store calls and need none.
+//!
+//! | limit | set with | default | bounds |
+//! |---|---|---|---|
+//! | the layer's | `SESSION_BACKEND_TIMEOUT_MS`, [`SessionLayer::with_backend_timeout`] | 1500 ms | each store call the layer makes, on any engine |
+//! | the store's total | `SESSION_REDIS_TIMEOUT_MS`, `SESSION_MEMCACHED_TIMEOUT_MS`, `SESSION_DATABASE_TIMEOUT_MS` (the engine options' `timeout`) | 1000 ms | one store call inside the engine, all of it: waiting for a pooled connection, connecting, the command and its reply, the engine's own retries |
+//! | connect | `SESSION_REDIS_CONNECT_TIMEOUT_MS`, `SESSION_MEMCACHED_CONNECT_TIMEOUT_MS` | 500 ms | opening one connection (Redis: also the wait for the pool to hand one out) |
+//! | command | `SESSION_REDIS_COMMAND_TIMEOUT_MS` | 500 ms | the answer to one Redis command or pipeline, and the check of a pooled connection before its reuse |
+//!
+//! How they combine:
+//!
+//! * A store call ends at the first limit that runs out, so it waits at most
+//!   the smaller of the layer's timeout and the store's total. The connect
+//!   and command timeouts are steps inside the total: a call that has to
+//!   connect and then waits for its reply can reach the total first
+//!   (500 + 500 ms is not less than 1000 ms), and the total wins.
+//! * Keep the store's total below the layer's, as the defaults do
+//!   (1000 < 1500 ms). The engine then ends a hung call itself: it replaces
+//!   the connection (the SQL engine closes one stuck in a statement), and
+//!   its error names the operation (`Redis load did not complete within
+//!   1s`). The layer's timeout is the backstop, for an engine that does not
+//!   end a call by itself (a store of your own); it drops the call, and its
+//!   error only says `no answer within 1500 ms`.
+//! * Either way the request is answered 503 ([`ErrorKind::Timeout`]) and
+//!   an error event is logged with the engine and the operation.
+//! * The limits are per call, and a request makes its calls one after the
+//!   other: a load, then a save (an update or a touch); a login
+//!   ([`Session::cycle_id`]) stores the new record, then retires the old
+//!   one (a touch and a delete); a logout deletes. A request that reads and
+//!   changes its session against a hung backend can so wait about twice
+//!   the smaller limit (about 2 s with the defaults), a login about four
+//!   times. A backend that refuses connections fails them at once.
+//! * `cached_db`: a hit in the in-process cache makes no call; a miss or a
+//!   write is a call to the database, under the SQL store's total and the
+//!   layer's timeout.
+//! * [`Engine::health_check`] takes a timeout of its own, for health
+//!   endpoints.
 
 mod config;
 mod env;
