@@ -136,3 +136,29 @@ fn names_are_found_only_whole() {
         ["SESSION_Z"]
     );
 }
+
+/// The README's counts of conformance cases are the suites' own.
+#[test]
+fn readme_counts_the_conformance_cases() {
+    let root = root();
+    let suites = fs::read_to_string(root.join("tests/src/lib.rs")).expect("tests/src/lib.rs");
+    let counts: Vec<usize> = suites
+        .split("conformance_suite!(@cases $engine;")
+        .skip(1)
+        .map(|block| {
+            let list = &block[..block.find(");").expect("the end of a case list")];
+            list.split(',')
+                .filter(|case| !case.trim().is_empty())
+                .count()
+        })
+        .collect();
+    let [server, cookie] = counts[..] else {
+        panic!("expected two case lists, found {counts:?}");
+    };
+    let readme = fs::read_to_string(root.join("README.md")).expect("README.md");
+    let flat = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    let claim = format!(
+        "`tests/src/cases.rs`: {server} cases on each server-side engine, {cookie} on the cookie engines"
+    );
+    assert!(flat.contains(&claim), "README.md should say: {claim}");
+}
