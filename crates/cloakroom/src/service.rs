@@ -108,8 +108,12 @@ where
             return Poll::Ready(Ok(response));
         };
         // A `cloakroom::Error` the handler returned gets the application's
-        // own 503 body, if it set one.
-        let response = finish::own_page(session.config(), response);
+        // own 503 body, if it set one (checked first: most set none, and
+        // the response is then not moved twice).
+        let mut response = response;
+        if session.config().unavailable_response.is_some() {
+            response = finish::own_page(session.config(), response);
+        }
         // A session nobody used needs nothing, unless every request with a
         // session cookie is to refresh it.
         if !session.used() && !session.saves_every_request() {
