@@ -130,22 +130,7 @@ async fn journey(b: Client, base: String) {
     wait_for(&b, "#login-form").await;
     assert_eq!(path(&b).await, "/auth/login");
 
-    // Log in.
-    find(&b, "#username")
-        .await
-        .send_keys("admin")
-        .await
-        .expect("type");
-    find(&b, "#password")
-        .await
-        .send_keys("s3cret-admin")
-        .await
-        .expect("type");
-    find(&b, "#login-button")
-        .await
-        .click()
-        .await
-        .expect("click");
+    sign_in(&b).await;
     wait_for_text(&b, "#user", "admin").await;
     assert_eq!(path(&b).await, "/");
     assert_eq!(text(&b, "#project").await, "admin");

@@ -545,6 +545,16 @@ mod single {
     );
 }
 
+/// The password and the `host:port` of the main server's URL, which
+/// `tests/run` gives a password.
+fn password_and_host(url: &str) -> (&str, &str) {
+    let (userinfo, host) = url
+        .strip_prefix("redis://")
+        .and_then(|rest| rest.split_once('@'))
+        .expect("tests/run gives the main server a password");
+    (userinfo.trim_start_matches(':'), host)
+}
+
 mod password {
     use super::*;
 
@@ -554,11 +564,7 @@ mod password {
     #[tokio::test]
     async fn wrong_password_is_a_backend_error_that_hides_it() {
         let url = required_env("CLOAKROOM_REDIS_URL");
-        let (userinfo, host) = url
-            .strip_prefix("redis://")
-            .and_then(|rest| rest.split_once('@'))
-            .expect("tests/run gives the main server a password");
-        let password = userinfo.trim_start_matches(':');
+        let (password, host) = password_and_host(&url);
         let good = store_at(&url);
         assert!(!format!("{good:?}").contains(password), "{good:?}");
 
@@ -588,11 +594,7 @@ mod password {
 #[tokio::test]
 async fn errors_show_their_cause_in_one_line() {
     let url = required_env("CLOAKROOM_REDIS_URL");
-    let (userinfo, host) = url
-        .strip_prefix("redis://")
-        .and_then(|rest| rest.split_once('@'))
-        .expect("tests/run gives the main server a password");
-    let password = userinfo.trim_start_matches(':');
+    let (password, host) = password_and_host(&url);
     let wrong = store_at(&format!("redis://:not-{password}@{host}"));
     let err = wrong.load(&new_key()).await.expect_err("a wrong password");
     let err = cloakroom::Error::from(err);
