@@ -158,16 +158,7 @@ async fn journey(b: Client, base: String) {
     assert_eq!(session.http_only(), Some(true));
 
     // Switch project, then reload: still there.
-    find(&b, "#project-select")
-        .await
-        .select_by_value("demo")
-        .await
-        .expect("pick a project");
-    find(&b, "#project-button")
-        .await
-        .click()
-        .await
-        .expect("click");
+    switch_project(&b, "demo").await;
     wait_for_text(&b, "#project", "demo").await;
     b.refresh().await.expect("reload");
     wait_for_text(&b, "#project", "demo").await;
@@ -207,6 +198,20 @@ async fn journey(b: Client, base: String) {
 }
 
 /// Signs in on the page shown (the login form).
+/// Picks `project` in the header's form and sends it.
+async fn switch_project(b: &Client, project: &str) {
+    find(b, "#project-select")
+        .await
+        .select_by_value(project)
+        .await
+        .expect("pick a project");
+    find(b, "#project-button")
+        .await
+        .click()
+        .await
+        .expect("click");
+}
+
 async fn sign_in(b: &Client) {
     wait_for(b, "#login-form").await;
     find(b, "#username")
@@ -235,16 +240,7 @@ async fn expired_session(b: Client, base: String) {
 
     // The page stays open while the session expires; then its form is sent.
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    find(&b, "#project-select")
-        .await
-        .select_by_value("demo")
-        .await
-        .expect("pick a project");
-    find(&b, "#project-button")
-        .await
-        .click()
-        .await
-        .expect("click");
+    switch_project(&b, "demo").await;
     wait_for_text(
         &b,
         "#login-info",
