@@ -273,6 +273,114 @@ mod cases {
         assert!(store.load(&key).await.expect("load").is_none());
     }
 
+    /// On a single server a store writes through its tracking connection
+    /// and keeps what it created or updated: the next load is answered from
+    /// memory. A touch is not kept (it moves the deadline of whatever Redis
+    /// holds), nor a delete. On a cluster, writes go through the pool and
+    /// nothing written is kept.
+    pub(crate) async fn own_writes_are_kept_on_a_single_server(url: &str) {
+        let store = tracked(url, Duration::from_secs(60)).await;
+        let kept = !store.is_cluster();
+        let key = new_key();
+        let ready = |store: &RedisStore| matches!(store.load(&key), cloakroom_core::Call::Ready(_));
+        let minute = Duration::from_secs(60);
+        assert!(
+            store
+                .create(&key, &record("a", minute))
+                .await
+                .expect("create")
+        );
+        assert_eq!(ready(&store), kept, "after a create");
+        assert!(
+            store
+                .update(&key, &record("b", minute))
+                .await
+                .expect("update")
+        );
+        assert_eq!(ready(&store), kept, "after an update");
+        assert_eq!(
+            value(&store.load(&key).await.expect("load")),
+            Some("\"b\"".into())
+        );
+        let later = record("b", 2 * minute);
+        assert!(store.touch(&key, &later).await.expect("touch"));
+        assert!(!ready(&store), "a touch was kept");
+        let touched = store.load(&key).await.expect("load").expect("a session");
+        assert_eq!(millis(touched.expires_at), millis(later.expires_at));
+        until_cached(&store, &key).await;
+        store.delete(&key).await.expect("delete");
+        assert!(!ready(&store), "a delete was kept");
+        assert!(store.load(&key).await.expect("load").is_none());
+        // A create refused (the key is taken) keeps nothing either.
+        assert!(
+            store
+                .create(&key, &record("c", minute))
+                .await
+                .expect("create")
+        );
+        let raw = Raw::open(url).await;
+        raw.put(&store, &key, &record("elsewhere", minute)).await;
+        reads_within(&store, &key, Some("elsewhere"), Duration::from_millis(50)).await;
+        assert!(
+            !store
+                .create(&key, &record("d", minute))
+                .await
+                .expect("create")
+        );
+        assert!(!ready(&store), "a refused create was kept");
+        reads_within(&store, &key, Some("elsewhere"), Duration::from_millis(50)).await;
+    }
+
+    /// Two stores (two processes' worth of caches and tracking connections)
+    /// write the same session at the same time, round after round, while
+    /// loading it. Whichever write Redis applied last, both stores read it
+    /// within 50 ms: a store never keeps its own write over a later one
+    /// from elsewhere whose report reached it first.
+    pub(crate) async fn racing_writers_never_keep_a_stale_copy(url: &str) {
+        let prefix = unique_prefix();
+        let options = || {
+            RedisOptions::new()
+                .with_key_prefix(prefix.clone())
+                .with_near_cache(Duration::from_secs(60))
+        };
+        let a = near_store(url, options());
+        let b = near_store(url, options());
+        tracking(&a).await;
+        tracking(&b).await;
+        let raw = Raw::open(url).await;
+        let key = new_key();
+        let minute = Duration::from_secs(60);
+        assert!(
+            a.create(&key, &record("start", minute))
+                .await
+                .expect("create")
+        );
+        let mut worst = Duration::ZERO;
+        for round in 0..300 {
+            let (ra, rb) = (
+                record(&format!("a{round}"), minute),
+                record(&format!("b{round}"), minute),
+            );
+            let (wa, wb, la, lb) = tokio::join!(
+                a.update(&key, &ra),
+                b.update(&key, &rb),
+                a.load(&key),
+                b.load(&key),
+            );
+            assert!(wa.expect("update") && wb.expect("update"));
+            assert!(la.expect("load").is_some() && lb.expect("load").is_some());
+            let bytes: Vec<u8> = raw.query(redis::cmd("GET").arg(a.redis_key(&key))).await;
+            let truth = Record::from_shared(bytes.into()).expect("a record");
+            let truth = truth.data["v"].as_str().expect("a string").to_owned();
+            for store in [&a, &b] {
+                let took = reads_within(store, &key, Some(&truth), Duration::from_millis(50)).await;
+                worst = worst.max(took);
+            }
+        }
+        eprintln!("racing writers: the last write was read by both stores within {worst:?}");
+        assert!(hits(&a) + hits(&b) > 0, "nothing was served from memory");
+    }
+
     /// A session whose deadline passes while it is cached is refused at
     /// once, whatever the cache holds.
     pub(crate) async fn expired_records_are_refused(url: &str) {
@@ -416,6 +524,8 @@ mod single {
     cloakroom_tests::conformance_suite!(engine);
 
     near_cases!("CLOAKROOM_REDIS_URL";
+        own_writes_are_kept_on_a_single_server,
+        racing_writers_never_keep_a_stale_copy,
         store_contract,
         store_contract_through_probe,
         create_does_not_overwrite,
@@ -436,6 +546,8 @@ mod cluster {
     cloakroom_tests::conformance_suite!(engine);
 
     near_cases!("CLOAKROOM_REDIS_CLUSTER_URL";
+        own_writes_are_kept_on_a_single_server,
+        racing_writers_never_keep_a_stale_copy,
         store_contract,
         store_contract_through_probe,
         create_does_not_overwrite,

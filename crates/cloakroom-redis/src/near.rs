@@ -10,8 +10,17 @@
 //! write to a session key, whoever made it. The messages are handled inside
 //! redis-rs's reader, as they are read ([`Invalidator`]), not through a
 //! channel, so an invalidation is applied before any later reply on that
-//! connection is seen. The sessions themselves are still read and written
-//! through the store's pooled, untracked connections.
+//! connection is seen. Sessions are read through the store's pooled,
+//! untracked connections.
+//!
+//! On a single server the store also writes through the tracking connection
+//! ([`NearCache::writer`]), which asked for `NOLOOP`: Redis then pushes
+//! nothing back for this process's own writes, so a write costs no
+//! invalidation message to parse, and the store keeps what it wrote
+//! ([`NearCache::wrote`]): the next request for that session is a hit rather
+//! than a `GET`. A cluster's writes go to the master of their slot, which
+//! the pooled cluster connections know, so there the store writes through
+//! them and its own writes come back as invalidations.
 //!
 //! The cache serves entries only while tracking is on. [`NearCache::epoch`]
 //! is odd while every tracking connection is up and even otherwise; it moves
@@ -29,6 +38,14 @@
 //! them again after storing, removing the entry if one moved meanwhile.
 //! Whichever way the invalidation and the store interleave, the stale value
 //! is not served.
+//!
+//! A write is the same with one more step. The store forgets the key (the
+//! counter moves, so no load in flight keeps what it read), takes a ticket,
+//! sends the write, and once it is acknowledged moves the counter again
+//! (a load whose `GET` the write may have overtaken keeps nothing). It keeps
+//! its own value only if that last move was the only one since its ticket:
+//! any other move is an invalidation from another process or another write
+//! of this one, and then the key is left uncached.
 //!
 //! Independently of all that, an entry is served for at most the configured
 //! time after its `GET` was sent (the cap, a safety net should an
@@ -110,6 +127,9 @@ pub(crate) struct NearCache {
     resets: AtomicU64,
     /// Wakes the tracker when a tracking connection reports its end.
     lost: Notify,
+    /// The tracking connection of a single server while it tracks, for the
+    /// store's writes (see the module docs).
+    writer: Mutex<Option<MultiplexedConnection>>,
 }
 
 impl std::fmt::Debug for NearCache {
@@ -158,6 +178,7 @@ impl NearCache {
             misses: AtomicU64::new(0),
             resets: AtomicU64::new(0),
             lost: Notify::new(),
+            writer: Mutex::new(None),
         }
     }
 
@@ -189,11 +210,16 @@ impl NearCache {
     /// Taken right before the `GET` of `key`; `None` while tracking is off,
     /// when nothing read may be kept.
     pub(crate) fn ticket(&self, key: &StoreKey) -> Option<Ticket> {
+        let ticket = self.ticket_now(key)?;
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        Some(ticket)
+    }
+
+    fn ticket_now(&self, key: &StoreKey) -> Option<Ticket> {
         let epoch = self.epoch.load(Ordering::SeqCst);
         if !Self::tracking(epoch) {
             return None;
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
         let stripe = stripe_of(key);
         Some(Ticket {
             epoch,
@@ -216,6 +242,10 @@ impl NearCache {
         }
         let mut record = record.clone();
         record.version = None;
+        self.insert(key, ticket, record, size);
+    }
+
+    fn insert(&self, key: &StoreKey, ticket: Ticket, record: Record, size: usize) {
         self.entries.insert(
             *key,
             Arc::new(Entry {
@@ -230,6 +260,32 @@ impl NearCache {
         if !self.still_valid(&ticket) {
             self.entries.invalidate(key);
         }
+    }
+
+    /// The tracking connection to write `key` through, with the ticket to
+    /// keep the written value under; `None` on a cluster or while tracking
+    /// is off. The caller has just forgotten `key` and, after the write,
+    /// calls [`wrote`](Self::wrote) or else [`forget`](Self::forget).
+    pub(crate) fn writer(&self, key: &StoreKey) -> Option<(Ticket, MultiplexedConnection)> {
+        let conn = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()?;
+        Some((self.ticket_now(key)?, conn))
+    }
+
+    /// After an acknowledged write of `record` (`size` bytes) under `key`
+    /// through [`writer`](Self::writer): keeps it, unless anything else
+    /// moved the key's counter since `ticket`.
+    pub(crate) fn wrote(&self, key: &StoreKey, mut ticket: Ticket, record: Record, size: usize) {
+        let before = self.stripes[ticket.stripe].fetch_add(1, Ordering::SeqCst);
+        if before != ticket.count || size > self.largest {
+            self.entries.invalidate(key);
+            return;
+        }
+        ticket.count += 1;
+        self.insert(key, ticket, record, size);
     }
 
     /// Drops `key` and keeps any `GET` of it in flight from being kept.
@@ -249,15 +305,18 @@ impl NearCache {
             .compare_exchange(epoch, epoch + 1, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok();
         if stopped {
+            *self.writer.lock().unwrap_or_else(PoisonError::into_inner) = None;
             self.resets.fetch_add(1, Ordering::Relaxed);
             self.entries.invalidate_all();
         }
         stopped
     }
 
-    /// Tracking is on again, from an even epoch; returns the new one.
-    fn start(&self) -> u64 {
+    /// Tracking is on again, from an even epoch, with `writer` for the
+    /// store's writes; returns the new epoch.
+    fn start(&self, writer: Option<MultiplexedConnection>) -> u64 {
         self.entries.invalidate_all();
+        *self.writer.lock().unwrap_or_else(PoisonError::into_inner) = writer;
         self.epoch.fetch_add(1, Ordering::SeqCst) + 1
     }
 
@@ -465,7 +524,9 @@ async fn round(near: &Arc<NearCache>, config: &TrackerConfig) -> Result<(), Stri
     for node in &nodes {
         conns.push(open(near, config, node, &epoch).await?);
     }
-    let running = near.start();
+    // A cluster's writes need routing by slot; they stay on the pool.
+    let writer = (!config.cluster).then(|| conns[0].clone());
+    let running = near.start(writer);
     if running != starting + 1 {
         return Err("the near cache moved while tracking started".to_owned());
     }
@@ -541,7 +602,13 @@ async fn open(
         .map_err(|_| format!("no connection within {:?}", config.connect_timeout))?
         .map_err(|e| e.to_string())?;
     let mut tracking = redis::cmd("CLIENT");
-    tracking.arg("TRACKING").arg("ON").arg("BCAST");
+    // NOLOOP: the store's own writes through this connection are not
+    // pushed back to it (see the module docs).
+    tracking
+        .arg("TRACKING")
+        .arg("ON")
+        .arg("BCAST")
+        .arg("NOLOOP");
     if !config.prefix.is_empty() {
         tracking.arg("PREFIX").arg(&config.prefix);
     }

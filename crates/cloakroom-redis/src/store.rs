@@ -38,7 +38,7 @@ use deadpool_redis::{PoolConfig, PoolError, Runtime, Timeouts};
 use time::OffsetDateTime;
 use tokio::time::{Instant, timeout_at};
 
-use crate::near::{NearCache, NearCacheStats, Tracker, TrackerConfig};
+use crate::near::{NearCache, NearCacheStats, Ticket, Tracker, TrackerConfig};
 use crate::options::{ACCEPTED_URLS, Target, redact};
 use crate::{RedisOptions, RedisStoreError};
 
@@ -473,6 +473,21 @@ impl RedisStore {
         }
     }
 
+    /// Starts a write of `key`: forgets it, and takes the near cache's
+    /// tracking connection to send the write on, if there is one.
+    fn begin_write<'a>(&'a self, key: &'a StoreKey) -> Write<'a> {
+        let tracked = self.near.as_ref().and_then(|near| {
+            near.cache.forget(key);
+            near.cache.writer(key)
+        });
+        Write {
+            store: self,
+            key,
+            tracked,
+            forget: true,
+        }
+    }
+
     /// Runs `pipe`, connecting first if need be, all within the store's
     /// overall timeout.
     async fn query<T: FromRedisValue>(
@@ -480,10 +495,31 @@ impl RedisStore {
         op: &'static str,
         pipe: &Pipeline,
     ) -> Result<T, RedisStoreError> {
+        self.query_via(None, op, pipe).await
+    }
+
+    /// [`query`](Self::query) on `tracked`, the near cache's connection, if
+    /// given, else on the pool's.
+    async fn query_via<T: FromRedisValue>(
+        &self,
+        tracked: Option<&mut MultiplexedConnection>,
+        op: &'static str,
+        pipe: &Pipeline,
+    ) -> Result<T, RedisStoreError> {
         let deadline = Instant::now() + self.timeout;
-        let result = match &self.backend {
-            Backend::Single(lanes) => lanes.query(op, pipe, deadline, self.timeout).await,
-            Backend::Cluster(lanes) => lanes.query(op, pipe, deadline, self.timeout).await,
+        let result = match (tracked, &self.backend) {
+            // A broken tracking connection is the tracker's to replace: its
+            // end or a missed heartbeat stops the cache, and with it these
+            // writes, which go to the pool until tracking is back.
+            (Some(conn), _) => match timeout_at(deadline, pipe.query_async(conn)).await {
+                Ok(result) => result.map_err(|source| RedisStoreError::Command { op, source }),
+                Err(_) => Err(RedisStoreError::Timeout {
+                    op,
+                    limit: self.timeout,
+                }),
+            },
+            (None, Backend::Single(lanes)) => lanes.query(op, pipe, deadline, self.timeout).await,
+            (None, Backend::Cluster(lanes)) => lanes.query(op, pipe, deadline, self.timeout).await,
         };
         if let Err(e) = &result {
             tracing::error!(
@@ -583,13 +619,41 @@ impl RedisStore {
         let (at,): (i64,) = self.query("load", &pipe).await?;
         Ok(at)
     }
+}
 
-    /// `SET` of `record` under `key` with `condition` (`NX` or `XX`) and the
-    /// key's expiry `expire_at` (see [`key_expiry`]).
-    async fn set(
-        &self,
+/// A write of one session in progress (see [`RedisStore::begin_write`]).
+///
+/// Dropped without [`keep`](Self::keep), whether the write completed, failed
+/// or was abandoned midway (when Redis may or may not have applied it), it
+/// forgets its key: a load of that key in this process goes to Redis, even
+/// if the invalidation Redis sends for it is still on its way.
+struct Write<'a> {
+    store: &'a RedisStore,
+    key: &'a StoreKey,
+    /// The near cache's tracking connection and the ticket to keep the
+    /// written value under, when the write goes that way.
+    tracked: Option<(Ticket, MultiplexedConnection)>,
+    /// Cleared once the near cache has taken the key in hand.
+    forget: bool,
+}
+
+impl Write<'_> {
+    async fn query<T: FromRedisValue>(
+        &mut self,
         op: &'static str,
-        key: &StoreKey,
+        pipe: &Pipeline,
+    ) -> Result<T, RedisStoreError> {
+        let conn = self.tracked.as_mut().map(|(_, conn)| conn);
+        self.store.query_via(conn, op, pipe).await
+    }
+
+    /// `SET` of `record` with `condition` (`NX` or `XX`) and the key's
+    /// expiry `expire_at` (see [`key_expiry`]). What a `SET` on the tracking
+    /// connection wrote is kept in the near cache: Redis sends no
+    /// invalidation for it (`NOLOOP`), and the next load is a hit.
+    async fn set(
+        mut self,
+        op: &'static str,
         record: &Record,
         condition: &str,
         expire_at: i64,
@@ -597,34 +661,50 @@ impl RedisStore {
         let value = record.to_bytes()?;
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
-            .arg(self.redis_key(key))
-            .arg(value)
+            .arg(self.store.redis_key(self.key))
+            .arg(&value[..])
             .arg(condition)
             .arg("PXAT")
             .arg(expire_at);
         let (reply,): (Value,) = self.query(op, &pipe).await?;
-        Ok(set_outcome(op, reply)?)
+        let written = set_outcome(op, reply)?;
+        if written {
+            self.keep(value);
+        }
+        Ok(written)
     }
 
-    /// `DEL` of `key`; true if it was there. This is how a session ends,
+    /// `DEL` of the key; true if it was there. This is how a session ends,
     /// whether deleted or moved to a deadline that has come.
-    async fn remove(&self, op: &'static str, key: &StoreKey) -> Result<bool, Error> {
+    async fn remove(mut self, op: &'static str) -> Result<bool, Error> {
         let mut pipe = redis::pipe();
-        pipe.cmd("DEL").arg(self.redis_key(key));
+        pipe.cmd("DEL").arg(self.store.redis_key(self.key));
         let (removed,): (i64,) = self.query(op, &pipe).await?;
         Ok(removed > 0)
     }
+
+    /// Keeps `value`, just written, in the near cache, if the write went
+    /// through the tracking connection.
+    fn keep(mut self, value: Vec<u8>) {
+        let (Some(near), Some((ticket, _))) = (&self.store.near, self.tracked.take()) else {
+            return;
+        };
+        let size = value.len();
+        // The record as a load would read it back; the bytes were just
+        // encoded, so this does not fail.
+        if let Ok(record) = Record::from_shared(value.into()) {
+            // `wrote` moves the key's counter itself.
+            near.cache.wrote(self.key, ticket, record, size);
+            self.forget = false;
+        }
+    }
 }
 
-/// Forgets its key when dropped: after a write, whether it completed, failed
-/// or was dropped midway (when Redis may or may not have applied it), a load
-/// of that key in this process goes to Redis, even if the invalidation Redis
-/// sends for it is still on its way.
-struct Forget<'a>(&'a RedisStore, &'a StoreKey);
-
-impl Drop for Forget<'_> {
+impl Drop for Write<'_> {
     fn drop(&mut self) {
-        self.0.forget(self.1);
+        if self.forget {
+            self.store.forget(self.key);
+        }
     }
 }
 
@@ -687,10 +767,9 @@ impl SessionStore for RedisStore {
 
     fn create<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
         Call::pending(async move {
-            self.forget(key);
-            let _forget = Forget(self, key);
+            let write = self.begin_write(key);
             match key_expiry(record.expires_at, now_millis()) {
-                Some(expire_at) => self.set("create", key, record, "NX", expire_at).await,
+                Some(expire_at) => write.set("create", record, "NX", expire_at).await,
                 // Already over: there is nothing to store, and the key stays
                 // free for a live session (as with memcached).
                 None => Ok(true),
@@ -700,13 +779,12 @@ impl SessionStore for RedisStore {
 
     fn update<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
         Call::pending(async move {
-            self.forget(key);
-            let _forget = Forget(self, key);
+            let write = self.begin_write(key);
             match key_expiry(record.expires_at, now_millis()) {
-                Some(expire_at) => self.set("update", key, record, "XX", expire_at).await,
+                Some(expire_at) => write.set("update", record, "XX", expire_at).await,
                 // Updated to a deadline that has come: the session ends now,
                 // and the answer is whether there was one to end.
-                None => self.remove("update", key).await,
+                None => write.remove("update").await,
             }
         })
     }
@@ -716,13 +794,14 @@ impl SessionStore for RedisStore {
     fn touch<'a>(&'a self, key: &'a StoreKey, record: &'a Record) -> Call<'a, bool> {
         let expires_at = record.expires_at;
         Call::pending(async move {
-            self.forget(key);
-            let _forget = Forget(self, key);
+            // Not kept in the near cache: the touch moves the deadline of
+            // whatever data Redis holds, which may not be `record`'s.
+            let mut write = self.begin_write(key);
             let Some(expire_at) = key_expiry(expires_at, now_millis()) else {
                 // Touched to now or to the past: the session ends now (the
                 // layer retires an old id this way), and the answer is
                 // whether there was one to end.
-                return self.remove("touch", key).await;
+                return write.remove("touch").await;
             };
             let mut pipe = redis::pipe();
             pipe.cmd("EVAL")
@@ -731,16 +810,14 @@ impl SessionStore for RedisStore {
                 .arg(self.redis_key(key))
                 .arg(expire_at)
                 .arg(&deadline_field(expires_at)[..]);
-            let (set,): (i64,) = self.query("touch", &pipe).await?;
+            let (set,): (i64,) = write.query("touch", &pipe).await?;
             Ok(set == 1)
         })
     }
 
     fn delete<'a>(&'a self, key: &'a StoreKey) -> Call<'a, ()> {
         Call::pending(async move {
-            self.forget(key);
-            let _forget = Forget(self, key);
-            self.remove("delete", key).await?;
+            self.begin_write(key).remove("delete").await?;
             Ok(())
         })
     }
