@@ -9,7 +9,8 @@
 //!   [`process_b`]): 1,000 times, A logs a session out or changes it while B
 //!   keeps reading it, and B never serves the old session once A has its
 //!   answer plus 5 ms; the delays are printed;
-//! * `fault`: the connection that carries invalidations killed (with a
+//! * `fault`: on one server and on the master of a cluster that holds the
+//!   sessions, the connection that carries invalidations killed (with a
 //!   write right behind it that Redis therefore never reports), Redis
 //!   stopped and restarted, and Redis hung (SIGSTOP): the near cache is
 //!   emptied before any read is served from it again; and with a hung Redis
@@ -888,9 +889,8 @@ mod fault {
         .expect("MULTI");
     }
 
-    /// A key cached by `store` with `v` in it.
-    async fn cached(store: &RedisStore, v: &str) -> StoreKey {
-        let key = new_key();
+    /// `key` created by `store` with `v` in it, and cached.
+    async fn cached(store: &RedisStore, key: StoreKey, v: &str) -> StoreKey {
         assert!(
             store
                 .create(&key, &record(v, Duration::from_secs(600)))
@@ -902,72 +902,263 @@ mod fault {
         key
     }
 
-    /// One test, because all of it stops the same server:
-    ///
-    /// 1. the tracking connection is killed together with a write that
-    ///    Redis therefore reports to no one: the next loads read the write;
-    /// 2. Redis stopped: loads fail (503 for the layer) instead of being
-    ///    served from the cache; restarted: loads read what Redis has;
-    /// 3. Redis hung (SIGSTOP) with a write queued behind it: the heartbeat
-    ///    goes unanswered, the cache is emptied, and after SIGCONT the
-    ///    loads read the write;
-    /// 4. Redis hung with long timeouts (the heartbeat cannot tell within
-    ///    the cap): an entry is served for at most the cap after its read,
-    ///    then loads wait for Redis.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn losing_tracking_empties_the_near_cache_first() {
-        let _shared = QUIET.read().await;
-        let url = required_env("CLOAKROOM_REDIS_FAULT_URL");
-        let server = Server::from_env("REDIS_FAULT");
-        let _restart = Restart(&server);
-        let store = tracked(&url, Duration::from_secs(60)).await;
-        let raw = Raw::open(&url).await;
+    /// Where a fault test keeps its sessions: the single server, or one
+    /// master of a cluster.
+    struct Node {
+        /// For a plain connection to it alone (no response timeout, so that
+        /// a write queued behind a hung server waits for it).
+        url: String,
+        /// The slots it serves; `None` for a single server, which holds
+        /// every key.
+        slots: Option<Vec<(i64, i64)>>,
+    }
 
-        // 1. A dropped tracking connection.
-        let key = cached(&store, "a").await;
-        let resets = store.near_cache_stats().expect("stats").resets;
-        kill_tracking_and_write(&raw, &store, &key, &record("b", Duration::from_secs(600))).await;
-        let took = reads_within(&store, &key, Some("b"), Duration::from_millis(50)).await;
-        eprintln!("a killed tracking connection: the write behind it was read after {took:?}");
-        assert!(store.near_cache_stats().expect("stats").resets > resets);
-        tracking(&store).await;
-        let key = cached(&store, "c").await;
+    impl Node {
+        async fn raw(&self) -> Raw {
+            Raw::open(&self.url).await
+        }
 
-        // 2. Stopped, then restarted.
-        server.stop();
-        let stopped = Instant::now();
-        let mut refused = false;
-        while stopped.elapsed() < Duration::from_millis(500) {
-            match store.load(&key).await {
-                Ok(loaded) => {
-                    // Only right after the stop, before the socket's end is read.
+        /// A new key that this node holds.
+        async fn new_key(&self, store: &RedisStore) -> StoreKey {
+            let Some(slots) = &self.slots else {
+                return new_key();
+            };
+            let raw = self.raw().await;
+            loop {
+                let key = new_key();
+                let slot: i64 = raw
+                    .query(
+                        redis::cmd("CLUSTER")
+                            .arg("KEYSLOT")
+                            .arg(store.redis_key(&key)),
+                    )
+                    .await;
+                if slots.iter().any(|(lo, hi)| (*lo..=*hi).contains(&slot)) {
+                    return key;
+                }
+            }
+        }
+    }
+
+    /// What a fault test stops: a server, the node of it that holds the
+    /// sessions it caches, and on a cluster a master that stays up.
+    struct Target {
+        /// The store's URL.
+        url: String,
+        server: Server,
+        node: Node,
+        elsewhere: Option<Node>,
+        kind: &'static str,
+    }
+
+    impl Target {
+        fn single() -> Self {
+            let url = required_env("CLOAKROOM_REDIS_FAULT_URL");
+            Self {
+                node: Node {
+                    url: url.clone(),
+                    slots: None,
+                },
+                url,
+                server: Server::from_env("REDIS_FAULT"),
+                elsewhere: None,
+                kind: "single",
+            }
+        }
+
+        /// The fault cluster, once every node reports `cluster_state:ok`
+        /// (a test binary before this one stops its masters too): its
+        /// first master is the one stopped, its second stays up.
+        async fn cluster() -> Self {
+            let url = required_env("CLOAKROOM_REDIS_CLUSTER_FAULT_URL");
+            let (auth, hosts) = url
+                .strip_prefix("redis+cluster://")
+                .and_then(|rest| rest.rsplit_once('@'))
+                .expect("a cluster URL with a password");
+            let mut nodes = Vec::new();
+            for host in hosts.split(',') {
+                let url = format!("redis://{auth}@{host}");
+                let raw = Raw::open(&url).await;
+                let started = Instant::now();
+                loop {
+                    let info: String = raw.query(redis::cmd("CLUSTER").arg("INFO")).await;
+                    if info.contains("cluster_state:ok") {
+                        break;
+                    }
                     assert!(
-                        stopped.elapsed() < Duration::from_millis(20),
-                        "served {loaded:?} {:?} after Redis stopped",
-                        stopped.elapsed()
+                        started.elapsed() < Duration::from_secs(20),
+                        "{host}: {info}"
                     );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let all: String = raw.query(redis::cmd("CLUSTER").arg("NODES")).await;
+                let mine = all.lines().find(|l| l.contains("myself")).expect("myself");
+                let slots = mine
+                    .split_whitespace()
+                    .skip(8)
+                    .filter_map(|range| {
+                        let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                        Some((lo.parse().ok()?, hi.parse().ok()?))
+                    })
+                    .collect();
+                nodes.push(Node {
+                    url,
+                    slots: Some(slots),
+                });
+            }
+            let mut nodes = nodes.into_iter();
+            // The URL lists the masters in the order of their numbers.
+            Self {
+                server: Server::from_env("REDIS_CLUSTER_FAULT_1"),
+                node: nodes.next().expect("a first master"),
+                elsewhere: nodes.next(),
+                url,
+                kind: "cluster",
+            }
+        }
+    }
+
+    /// How long after `since` the near cache of `store` stopped tracking
+    /// (polled every millisecond, for at most `limit`).
+    async fn stops_tracking(store: &RedisStore, since: Instant, limit: Duration) -> Duration {
+        while store.near_cache_stats().expect("stats").tracking {
+            assert!(since.elapsed() < limit, "still tracking after {limit:?}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        since.elapsed()
+    }
+
+    /// Loads `key` until a load answers, for at most `limit`, and returns
+    /// how long that took: a failed load must be an unavailable error, and
+    /// the answer must be `expected`, what Redis holds (anything else came
+    /// from a stale cache).
+    async fn loads_read(
+        store: &RedisStore,
+        key: &StoreKey,
+        expected: &str,
+        limit: Duration,
+    ) -> Duration {
+        let started = Instant::now();
+        loop {
+            match store.load(key).await {
+                Ok(loaded) => {
+                    assert_eq!(value(&loaded), Some(format!("\"{expected}\"")));
+                    return started.elapsed();
                 }
                 Err(e) => {
                     assert!(e.is_unavailable(), "{e:?}");
-                    refused = true;
+                    assert!(started.elapsed() < limit, "still {e} after {limit:?}");
                 }
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(refused);
-        assert!(!store.near_cache_stats().expect("stats").tracking);
-        server.start();
-        let raw = Raw::open(&url).await;
-        reads_within(&store, &key, Some("c"), Duration::from_secs(5)).await;
-        tracking(&store).await;
-        let key = cached(&store, "d").await;
+    }
 
-        // 3. Hung, with a write queued behind the pause.
+    /// With tracking lost, a session on a master that is still up (`key`,
+    /// cached) written behind the store's back is read from Redis at once.
+    async fn elsewhere_read_from_redis(
+        store: &RedisStore,
+        elsewhere: &Option<(&Node, StoreKey)>,
+        v: &str,
+    ) {
+        let Some((node, key)) = elsewhere else {
+            return;
+        };
+        assert!(!store.near_cache_stats().expect("stats").tracking);
+        node.raw()
+            .await
+            .put(store, key, &record(v, Duration::from_secs(600)))
+            .await;
+        let took = loads_read(store, key, v, Duration::from_secs(2)).await;
+        eprintln!(
+            "cluster: with tracking lost, a write on a master still up was read after {took:?}"
+        );
+    }
+
+    /// Stops `server`, which holds `key` (cached): for 500 ms, loads of it
+    /// are refused, and none is served from the near cache once it has
+    /// stopped tracking.
+    async fn stopped(store: &RedisStore, server: &Server, key: &StoreKey, kind: &str) {
+        server.stop();
+        let stopped = Instant::now();
+        let refusals = async {
+            let mut first_refused = None;
+            let mut slowest = Duration::ZERO;
+            while stopped.elapsed() < Duration::from_millis(500) {
+                let noticed = !store.near_cache_stats().expect("stats").tracking;
+                let started = Instant::now();
+                match store.load(key).await {
+                    Ok(loaded) => {
+                        // Only right after the stop, before the socket's
+                        // end is read.
+                        assert!(
+                            !noticed && stopped.elapsed() < Duration::from_millis(20),
+                            "served {loaded:?} {:?} after Redis stopped (tracking off: {noticed})",
+                            stopped.elapsed()
+                        );
+                    }
+                    Err(e) => {
+                        assert!(e.is_unavailable(), "{e:?}");
+                        first_refused.get_or_insert(stopped.elapsed());
+                        slowest = slowest.max(started.elapsed());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (first_refused.expect("no load was refused"), slowest)
+        };
+        let (off, (refused, slowest)) = tokio::join!(
+            stops_tracking(store, stopped, Duration::from_secs(2)),
+            refusals
+        );
+        eprintln!(
+            "{kind}: a stopped Redis: tracking stopped after {off:?}, the first load was refused \
+             after {refused:?}, the slowest refusal took {slowest:?}"
+        );
+        assert!(!store.near_cache_stats().expect("stats").tracking);
+    }
+
+    /// Starts `server` again: loads of `key` read `expected` (what Redis
+    /// has) within 5 s, and tracking resumes.
+    async fn restarted(
+        store: &RedisStore,
+        server: &Server,
+        key: &StoreKey,
+        expected: &str,
+        kind: &str,
+    ) {
+        server.start();
+        let started = Instant::now();
+        let (took, back) = tokio::join!(
+            loads_read(store, key, expected, Duration::from_secs(5)),
+            async {
+                tracking(store).await;
+                started.elapsed()
+            }
+        );
+        eprintln!(
+            "{kind}: restarted: loads read Redis after {took:?}, tracking was back after {back:?}"
+        );
+    }
+
+    /// Hangs `server` (SIGSTOP) with a write of `v` to `key` (cached, held
+    /// by it) queued behind the pause on `raw`: the heartbeat goes
+    /// unanswered, the cache stops serving, and after SIGCONT the loads
+    /// read the write.
+    async fn hung_with_a_write_queued(
+        store: &RedisStore,
+        server: &Server,
+        raw: &Raw,
+        key: &StoreKey,
+        v: &str,
+        elsewhere: &Option<(&Node, StoreKey)>,
+        kind: &str,
+    ) {
         let paused = server.pause().await;
         let write = {
             let raw = raw.clone();
-            let redis_key = store.redis_key(&key);
-            let bytes = record("e", Duration::from_secs(600))
+            let redis_key = store.redis_key(key);
+            let bytes = record(v, Duration::from_secs(600))
                 .to_bytes()
                 .expect("bytes");
             tokio::spawn(async move {
@@ -985,33 +1176,29 @@ mod fault {
         let hung = Instant::now();
         // The heartbeat (every 250 ms at most) goes unanswered within the
         // command timeout (500 ms): the cache stops serving.
-        while store.near_cache_stats().expect("stats").tracking {
-            assert!(
-                hung.elapsed() < Duration::from_secs(2),
-                "tracking survived a hang"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        eprintln!(
-            "a hung Redis: the near cache stopped serving after {:?}",
-            hung.elapsed()
-        );
-        assert!(store.load(&key).await.is_err(), "served while Redis hangs");
+        let off = stops_tracking(store, hung, Duration::from_secs(2)).await;
+        eprintln!("{kind}: a hung Redis: the near cache stopped serving after {off:?}");
+        assert!(store.load(key).await.is_err(), "served while Redis hangs");
+        elsewhere_read_from_redis(store, elsewhere, &format!("{v} elsewhere")).await;
         drop(paused);
         write.await.expect("the queued write");
-        let took = reads_within(&store, &key, Some("e"), Duration::from_secs(5)).await;
-        eprintln!("after SIGCONT the queued write was read after {took:?}");
+        let took = loads_read(store, key, v, Duration::from_secs(5)).await;
+        eprintln!("{kind}: after SIGCONT the queued write was read after {took:?}");
+    }
 
-        // 4. The cap, with a heartbeat too slow to notice the hang in time.
+    /// Redis hung with long timeouts (the heartbeat cannot tell within the
+    /// cap): an entry is served for at most the cap after its read, then
+    /// loads wait for Redis.
+    async fn served_no_longer_than_the_cap(target: &Target) {
         let cap = Duration::from_millis(300);
         let slow = near_store(
-            &url,
+            &target.url,
             near_options(cap)
                 .with_command_timeout(Duration::from_secs(3))
                 .with_timeout(Duration::from_secs(3)),
         );
         tracking(&slow).await;
-        let key = new_key();
+        let key = target.node.new_key(&slow).await;
         assert!(
             slow.create(&key, &record("f", Duration::from_secs(600)))
                 .await
@@ -1027,12 +1214,14 @@ mod fault {
             }
             assert!(read_at.elapsed() < Duration::from_secs(2), "never cached");
         };
-        let paused = server.pause().await;
+        let paused = target.server.pause().await;
         let mut last_served = None;
         while read_at.elapsed() < cap + Duration::from_millis(200) {
-            let call = slow.load(&key);
-            match call {
-                cloakroom_core::Call::Ready(_) => last_served = Some(read_at.elapsed()),
+            // Taken before the load, not after: the cache counts from when
+            // its `GET` was sent, a few microseconds after `read_at`.
+            let asked = read_at.elapsed();
+            match slow.load(&key) {
+                cloakroom_core::Call::Ready(_) => last_served = Some(asked),
                 // Would wait for the hung server.
                 cloakroom_core::Call::Pending(_) => break,
             }
@@ -1041,7 +1230,8 @@ mod fault {
         drop(paused);
         let last_served = last_served.expect("served from memory during the hang");
         eprintln!(
-            "with Redis hung, the entry was last served {last_served:?} after its read (cap {cap:?})"
+            "{}: with Redis hung, the entry was last served {last_served:?} after its read (cap {cap:?})",
+            target.kind
         );
         assert!(
             last_served < cap,
@@ -1050,61 +1240,79 @@ mod fault {
         assert!(!matches!(slow.load(&key), cloakroom_core::Call::Ready(_)));
     }
 
-    /// On a Redis Cluster: the tracking connection to the master holding a
-    /// session is killed with a write behind it; the write is read next.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn losing_tracking_of_a_cluster_master_empties_the_near_cache() {
-        let _shared = QUIET.read().await;
-        let url = required_env("CLOAKROOM_REDIS_CLUSTER_FAULT_URL");
-        let store = tracked(&url, Duration::from_secs(60)).await;
-        assert!(store.is_cluster());
-        let key = cached(&store, "a").await;
-        // The master holding the key, reached directly.
-        let routed = Raw::open(&url).await;
-        let (auth, hosts) = url
-            .strip_prefix("redis+cluster://")
-            .and_then(|rest| rest.rsplit_once('@'))
-            .expect("a cluster URL with a password");
-        let mut holder = None;
-        for host in hosts.split(',') {
-            let node = Raw::open(&format!("redis://{auth}@{host}")).await;
-            let slot: i64 = node
-                .query(
-                    redis::cmd("CLUSTER")
-                        .arg("KEYSLOT")
-                        .arg(store.redis_key(&key)),
-                )
-                .await;
-            let owner: String = node.query(redis::cmd("CLUSTER").arg("NODES")).await;
-            let mine = owner
-                .lines()
-                .find(|l| l.contains("myself"))
-                .expect("myself");
-            let holds = mine.split_whitespace().skip(8).any(|range| {
-                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
-                lo.parse::<i64>().is_ok_and(|lo| lo <= slot)
-                    && hi.parse::<i64>().is_ok_and(|hi| slot <= hi)
-            });
-            if holds {
-                holder = Some(node);
-            }
-        }
-        let holder = holder.expect("a master holds the key");
-        drop(routed);
+    /// Every fault, in one test per target because all of them stop the
+    /// same server (on a cluster, the master that holds the sessions):
+    ///
+    /// 1. the tracking connection is killed together with a write that
+    ///    Redis therefore reports to no one: the next loads read the write;
+    /// 2. Redis stopped: loads fail (503 for the layer) instead of being
+    ///    served from the cache; restarted: loads read what Redis has;
+    /// 3. Redis hung (SIGSTOP) with a write queued behind it: the heartbeat
+    ///    goes unanswered, the cache is emptied, and after SIGCONT the
+    ///    loads read the write;
+    /// 4. Redis hung with long timeouts (the heartbeat cannot tell within
+    ///    the cap): an entry is served for at most the cap after its read,
+    ///    then loads wait for Redis.
+    ///
+    /// On a cluster, while tracking is lost in 2 and 3, a session on a
+    /// master that stays up, written behind the store's back, is read from
+    /// Redis, not from the cache.
+    async fn losing_tracking(target: Target) {
+        let _restart = Restart(&target.server);
+        let kind = target.kind;
+        let store = tracked(&target.url, Duration::from_secs(60)).await;
+        assert_eq!(store.is_cluster(), target.node.slots.is_some());
+        let raw = target.node.raw().await;
+
+        // 1. A dropped tracking connection.
+        let key = cached(&store, target.node.new_key(&store).await, "a").await;
         let resets = store.near_cache_stats().expect("stats").resets;
-        kill_tracking_and_write(
-            &holder,
-            &store,
-            &key,
-            &record("b", Duration::from_secs(600)),
-        )
-        .await;
+        kill_tracking_and_write(&raw, &store, &key, &record("b", Duration::from_secs(600))).await;
         let took = reads_within(&store, &key, Some("b"), Duration::from_millis(50)).await;
         eprintln!(
-            "cluster: a killed tracking connection's unreported write was read after {took:?}"
+            "{kind}: a killed tracking connection: the write behind it was read after {took:?}"
         );
         assert!(store.near_cache_stats().expect("stats").resets > resets);
         tracking(&store).await;
-        cached(&store, "c").await;
+
+        // 2. Stopped, then restarted.
+        let key = cached(&store, target.node.new_key(&store).await, "c").await;
+        let elsewhere = match &target.elsewhere {
+            Some(node) => Some((node, cached(&store, node.new_key(&store).await, "x").await)),
+            None => None,
+        };
+        stopped(&store, &target.server, &key, kind).await;
+        elsewhere_read_from_redis(&store, &elsewhere, "y").await;
+        restarted(&store, &target.server, &key, "c", kind).await;
+        if let Some((_, key)) = &elsewhere {
+            loads_read(&store, key, "y", Duration::from_secs(1)).await;
+        }
+
+        // 3. Hung, with a write queued behind the pause.
+        let key = cached(&store, target.node.new_key(&store).await, "d").await;
+        if let Some((_, key)) = &elsewhere {
+            until_cached(&store, key).await;
+        }
+        let raw = target.node.raw().await;
+        hung_with_a_write_queued(&store, &target.server, &raw, &key, "e", &elsewhere, kind).await;
+
+        // 4. The cap, with a heartbeat too slow to notice the hang in time.
+        served_no_longer_than_the_cap(&target).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn losing_tracking_empties_the_near_cache_first() {
+        let _shared = QUIET.read().await;
+        losing_tracking(Target::single()).await;
+    }
+
+    /// The same on a Redis Cluster, stopping and hanging the master that
+    /// holds the sessions (there are no replicas: its sessions are
+    /// unavailable until it is back). tests/tests/redis.rs stops masters of
+    /// this cluster too; cargo runs one test binary at a time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn losing_tracking_of_a_cluster_master_empties_the_near_cache() {
+        let _shared = QUIET.read().await;
+        losing_tracking(Target::cluster().await).await;
     }
 }
