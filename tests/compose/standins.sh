@@ -60,7 +60,14 @@ need_image() {
     return 0
   fi
   log "building the stand-in $image"
+  local old
+  old=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
   "$build" "$image" "$key"
+  # The stand-in it replaces, untagged now, would stay on disk for good.
+  # (An old base still under old stand-ins goes with the last of them.)
+  if [ -n "$old" ] && [ "$old" != "$(docker image inspect -f '{{.Id}}' "$image")" ]; then
+    docker rmi "$old" >/dev/null 2>&1 || true
+  fi
 }
 
 # The Debian mirror this machine's apt uses, so the base is made from the
