@@ -45,11 +45,14 @@ forget_removed_cookies() {
 # The value of a response header, without its line ending.
 header() { sed -n "s/^$1: *//Ip" "$headers" | tr -d '\r' | head -n 1; }
 
-# The text of the element with this id (one without nested tags).
-text_of() { grep -o "id=\"$1\"[^>]*>[^<]*<" "$body" | head -n 1 | sed 's/^[^>]*>//; s/<$//'; }
+# The text of the element with this id (one without nested tags); empty
+# when the page has none, which the caller reports (a failing grep would
+# instead end the run here, without a word, under set -e and pipefail).
+text_of() { grep -o "id=\"$1\"[^>]*>[^<]*<" "$body" | head -n 1 | sed 's/^[^>]*>//; s/<$//' || true; }
 
-# The first CSRF token in the page (masked: it differs on every page).
-csrf_token() { grep -o 'name="csrf_token" value="[^"]*"' "$body" | head -n 1 | sed 's/.*value="//; s/"$//'; }
+# The first CSRF token in the page (masked: it differs on every page);
+# empty when there is none.
+csrf_token() { grep -o 'name="csrf_token" value="[^"]*"' "$body" | head -n 1 | sed 's/.*value="//; s/"$//' || true; }
 
 expect_status() {
   [ "$status" = "$1" ] && return 0
@@ -107,6 +110,7 @@ dashboard_flow() {
 
   # A project switch, posted with the session's token, shows on the next page.
   token=$(csrf_token)
+  [ -n "$token" ] || fail "$service: no CSRF token in the overview"
   request POST /project "$jar" "project=$OTHER_PROJECT" "csrf_token=$token"
   expect_redirect / "$service: POST /project"
   request GET / "$jar"
