@@ -11,8 +11,8 @@
 
 STANDIN_LABEL=cloakroom.standin.key
 STANDIN_DIR=tests/compose/images
-# Docker Hub answers from here within seconds or not at all; a pull that
-# hangs is treated as unreachable.
+# A registry that answers does so within seconds; a pull that hangs (a
+# firewall that drops rather than refuses) counts as unreachable.
 PULL_SECONDS=${CLOAKROOM_PULL_SECONDS:-60}
 
 # The label a local image carries, empty when it has none or does not exist.
@@ -74,11 +74,13 @@ need_image() {
 # same (reachable) place.
 debian_mirror() {
   local found
+  # (`|| true`: a machine may have no file of one of the two formats, and
+  # cat then fails the pipeline.)
   found=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
-    awk '/^URIs:/ && $2 ~ /\/debian\/?$/ { print $2; exit }')
+    awk '!found && /^URIs:/ && $2 ~ /\/debian\/?$/ { print $2; found = 1 }' || true)
   if [ -z "$found" ]; then
     found=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-      awk '$1 == "deb" && $2 !~ /^\[/ && $2 ~ /\/debian\/?$/ { print $2; exit }')
+      awk '!found && $1 == "deb" && $2 !~ /^\[/ && $2 ~ /\/debian\/?$/ { print $2; found = 1 }' || true)
   fi
   printf '%s\n' "${found:-http://deb.debian.org/debian}"
 }
