@@ -83,6 +83,13 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// A short engine name for logs and errors, such as `"redis"`.
     fn engine(&self) -> &'static str;
 
+    /// What stands behind the engine, where its name does not say: the
+    /// database of the `db` and `cached_db` engines (`"PostgreSQL"`,
+    /// `"MariaDB"`, ...). For status pages and logs; `None` by default.
+    fn backend(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Fetches the live record under `key`.
     fn load<'a>(&'a self, key: &'a StoreKey) -> Call<'a, Option<Record>>;
 

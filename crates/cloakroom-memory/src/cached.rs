@@ -294,6 +294,10 @@ impl SessionStore for CachedStore {
         "cached_db"
     }
 
+    fn backend(&self) -> Option<&'static str> {
+        self.inner.backend()
+    }
+
     fn load<'a>(&'a self, key: &'a StoreKey) -> Call<'a, Option<Record>> {
         if let Some(hit) = live_copy(self.cache.get(key)) {
             return Call::ready(Ok(Some(hit)));

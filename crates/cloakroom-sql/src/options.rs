@@ -516,6 +516,15 @@ mod tests {
         );
         assert_eq!(Backend::from_url("sqlite::memory:"), Some(Backend::Sqlite));
         assert_eq!(Backend::from_url("redis://h"), None);
+        // What the store says it runs on (the dashboard shows it).
+        let backend = |url| {
+            let store = crate::SqlStore::new(url).expect("a valid URL");
+            cloakroom_core::SessionStore::backend(&store)
+        };
+        assert_eq!(backend("MariaDB://u:pw@h/db"), Some("MariaDB"));
+        assert_eq!(backend("mysql://h/db"), Some("MySQL or MariaDB"));
+        assert_eq!(backend("postgres://h/db"), Some("PostgreSQL"));
+        assert_eq!(backend("sqlite::memory:"), Some("SQLite"));
         let err = SqlOptions::new("redis://u:pw@h/0").build().unwrap_err();
         assert_eq!(err.variable(), URL);
         assert!(!err.to_string().contains("pw@"));

@@ -238,6 +238,21 @@ impl Engine {
         }
     }
 
+    /// The database behind the `db` and `cached_db` engines (`"PostgreSQL"`,
+    /// `"MySQL or MariaDB"`, `"MariaDB"` for a `mariadb://` URL,
+    /// `"SQLite"`); `None` for the others, whose name says it all.
+    ///
+    /// ```
+    /// # use cloakroom::{Engine, memory::MemoryStore};
+    /// assert_eq!(Engine::store(MemoryStore::new(10)).backend(), None);
+    /// ```
+    pub fn backend(&self) -> Option<&'static str> {
+        match self {
+            Self::Store(store) => store.backend(),
+            Self::Cookie(_) => None,
+        }
+    }
+
     /// Asks the backend whether it answers, by loading a key that no session
     /// has; cookie engines have no backend and always answer. For health
     /// endpoints.

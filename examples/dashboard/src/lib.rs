@@ -140,34 +140,10 @@ pub fn app_with_routes(layer: SessionLayer, settings: DashboardSettings, extra: 
 
 /// The engine's name, and for the SQL engines the database behind it:
 /// `db (PostgreSQL)`, `cached_db (MySQL or MariaDB)`, `db (SQLite)`.
-///
-/// The SQL store names its backend only in its `Debug` output
-/// (`backend: Postgres`), as the engine trait has no call for it; the tests
-/// pin the labels down on every engine, so a change there shows.
-/// `mysql://` may be MySQL or MariaDB (the same driver); a `mariadb://` URL
-/// says which.
 pub fn engine_label(engine: &Engine) -> String {
-    let name = engine.name();
-    if !matches!(name, "db" | "cached_db") {
-        return name.to_owned();
-    }
-    let debug = format!("{engine:?}");
-    let backend = if debug.contains("backend: MySql") {
-        if debug.contains("url: \"mariadb:") {
-            Some("MariaDB")
-        } else {
-            Some("MySQL or MariaDB")
-        }
-    } else if debug.contains("backend: Postgres") {
-        Some("PostgreSQL")
-    } else if debug.contains("backend: Sqlite") {
-        Some("SQLite")
-    } else {
-        None
-    };
-    match backend {
-        Some(backend) => format!("{name} ({backend})"),
-        None => name.to_owned(),
+    match engine.backend() {
+        Some(backend) => format!("{} ({backend})", engine.name()),
+        None => engine.name().to_owned(),
     }
 }
 
