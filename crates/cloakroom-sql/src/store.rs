@@ -583,12 +583,6 @@ impl fmt::Debug for SqlStore {
     }
 }
 
-/// Whether `url` starts with `scheme` (ending in `:`), in any case.
-fn scheme_is(url: &str, scheme: &str) -> bool {
-    url.get(..scheme.len())
-        .is_some_and(|start| start.eq_ignore_ascii_case(scheme))
-}
-
 impl SessionStore for SqlStore {
     fn engine(&self) -> &'static str {
         "db"
@@ -597,8 +591,11 @@ impl SessionStore for SqlStore {
     /// `mysql://` may be MySQL or MariaDB (one driver serves both); a
     /// `mariadb://` URL says which.
     fn backend(&self) -> Option<&'static str> {
+        let scheme = self.inner.redacted_url.split_once(':').map(|(s, _)| s);
         Some(match self.inner.backend {
-            Backend::MySql if scheme_is(&self.inner.redacted_url, "mariadb:") => "MariaDB",
+            Backend::MySql if scheme.is_some_and(|s| s.eq_ignore_ascii_case("mariadb")) => {
+                "MariaDB"
+            }
             Backend::MySql => "MySQL or MariaDB",
             Backend::Postgres => "PostgreSQL",
             Backend::Sqlite => "SQLite",
