@@ -716,3 +716,459 @@ fn addresses(nodes: &[ConnectionInfo]) -> Vec<String> {
     all.sort();
     all
 }
+
+#[cfg(test)]
+mod tests {
+    //! The cache's rules, driven step by step without Redis: which read may
+    //! be kept, when nothing is served, what the tracking connection's
+    //! messages do. `tests/tests/redis_near.rs` drives them against real
+    //! servers, where the interleavings these tests fix happen by chance.
+
+    use super::*;
+    use cloakroom_core::Id;
+    use cloakroom_core::record::Data;
+    use time::OffsetDateTime;
+
+    const CAP: Duration = Duration::from_secs(10);
+
+    fn key() -> StoreKey {
+        Id::generate().unwrap().store_key()
+    }
+
+    /// A key whose invalidation counter is not `key`'s.
+    fn key_elsewhere(key: &StoreKey) -> StoreKey {
+        loop {
+            let other = self::key();
+            if stripe_of(&other) != stripe_of(key) {
+                return other;
+            }
+        }
+    }
+
+    /// A record told apart from others by its deadline, `secs` from now.
+    fn record(secs: i64) -> Record {
+        Record::new(
+            Data::new(),
+            OffsetDateTime::now_utc() + time::Duration::seconds(secs),
+        )
+    }
+
+    fn served(near: &NearCache, key: &StoreKey) -> Option<OffsetDateTime> {
+        near.get(key).map(|r| r.expires_at)
+    }
+
+    /// A cache with tracking on.
+    fn tracking_cache(max_entries: u64, max_bytes: u64) -> NearCache {
+        let near = NearCache::new(CAP, max_entries, max_bytes);
+        assert_eq!(near.start(None), 1);
+        near
+    }
+
+    /// Reads `key` as a load does: a ticket, then the record kept.
+    fn read(near: &NearCache, key: &StoreKey, record: &Record) {
+        let ticket = near.ticket(key).expect("tracking is on");
+        near.put(key, ticket, record, 100);
+    }
+
+    #[test]
+    fn nothing_is_kept_or_served_while_tracking_is_off() {
+        let near = NearCache::new(CAP, 100, 1 << 20);
+        let key = key();
+        assert!(near.ticket(&key).is_none(), "no ticket before tracking");
+        assert!(!near.stats().tracking);
+
+        assert_eq!(near.start(None), 1);
+        let stored = record(3600);
+        read(&near, &key, &stored);
+        assert_eq!(served(&near, &key), Some(stored.expires_at));
+
+        // The connection dropped: the cache is emptied and stops serving.
+        assert!(near.stop(1));
+        assert!(served(&near, &key).is_none());
+        assert!(near.ticket(&key).is_none());
+        let stats = near.stats();
+        assert!(!stats.tracking);
+        assert_eq!((stats.entries, stats.resets), (0, 1));
+        // A late report from the same round changes nothing more.
+        assert!(!near.stop(1));
+        assert_eq!(near.stats().resets, 1);
+
+        // Tracking again, from scratch: what the old round kept is gone.
+        assert_eq!(near.start(None), 3);
+        assert!(served(&near, &key).is_none());
+        // A report from the round before cannot stop the new one.
+        assert!(!near.stop(1));
+        assert!(near.stats().tracking);
+    }
+
+    #[test]
+    fn a_read_overtaken_by_an_invalidation_is_not_kept() {
+        let near = tracking_cache(100, 1 << 20);
+        let key = key();
+        let ticket = near.ticket(&key).unwrap();
+        // Redis reports a write to the key while the GET is on its way.
+        near.forget(&key);
+        near.put(&key, ticket, &record(3600), 100);
+        assert!(served(&near, &key).is_none());
+
+        // A write to a key counted elsewhere does not stop the read.
+        let ticket = near.ticket(&key).unwrap();
+        near.forget(&key_elsewhere(&key));
+        let stored = record(3600);
+        near.put(&key, ticket, &stored, 100);
+        assert_eq!(served(&near, &key), Some(stored.expires_at));
+
+        // And an invalidation of a cached key drops it.
+        near.forget(&key);
+        assert!(served(&near, &key).is_none());
+    }
+
+    #[test]
+    fn a_read_across_a_reset_is_not_kept() {
+        let near = tracking_cache(100, 1 << 20);
+        let key = key();
+        let ticket = near.ticket(&key).unwrap();
+        // FLUSHALL while the GET is on its way: still tracking, a new epoch.
+        assert_eq!(near.flush(1), Some(3));
+        assert!(near.stats().tracking);
+        near.put(&key, ticket, &record(3600), 100);
+        assert!(served(&near, &key).is_none());
+        // A flush reported for an epoch that is over changes nothing.
+        assert_eq!(near.flush(1), None);
+
+        let stored = record(3600);
+        read(&near, &key, &stored);
+        assert_eq!(served(&near, &key), Some(stored.expires_at));
+        // A flush empties what was kept, and frees it.
+        assert_eq!(near.flush(3), Some(5));
+        assert!(served(&near, &key).is_none());
+        let stats = near.stats();
+        assert_eq!((stats.entries, stats.resets), (0, 2));
+    }
+
+    #[test]
+    fn an_entry_is_served_only_in_the_epoch_it_was_read_in() {
+        // An insert that lost a race with a reset: kept under the old epoch
+        // after the cache was emptied. Only the epoch check stands between
+        // it and a load.
+        let near = tracking_cache(100, 1 << 20);
+        let key = key();
+        let ticket = near.ticket(&key).unwrap();
+        assert_eq!(near.flush(1), Some(3));
+        let stored = record(3600);
+        near.entries.insert(
+            key,
+            Arc::new(Entry {
+                record: stored.clone(),
+                fetched: ticket.sent,
+                epoch: ticket.epoch,
+                size: 100,
+            }),
+        );
+        assert!(served(&near, &key).is_none());
+        read(&near, &key, &stored);
+        assert_eq!(served(&near, &key), Some(stored.expires_at));
+    }
+
+    #[test]
+    fn entries_are_served_within_the_cap_and_the_deadline_only() {
+        let near = tracking_cache(100, 1 << 20);
+        let key = key();
+        // Read longer ago than the cap.
+        let mut ticket = near.ticket(&key).unwrap();
+        ticket.sent = Instant::now() - CAP - Duration::from_millis(1);
+        near.put(&key, ticket, &record(3600), 100);
+        assert!(served(&near, &key).is_none(), "served past the cap");
+        // Just within it.
+        let mut ticket = near.ticket(&key).unwrap();
+        ticket.sent = Instant::now() - CAP + Duration::from_secs(1);
+        near.put(&key, ticket, &record(3600), 100);
+        assert!(served(&near, &key).is_some(), "not served within the cap");
+
+        // A session whose deadline has come is over here too.
+        let other = key_elsewhere(&key);
+        read(&near, &other, &record(-1));
+        assert!(served(&near, &other).is_none(), "served past its deadline");
+        near.entries.run_pending_tasks();
+        assert_eq!(near.entries.entry_count(), 1, "the expired entry stays");
+    }
+
+    #[test]
+    fn the_version_is_not_kept_and_hits_and_misses_are_counted() {
+        let near = tracking_cache(100, 1 << 20);
+        let key = key();
+        let mut stored = record(3600);
+        stored.version = Some(7);
+        read(&near, &key, &stored);
+        assert_eq!(near.get(&key).unwrap().version, None);
+        assert!(near.get(&key).is_some());
+        let stats = near.stats();
+        assert_eq!((stats.hits, stats.misses), (2, 1));
+    }
+
+    #[test]
+    fn memory_is_bounded_by_entries_and_by_bytes() {
+        // By entries: 10 sessions of 100 bytes in 1 MiB.
+        let near = tracking_cache(10, 1 << 20);
+        for _ in 0..200 {
+            read(&near, &key(), &record(3600));
+        }
+        near.entries.run_pending_tasks();
+        let stats = near.stats();
+        assert!(stats.entries <= 10, "{stats:?}");
+        assert!(stats.entries > 0, "{stats:?}");
+
+        // By bytes: 100,000 allowed entries, but sessions of 4,000 bytes
+        // in 64,000 bytes.
+        let near = tracking_cache(100_000, 64_000);
+        for _ in 0..200 {
+            let key = key();
+            let ticket = near.ticket(&key).unwrap();
+            near.put(&key, ticket, &record(3600), 4_000);
+        }
+        let stats = near.stats();
+        assert!(stats.weight <= 64_000, "{stats:?}");
+        assert!(stats.entries > 0, "{stats:?}");
+
+        // A session bigger than an eighth of the bytes is not kept at all.
+        let key = key();
+        let ticket = near.ticket(&key).unwrap();
+        near.put(&key, ticket, &record(3600), 8_001);
+        assert!(served(&near, &key).is_none());
+        let ticket = near.ticket(&key).unwrap();
+        near.put(&key, ticket, &record(3600), 8_000);
+        assert!(served(&near, &key).is_some());
+    }
+
+    /// A write as the store makes it on the tracking connection: forget,
+    /// ticket, (the write), then `wrote`; `meanwhile` runs while the write
+    /// is on its way.
+    fn write(near: &NearCache, key: &StoreKey, record: &Record, meanwhile: impl FnOnce()) {
+        near.forget(key);
+        let ticket = near.ticket_now(key).unwrap();
+        meanwhile();
+        near.wrote(key, ticket, record.clone(), 100);
+    }
+
+    #[test]
+    fn an_own_write_is_kept_only_if_nothing_else_touched_the_key() {
+        let near = tracking_cache(100, 1 << 20);
+        let key = key();
+        let written = record(3600);
+        write(&near, &key, &written, || {});
+        assert_eq!(served(&near, &key), Some(written.expires_at));
+        // Not counted as a miss: no GET was sent.
+        assert_eq!(near.stats().misses, 0);
+
+        // Another process wrote the key while this write was on its way.
+        write(&near, &key, &record(7200), || near.forget(&key));
+        assert!(served(&near, &key).is_none());
+
+        // Too big to keep.
+        near.forget(&key);
+        let ticket = near.ticket_now(&key).unwrap();
+        near.wrote(&key, ticket, record(3600), 1 << 20);
+        assert!(served(&near, &key).is_none());
+    }
+
+    #[test]
+    fn a_read_sent_before_an_own_write_cannot_replace_it() {
+        let near = tracking_cache(100, 1 << 20);
+        let key = key();
+        let before = record(60);
+        // A load's GET goes out, then this process writes the key and keeps
+        // the value; the GET's answer (the old value) arrives last.
+        let ticket = near.ticket(&key).unwrap();
+        let written = record(3600);
+        write(&near, &key, &written, || {});
+        near.put(&key, ticket, &before, 100);
+        assert_eq!(served(&near, &key), Some(written.expires_at));
+
+        // The same with the GET sent while the write was on its way.
+        let key = self::key();
+        let written = record(3600);
+        let mut late = None;
+        write(&near, &key, &written, || late = near.ticket(&key));
+        near.put(&key, late.unwrap(), &before, 100);
+        assert_eq!(served(&near, &key), Some(written.expires_at));
+    }
+
+    fn invalidator(near: &Arc<NearCache>, epoch: u64) -> Invalidator {
+        Invalidator {
+            near: Arc::clone(near),
+            prefix: "app:s:".to_owned(),
+            epoch: Arc::new(AtomicU64::new(epoch)),
+        }
+    }
+
+    fn push(kind: PushKind, data: Vec<Value>) -> PushInfo {
+        PushInfo { kind, data }
+    }
+
+    #[test]
+    fn redis_invalidations_drop_only_the_keys_they_name() {
+        let near = Arc::new(tracking_cache(100, 1 << 20));
+        let inv = invalidator(&near, 1);
+        let (ours, other) = (key(), key());
+        for key in [&ours, &other] {
+            read(&near, key, &record(3600));
+        }
+        let keys = |names: Vec<String>| {
+            push(
+                PushKind::Invalidate,
+                vec![Value::Array(
+                    names
+                        .into_iter()
+                        .map(|n| Value::BulkString(n.into_bytes()))
+                        .collect(),
+                )],
+            )
+        };
+        // Under another prefix, or not a session key: nothing of ours.
+        let foreign = vec![
+            format!("other:{}", ours.hex()),
+            "app:s:not-a-key".to_owned(),
+        ];
+        inv.send(keys(foreign)).unwrap();
+        assert!(served(&near, &ours).is_some());
+        inv.send(keys(vec![format!("app:s:{}", ours.hex())]))
+            .unwrap();
+        assert!(served(&near, &ours).is_none());
+        assert!(served(&near, &other).is_some());
+        // Keys may come as simple strings too.
+        let simple = push(
+            PushKind::Invalidate,
+            vec![Value::Array(vec![Value::SimpleString(format!(
+                "app:s:{}",
+                other.hex()
+            ))])],
+        );
+        inv.send(simple).unwrap();
+        assert!(served(&near, &other).is_none());
+        assert!(near.stats().tracking);
+        assert_eq!(near.stats().resets, 0);
+    }
+
+    #[test]
+    fn a_flush_or_an_unreadable_invalidation_empties_the_cache() {
+        let near = Arc::new(tracking_cache(100, 1 << 20));
+        let inv = invalidator(&near, 1);
+        let key = key();
+        read(&near, &key, &record(3600));
+        // FLUSHALL: Redis sends nil.
+        inv.send(push(PushKind::Invalidate, vec![Value::Nil]))
+            .unwrap();
+        assert!(served(&near, &key).is_none());
+        assert!(near.stats().tracking);
+        // The connection's round follows the cache to the new epoch, so its
+        // next report still counts.
+        assert_eq!(inv.epoch.load(Ordering::SeqCst), 3);
+        read(&near, &key, &record(3600));
+        let odd = push(
+            PushKind::Invalidate,
+            vec![Value::Array(vec![Value::Int(1)])],
+        );
+        inv.send(odd).unwrap();
+        assert!(served(&near, &key).is_none());
+        assert_eq!(near.stats().resets, 2);
+    }
+
+    #[test]
+    fn a_dropped_connection_stops_the_cache_and_wakes_the_tracker() {
+        let near = Arc::new(tracking_cache(100, 1 << 20));
+        let key = key();
+        read(&near, &key, &record(3600));
+        // A connection of an earlier round reports its end: ignored.
+        invalidator(&near, 7)
+            .send(push(PushKind::Disconnection, vec![]))
+            .unwrap();
+        assert!(served(&near, &key).is_some());
+
+        invalidator(&near, 1)
+            .send(push(PushKind::Disconnection, vec![]))
+            .unwrap();
+        assert!(served(&near, &key).is_none());
+        assert!(!near.stats().tracking);
+        // The tracker was told: a permit is waiting.
+        let woken = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                tokio::time::timeout(Duration::from_millis(10), near.lost.notified())
+                    .await
+                    .is_ok()
+            });
+        assert!(woken);
+    }
+
+    #[test]
+    fn the_heartbeat_is_a_quarter_of_the_cap_within_bounds() {
+        assert_eq!(
+            heartbeat(Duration::from_secs(2)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            heartbeat(Duration::from_millis(400)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            heartbeat(Duration::from_millis(40)),
+            Duration::from_millis(20)
+        );
+    }
+
+    fn node(host: &str, port: i64) -> Value {
+        Value::Array(vec![
+            Value::BulkString(host.as_bytes().to_vec()),
+            Value::Int(port),
+            Value::BulkString(b"0123abcd".to_vec()),
+        ])
+    }
+
+    fn range(from: i64, to: i64, master: Value) -> Value {
+        Value::Array(vec![
+            Value::Int(from),
+            Value::Int(to),
+            master,
+            node("10.0.0.9", 7100),
+        ])
+    }
+
+    #[test]
+    fn the_masters_are_read_from_cluster_slots() {
+        let seed: ConnectionInfo = "redis://:pw@127.0.0.1:7000/".parse().unwrap();
+        let slots = Value::Array(vec![
+            range(0, 5000, node("127.0.0.2", 7001)),
+            range(5001, 9000, node("", 7002)),
+            range(9001, 16383, node("127.0.0.2", 7001)),
+        ]);
+        let masters = master_infos(&slots, &seed).unwrap();
+        let shown: Vec<String> = masters.iter().map(|m| m.addr().to_string()).collect();
+        // Each master once; an empty host is the seed's; replicas are not
+        // masters.
+        assert_eq!(shown, ["127.0.0.2:7001", "127.0.0.1:7002"]);
+        for master in &masters {
+            assert_eq!(master.redis_settings().password(), Some("pw"));
+        }
+        assert_eq!(
+            addresses(&masters),
+            ["127.0.0.1:7002", "127.0.0.2:7001"],
+            "sorted, to compare rounds"
+        );
+
+        for bad in [
+            Value::Nil,
+            Value::Array(vec![Value::Nil]),
+            Value::Array(vec![Value::Array(vec![Value::Int(0), Value::Int(1)])]),
+            Value::Array(vec![range(
+                0,
+                1,
+                Value::Array(vec![Value::Nil, Value::Int(1)]),
+            )]),
+            Value::Array(vec![range(0, 1, node("h", 70_000))]),
+        ] {
+            assert!(master_infos(&bad, &seed).is_err(), "{bad:?}");
+        }
+    }
+}
